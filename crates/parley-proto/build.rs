@@ -1,0 +1,23 @@
+//! Compiles proto/ with protox (pure Rust), so a fresh machine needs no system `protoc`.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [proto_root.join("parley/v1/client.proto")];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let descriptors = protox::compile(&files, [&proto_root])?;
+    let descriptor_bytes = descriptors.encode_to_vec();
+
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_bytes)?
+        .build(&[".parley"])?;
+    Ok(())
+}

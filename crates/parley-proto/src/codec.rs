@@ -1,0 +1,116 @@
+//! Frame encoding: protobuf in binary WebSocket frames, the proto3 JSON mapping in text frames.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// WebSocket subprotocol for protobuf-encoded binary frames.
+pub const SUBPROTOCOL_PROTO: &str = "parley.v1.proto";
+/// WebSocket subprotocol for proto3-JSON text frames. The default when a client names none.
+pub const SUBPROTOCOL_JSON: &str = "parley.v1.json";
+
+/// Which of the two encodings a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Json,
+    Proto,
+}
+
+/// One encoded frame, ready for a WebSocket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// A frame that does not decode as the expected message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid json frame: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid protobuf frame: {0}")]
+    Proto(#[from] prost::DecodeError),
+}
+
+impl Codec {
+    /// Picks the codec for a negotiated subprotocol; JSON when none was negotiated.
+    pub fn from_subprotocol(subprotocol: Option<&str>) -> Codec {
+        match subprotocol {
+            Some(SUBPROTOCOL_PROTO) => Codec::Proto,
+            _ => Codec::Json,
+        }
+    }
+
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Codec::Json => SUBPROTOCOL_JSON,
+            Codec::Proto => SUBPROTOCOL_PROTO,
+        }
+    }
+
+    pub fn encode<M: prost::Message + Serialize>(self, message: &M) -> Frame {
+        match self {
+            Codec::Json => Frame::Text(
+                serde_json::to_string(message).expect("generated messages always serialize"),
+            ),
+            Codec::Proto => Frame::Binary(Bytes::from(message.encode_to_vec())),
+        }
+    }
+
+    /// Decodes a frame by its own kind: a peer may send either kind whatever was negotiated.
+    pub fn decode<M: prost::Message + Default + DeserializeOwned>(
+        frame: &Frame,
+    ) -> Result<M, DecodeError> {
+        match frame {
+            Frame::Text(text) => Ok(serde_json::from_str(text)?),
+            Frame::Binary(bytes) => Ok(M::decode(bytes.clone())?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1;
+
+    fn login_frame() -> v1::ClientFrame {
+        v1::ClientFrame {
+            kind: Some(v1::client_frame::Kind::Request(v1::Request {
+                id: 7,
+                op: Some(v1::request::Op::Login(v1::LoginRequest {
+                    app_id: "a".repeat(32),
+                    uid: "alice".into(),
+                    token: String::new(),
+                })),
+            })),
+        }
+    }
+
+    #[test]
+    fn both_codecs_round_trip() {
+        for codec in [Codec::Json, Codec::Proto] {
+            let frame = codec.encode(&login_frame());
+            let decoded: v1::ClientFrame = Codec::decode(&frame).unwrap();
+            assert_eq!(decoded, login_frame());
+        }
+    }
+
+    #[test]
+    fn json_uses_the_proto3_mapping() {
+        let Frame::Text(text) = Codec::Json.encode(&login_frame()) else {
+            panic!("json codec must produce text");
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // uint64 is a string in proto3 JSON; field names are lowerCamelCase.
+        assert_eq!(value["request"]["id"], "7");
+        assert_eq!(value["request"]["login"]["appId"], "a".repeat(32));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let text = Frame::Text("{not json".into());
+        assert!(Codec::decode::<v1::ClientFrame>(&text).is_err());
+        let binary = Frame::Binary(Bytes::from_static(&[0xff, 0xff, 0xff]));
+        assert!(Codec::decode::<v1::ClientFrame>(&binary).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The wire: code generated from `proto/` (the single source of truth), the proto3 JSON mapping of
+//! every message, and frame encoding for both WebSocket flavours.
+//!
+//! This crate holds no logic beyond encoding and decoding.
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic)]
+    include!(concat!(env!("OUT_DIR"), "/parley.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/parley.v1.serde.rs"));
+}
+
+mod codec;
+
+pub use codec::Codec;
+pub use codec::DecodeError;
+pub use codec::Frame;
+pub use codec::SUBPROTOCOL_JSON;
+pub use codec::SUBPROTOCOL_PROTO;
