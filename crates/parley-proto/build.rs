@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(descriptors)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
+        // An unknown operation then decodes with its request id intact, so the reply can name it.
+        .ignore_unknown_fields()
         .build(&[".parley"])?;
     Ok(())
 }

@@ -68,6 +68,45 @@ impl Codec {
     }
 }
 
+/// A server frame encoded at most once per codec, however many connections it goes to: fan-out
+/// serializes a message once, not once per recipient.
+#[derive(Debug)]
+pub struct SharedFrame {
+    frame: crate::v1::ServerFrame,
+    json: std::sync::OnceLock<Frame>,
+    proto: std::sync::OnceLock<Frame>,
+}
+
+impl SharedFrame {
+    pub fn new(frame: crate::v1::ServerFrame) -> Self {
+        SharedFrame {
+            frame,
+            json: std::sync::OnceLock::new(),
+            proto: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn event(event: crate::v1::event::Kind) -> Self {
+        SharedFrame::new(crate::v1::ServerFrame {
+            kind: Some(crate::v1::server_frame::Kind::Event(crate::v1::Event {
+                kind: Some(event),
+            })),
+        })
+    }
+
+    pub fn message(&self) -> &crate::v1::ServerFrame {
+        &self.frame
+    }
+
+    pub fn encoded(&self, codec: Codec) -> &Frame {
+        let cell = match codec {
+            Codec::Json => &self.json,
+            Codec::Proto => &self.proto,
+        };
+        cell.get_or_init(|| codec.encode(&self.frame))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

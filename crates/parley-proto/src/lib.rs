@@ -16,3 +16,4 @@ pub use codec::DecodeError;
 pub use codec::Frame;
 pub use codec::SUBPROTOCOL_JSON;
 pub use codec::SUBPROTOCOL_PROTO;
+pub use codec::SharedFrame;

@@ -1,0 +1,435 @@
+//! The task that owns a client's WebSocket: requests out, replies and events in, heartbeats and
+//! reconnects.
+
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use futures_util::StreamExt;
+use parley_proto::Codec;
+use parley_proto::Frame;
+use parley_proto::v1;
+use parley_proto::v1::client_frame::Kind as ClientKind;
+use parley_proto::v1::reply::Result as ReplyResult;
+use parley_proto::v1::request::Op;
+use parley_proto::v1::server_frame::Kind as ServerKind;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::ClientConfig;
+use crate::ClientError;
+use crate::Command;
+use crate::ConnectionChangeReason as Reason;
+use crate::ConnectionState as State;
+use crate::ErrorCode;
+use crate::Event;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Connects and logs in, then hands the socket to a new task.
+pub(crate) async fn start(
+    config: ClientConfig,
+    command_rx: mpsc::Receiver<Command>,
+    event_tx: mpsc::Sender<Event>,
+) -> Result<(), ClientError> {
+    let mut manager = Manager {
+        config,
+        event_tx,
+        pending: HashMap::new(),
+        next_id: 1,
+        joined: BTreeSet::new(),
+        heartbeat: Duration::from_secs(5),
+    };
+    let socket = manager.connect_and_login().await?;
+    manager
+        .emit(state_changed(State::Connected, Reason::LoginSuccess))
+        .await;
+    tokio::spawn(manager.run(socket, command_rx));
+    Ok(())
+}
+
+enum SessionEnd {
+    /// The server ended the session with this reason; do not reconnect.
+    Aborted(Reason),
+    LoggedOut,
+    /// Every `Client` handle was dropped.
+    Abandoned,
+    /// The connection failed; reconnect.
+    Lost,
+}
+
+enum Pending {
+    Caller {
+        reply_tx: oneshot::Sender<Result<ReplyResult, ClientError>>,
+        /// Remembered so the client knows which channels to re-join after a reconnect.
+        effect: Effect,
+    },
+    Ping,
+}
+
+enum Effect {
+    Joined(String),
+    Left(String),
+    LoggedOut,
+    None,
+}
+
+struct Manager {
+    config: ClientConfig,
+    event_tx: mpsc::Sender<Event>,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    joined: BTreeSet<String>,
+    heartbeat: Duration,
+}
+
+impl Manager {
+    async fn run(mut self, mut socket: Socket, mut command_rx: mpsc::Receiver<Command>) {
+        loop {
+            let end = self.session(&mut socket, &mut command_rx).await;
+            self.fail_pending();
+            match end {
+                SessionEnd::Aborted(reason) => {
+                    self.emit(state_changed(State::Aborted, reason)).await;
+                    return;
+                }
+                SessionEnd::LoggedOut => {
+                    let _ = socket.close(None).await;
+                    self.emit(state_changed(State::Disconnected, Reason::Logout))
+                        .await;
+                    return;
+                }
+                SessionEnd::Abandoned => {
+                    let _ = self.call_inline(&mut socket, logout_op()).await;
+                    return;
+                }
+                SessionEnd::Lost if !self.config.reconnect => {
+                    self.emit(state_changed(State::Disconnected, Reason::Interrupted))
+                        .await;
+                    return;
+                }
+                SessionEnd::Lost => {
+                    self.emit(state_changed(State::Reconnecting, Reason::Interrupted))
+                        .await;
+                    match self.reconnect().await {
+                        Ok(new_socket) => {
+                            socket = new_socket;
+                            self.emit(state_changed(State::Connected, Reason::LoginSuccess))
+                                .await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "reconnect gave up");
+                            self.emit(state_changed(State::Aborted, Reason::LoginFailure))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves one connection until it ends.
+    async fn session(
+        &mut self,
+        socket: &mut Socket,
+        command_rx: &mut mpsc::Receiver<Command>,
+    ) -> SessionEnd {
+        let mut ping = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                command = command_rx.recv() => {
+                    let Some(Command { op, reply_tx }) = command else {
+                        return SessionEnd::Abandoned;
+                    };
+                    let effect = match &op {
+                        Op::Join(join) => Effect::Joined(join.channel_id.clone()),
+                        Op::Leave(leave) => Effect::Left(leave.channel_id.clone()),
+                        Op::Logout(_) => Effect::LoggedOut,
+                        _ => Effect::None,
+                    };
+                    let id = self.take_id();
+                    self.pending.insert(id, Pending::Caller { reply_tx, effect });
+                    if self.send_request(socket, id, op).await.is_err() {
+                        return SessionEnd::Lost;
+                    }
+                }
+                frame = socket.next() => {
+                    last_heard = Instant::now();
+                    let frame = match frame {
+                        Some(Ok(WsMessage::Text(text))) => Frame::Text(text.to_string()),
+                        Some(Ok(WsMessage::Binary(bytes))) => Frame::Binary(bytes),
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) | None => return SessionEnd::Lost,
+                    };
+                    let server_frame = match Codec::decode::<v1::ServerFrame>(&frame) {
+                        Ok(server_frame) => server_frame,
+                        Err(error) => {
+                            tracing::warn!(%error, "undecodable frame from server");
+                            continue;
+                        }
+                    };
+                    match server_frame.kind {
+                        Some(ServerKind::Reply(reply)) => {
+                            if let Some(end) = self.on_reply(reply) {
+                                return end;
+                            }
+                        }
+                        Some(ServerKind::Event(event)) => {
+                            if let Some(end) = self.on_event(socket, event).await {
+                                return end;
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > self.heartbeat * 3 {
+                        return SessionEnd::Lost;
+                    }
+                    let id = self.take_id();
+                    self.pending.insert(id, Pending::Ping);
+                    if self.send_request(socket, id, Op::Ping(v1::PingRequest {})).await.is_err() {
+                        return SessionEnd::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: v1::Reply) -> Option<SessionEnd> {
+        let Some(Pending::Caller { reply_tx, effect }) = self.pending.remove(&reply.id) else {
+            return None;
+        };
+        let result = reply_result(reply);
+        let mut end = None;
+        if result.is_ok() {
+            match effect {
+                Effect::Joined(channel) => {
+                    self.joined.insert(channel);
+                }
+                Effect::Left(channel) => {
+                    self.joined.remove(&channel);
+                }
+                Effect::LoggedOut => end = Some(SessionEnd::LoggedOut),
+                Effect::None => {}
+            }
+        }
+        let _ = reply_tx.send(result);
+        end
+    }
+
+    async fn on_event(&mut self, socket: &mut Socket, event: v1::Event) -> Option<SessionEnd> {
+        let kind = event.kind?;
+        match &kind {
+            Event::ConnectionStateChanged(changed) => {
+                let reason = Reason::try_from(changed.reason).unwrap_or(Reason::Interrupted);
+                return Some(SessionEnd::Aborted(reason));
+            }
+            Event::MessageFromPeer(message) => {
+                let receipt = v1::ClientFrame {
+                    kind: Some(ClientKind::Receipt(v1::PeerMessageReceipt {
+                        message_id: message.message_id,
+                    })),
+                };
+                if self.send_frame(socket, &receipt).await.is_err() {
+                    return Some(SessionEnd::Lost);
+                }
+            }
+            _ => {}
+        }
+        self.emit(kind).await;
+        None
+    }
+
+    /// Connects, logs in and re-joins channels, retrying with backoff until it works or the
+    /// server refuses the login for good.
+    async fn reconnect(&mut self) -> Result<Socket, ClientError> {
+        let mut backoff = RECONNECT_BACKOFF_MIN;
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            let mut socket = match self.connect_and_login().await {
+                Ok(socket) => socket,
+                Err(error) if is_permanent(&error) => return Err(error),
+                Err(error) => {
+                    tracing::debug!(%error, "reconnect attempt failed");
+                    continue;
+                }
+            };
+            let mut rejoined = true;
+            for channel in self.joined.clone() {
+                let op = Op::Join(v1::JoinRequest {
+                    channel_id: channel.clone(),
+                });
+                match self.call_inline(&mut socket, op).await {
+                    Ok(_) => {}
+                    Err(error) if error.code == ErrorCode::AlreadyJoined => {}
+                    Err(error) => {
+                        tracing::debug!(%error, %channel, "re-join failed");
+                        rejoined = false;
+                        break;
+                    }
+                }
+            }
+            if rejoined {
+                return Ok(socket);
+            }
+        }
+    }
+
+    async fn connect_and_login(&mut self) -> Result<Socket, ClientError> {
+        let unavailable = |error: String| ClientError::new(ErrorCode::Unavailable, error);
+        let mut request = self
+            .config
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|error| ClientError::new(ErrorCode::InvalidArgument, error.to_string()))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(self.config.codec.subprotocol()),
+        );
+        let (mut socket, _) =
+            tokio::time::timeout(LOGIN_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| ClientError::new(ErrorCode::Timeout, "connect timed out"))?
+                .map_err(|error| unavailable(error.to_string()))?;
+        let login = Op::Login(v1::LoginRequest {
+            app_id: self.config.app_id.clone(),
+            uid: self.config.uid.clone(),
+            token: self.config.token.clone(),
+        });
+        match tokio::time::timeout(LOGIN_TIMEOUT, self.call_inline(&mut socket, login)).await {
+            Err(_) => Err(ClientError::new(ErrorCode::Timeout, "login timed out")),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(ReplyResult::Login(login))) => {
+                if login.heartbeat_interval_ms > 0 {
+                    self.heartbeat = Duration::from_millis(u64::from(login.heartbeat_interval_ms));
+                }
+                Ok(socket)
+            }
+            Ok(Ok(other)) => Err(crate::unexpected(other)),
+        }
+    }
+
+    /// Sends one request and waits for its reply on a socket the main loop is not serving,
+    /// passing on any events that arrive meanwhile.
+    async fn call_inline(
+        &mut self,
+        socket: &mut Socket,
+        op: Op,
+    ) -> Result<ReplyResult, ClientError> {
+        let lost = || ClientError::new(ErrorCode::Unavailable, "connection lost");
+        let id = self.take_id();
+        self.send_request(socket, id, op)
+            .await
+            .map_err(|_| lost())?;
+        loop {
+            let frame = match socket.next().await {
+                Some(Ok(WsMessage::Text(text))) => Frame::Text(text.to_string()),
+                Some(Ok(WsMessage::Binary(bytes))) => Frame::Binary(bytes),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(lost()),
+            };
+            match Codec::decode::<v1::ServerFrame>(&frame).map(|frame| frame.kind) {
+                Ok(Some(ServerKind::Reply(reply))) if reply.id == id => return reply_result(reply),
+                Ok(Some(ServerKind::Event(event))) => {
+                    let session_ended = self.on_event(socket, event).await.is_some();
+                    if session_ended {
+                        return Err(lost());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn send_request(
+        &self,
+        socket: &mut Socket,
+        id: u64,
+        op: Op,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let frame = v1::ClientFrame {
+            kind: Some(ClientKind::Request(v1::Request { id, op: Some(op) })),
+        };
+        self.send_frame(socket, &frame).await
+    }
+
+    async fn send_frame(
+        &self,
+        socket: &mut Socket,
+        frame: &v1::ClientFrame,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let message = match self.config.codec.encode(frame) {
+            Frame::Text(text) => WsMessage::Text(text.into()),
+            Frame::Binary(bytes) => WsMessage::Binary(bytes),
+        };
+        socket.send(message).await
+    }
+
+    fn take_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn fail_pending(&mut self) {
+        for (_, pending) in self.pending.drain() {
+            if let Pending::Caller { reply_tx, .. } = pending {
+                let _ = reply_tx.send(Err(ClientError::new(
+                    ErrorCode::Unavailable,
+                    "connection lost before the reply",
+                )));
+            }
+        }
+    }
+
+    async fn emit(&self, event: Event) {
+        // An application that dropped its receiver no longer wants events.
+        let _ = self.event_tx.send(event).await;
+    }
+}
+
+fn reply_result(reply: v1::Reply) -> Result<ReplyResult, ClientError> {
+    match (reply.error, reply.result) {
+        (Some(error), _) => Err(ClientError::from_wire(error)),
+        (None, Some(result)) => Ok(result),
+        (None, None) => Err(ClientError::new(ErrorCode::Internal, "empty reply")),
+    }
+}
+
+fn is_permanent(error: &ClientError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::InvalidToken
+            | ErrorCode::TokenExpired
+            | ErrorCode::InvalidAppId
+            | ErrorCode::InvalidUserid
+            | ErrorCode::Banned
+    )
+}
+
+fn state_changed(state: State, reason: Reason) -> Event {
+    Event::ConnectionStateChanged(v1::ConnectionStateChanged {
+        state: state as i32,
+        reason: reason as i32,
+    })
+}
+
+fn logout_op() -> Op {
+    Op::Logout(v1::LogoutRequest {})
+}

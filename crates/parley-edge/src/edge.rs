@@ -1,0 +1,223 @@
+//! [`Edge`]: the table of this node's sessions, and the [`EdgeSink`] owners deliver through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use parley_core::app::AppDirectory;
+use parley_core::ids::AppId;
+use parley_core::ids::MessageId;
+use parley_core::ids::NodeId;
+use parley_core::ids::SessionId;
+use parley_core::ids::UserId;
+use parley_core::rate::TokenBucket;
+use parley_owner::EdgeSink;
+use parley_owner::OwnerApi;
+use parley_proto::SharedFrame;
+use parley_proto::v1::connection_state_changed::Reason;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    pub node: NodeId,
+    /// How often clients should ping; silence for three intervals ends the connection.
+    pub heartbeat_interval: Duration,
+    /// Time a new connection has to log in.
+    pub login_timeout: Duration,
+    /// TokenPrivilegeWillExpire is sent this long before the token expires.
+    pub token_warning: Duration,
+    /// Largest WebSocket frame accepted; larger ones close the connection (PROTOCOL_ERROR).
+    pub max_frame_bytes: usize,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            node: NodeId(0),
+            heartbeat_interval: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(10),
+            token_warning: Duration::from_secs(30),
+            max_frame_bytes: 128 * 1024,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// What a connection's writer sends, in order.
+pub(crate) enum Outbound {
+    Shared(Arc<SharedFrame>),
+    Own(parley_proto::v1::ServerFrame),
+    /// Close the socket and stop; with a reason, first write ConnectionStateChanged(ABORTED,
+    /// reason).
+    Close(Option<Reason>),
+}
+
+/// What the rest of the node may ask of a connection's task.
+pub(crate) enum Control {
+    End(Reason),
+}
+
+/// A live session as other tasks see it.
+pub(crate) struct SessionHandle {
+    pub outbound_tx: mpsc::Sender<Outbound>,
+    pub control_tx: mpsc::Sender<Control>,
+    /// Peer messages awaiting the client's receipt. A std lock: touched only for an insert or a
+    /// remove, never across an await.
+    pub receipts: Mutex<HashMap<MessageId, oneshot::Sender<()>>>,
+}
+
+/// Receipts a session may have outstanding before abandoned ones are swept.
+const RECEIPT_SWEEP_AT: usize = 1024;
+/// Login buckets kept before full (idle) ones are forgotten.
+const LOGIN_BUCKET_SWEEP_AT: usize = 10_000;
+
+pub struct Edge {
+    config: EdgeConfig,
+    apps: Arc<AppDirectory>,
+    owner: Arc<dyn OwnerApi>,
+    next_session: AtomicU64,
+    // A std lock: lookups on every delivery, inserts and removes at login and logout; never held
+    // across an await.
+    sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
+    /// Login attempts per app and uid, across connections.
+    login_buckets: Mutex<HashMap<(AppId, UserId), TokenBucket>>,
+}
+
+impl Edge {
+    pub fn new(config: EdgeConfig, apps: Arc<AppDirectory>, owner: Arc<dyn OwnerApi>) -> Arc<Edge> {
+        Arc::new(Edge {
+            config,
+            apps,
+            owner,
+            next_session: AtomicU64::new(1),
+            sessions: RwLock::new(HashMap::new()),
+            login_buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    pub(crate) fn apps(&self) -> &AppDirectory {
+        &self.apps
+    }
+
+    pub(crate) fn owner(&self) -> &dyn OwnerApi {
+        &*self.owner
+    }
+
+    pub(crate) fn new_session_id(&self) -> SessionId {
+        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn insert_session(&self, session: SessionId, handle: Arc<SessionHandle>) {
+        self.sessions
+            .write()
+            .expect("session table lock poisoned")
+            .insert(session, handle);
+    }
+
+    pub(crate) fn remove_session(&self, session: SessionId) {
+        self.sessions
+            .write()
+            .expect("session table lock poisoned")
+            .remove(&session);
+    }
+
+    fn session(&self, session: SessionId) -> Option<Arc<SessionHandle>> {
+        self.sessions
+            .read()
+            .expect("session table lock poisoned")
+            .get(&session)
+            .cloned()
+    }
+
+    /// Number of logged-in sessions on this edge.
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .read()
+            .expect("session table lock poisoned")
+            .len()
+    }
+
+    /// Takes a login attempt from the (app, uid) bucket.
+    pub(crate) fn allow_login(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        rate: parley_core::rate::Rate,
+    ) -> bool {
+        let now = Instant::now();
+        let mut buckets = self
+            .login_buckets
+            .lock()
+            .expect("login bucket lock poisoned");
+        if buckets.len() >= LOGIN_BUCKET_SWEEP_AT {
+            buckets.retain(|_, bucket| !bucket.is_full(now));
+        }
+        buckets
+            .entry((app.clone(), uid.clone()))
+            .or_insert_with(|| TokenBucket::new(rate, now))
+            .try_take(now)
+    }
+
+    /// Queues a frame for a session; a full queue ends the session as a slow consumer.
+    fn enqueue(&self, session: SessionId, handle: &SessionHandle, outbound: Outbound) {
+        match handle.outbound_tx.try_send(outbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(session = %session, "outbound queue full, ending slow consumer");
+                let _ = handle
+                    .control_tx
+                    .try_send(Control::End(Reason::SlowConsumer));
+            }
+            // The connection is ending; its task cleans up.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+impl EdgeSink for Edge {
+    fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
+        for &session in sessions {
+            if let Some(handle) = self.session(session) {
+                self.enqueue(session, &handle, Outbound::Shared(frame.clone()));
+            }
+        }
+    }
+
+    fn deliver_peer(
+        &self,
+        session: SessionId,
+        message_id: MessageId,
+        frame: Arc<SharedFrame>,
+    ) -> oneshot::Receiver<()> {
+        let (receipt_tx, receipt_rx) = oneshot::channel();
+        if let Some(handle) = self.session(session) {
+            {
+                let mut receipts = handle.receipts.lock().expect("receipt lock poisoned");
+                if receipts.len() >= RECEIPT_SWEEP_AT {
+                    receipts.retain(|_, waiting| !waiting.is_closed());
+                }
+                receipts.insert(message_id, receipt_tx);
+            }
+            self.enqueue(session, &handle, Outbound::Shared(frame));
+        }
+        receipt_rx
+    }
+
+    fn end_session(&self, session: SessionId, reason: Reason) {
+        if let Some(handle) = self.session(session) {
+            let _ = handle.control_tx.try_send(Control::End(reason));
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! HTTP surface of an edge: `/v1/ws` and `/healthz`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::WebSocketUpgrade;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use parley_proto::Codec;
+use parley_proto::SUBPROTOCOL_JSON;
+use parley_proto::SUBPROTOCOL_PROTO;
+use tokio::net::TcpListener;
+
+use crate::connection;
+use crate::edge::Edge;
+
+/// Read and write buffers per connection. The tungstenite defaults (128 KiB each) cost ~136 KB
+/// of memory per idle connection; 4 KiB costs ~9 KB (docs/benchmarks.md).
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+
+pub fn router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/v1/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(edge)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn upgrade(State(edge): State<Arc<Edge>>, upgrade: WebSocketUpgrade) -> impl IntoResponse {
+    let max_frame = edge.config().max_frame_bytes;
+    upgrade
+        .protocols([SUBPROTOCOL_PROTO, SUBPROTOCOL_JSON])
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| {
+            let codec = Codec::from_subprotocol(
+                socket
+                    .protocol()
+                    .and_then(|protocol| protocol.to_str().ok()),
+            );
+            connection::run(edge, socket, codec)
+        })
+}

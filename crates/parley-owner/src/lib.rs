@@ -1,0 +1,25 @@
+//! The owner side: the authoritative state of channels (members, sequence numbers) and users
+//! (where their sessions are), and the fan-out of messages and events to edges.
+//!
+//! Edges talk to owners only through [`OwnerApi`]; owners talk back only through [`EdgeSink`]. In
+//! `parley dev` both are in-process calls; in a cluster they become gRPC clients.
+//!
+//! Architecture invariant: this crate never parses client frames and never touches a socket.
+
+mod api;
+mod owner;
+mod shard;
+
+pub use api::ChannelKey;
+pub use api::ChannelSend;
+pub use api::ChannelSent;
+pub use api::EdgeSink;
+pub use api::LeaveReason;
+pub use api::OpenSession;
+pub use api::OwnerApi;
+pub use api::PeerDispatch;
+pub use api::PeerOutcome;
+pub use api::PeerSend;
+pub use api::UserKey;
+pub use owner::Owner;
+pub use owner::OwnerConfig;

@@ -1,0 +1,146 @@
+//! Flags of every sub-command. Each flag can also be set by its `PARLEY_…` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use clap::Args;
+use clap::Parser;
+use clap::Subcommand;
+
+#[derive(Debug, Parser)]
+#[command(name = "parley", version, about = "Self-hosted real-time messaging")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process on embedded storage.
+    Dev(DevOptions),
+    /// Print a "007" RTM token for development.
+    Token(TokenOptions),
+    /// A scriptable JSON-lines client (see docs/cli.md).
+    Client(ClientOptions),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct DevOptions {
+    /// Address for HTTP and WebSocket clients.
+    #[arg(long, env = "PARLEY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Where state is kept between runs (the development app, and later inboxes and history).
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = ".parley")]
+    pub data_dir: PathBuf,
+    /// App ID to serve; without it a development app is created (and kept in the data dir).
+    #[arg(long, env = "PARLEY_APP_ID")]
+    pub app_id: Option<String>,
+    /// Certificate of `--app-id`; without it that app takes logins without a token.
+    #[arg(long, env = "PARLEY_APP_CERTIFICATE", requires = "app_id")]
+    pub app_certificate: Option<String>,
+    /// Let one uid be logged in from several devices at once instead of REMOTE_LOGIN.
+    #[arg(long, env = "PARLEY_ALLOW_MULTI_LOGIN")]
+    pub allow_multi_login: bool,
+    /// How long a member whose connection was lost stays in its channels.
+    #[arg(long, env = "PARLEY_MEMBER_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub member_grace: Duration,
+    /// Interval at which clients must ping; three silent intervals end a connection.
+    #[arg(long, env = "PARLEY_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Log format: text or json.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct TokenOptions {
+    #[arg(long, env = "PARLEY_APP_ID")]
+    pub app_id: String,
+    #[arg(long, env = "PARLEY_APP_CERTIFICATE")]
+    pub app_certificate: String,
+    #[arg(long)]
+    pub uid: String,
+    /// Seconds the token is valid for.
+    #[arg(long, default_value_t = 3600)]
+    pub expire: u32,
+}
+
+impl TokenOptions {
+    pub fn build(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as u32;
+        parley_core::token::build_007(
+            &self.app_id,
+            &self.app_certificate,
+            &self.uid,
+            self.expire,
+            now,
+            rand::random_range(1..99_999_999),
+        )
+    }
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ClientOptions {
+    #[arg(long, env = "PARLEY_URL", default_value = "ws://127.0.0.1:8080/v1/ws")]
+    pub url: String,
+    #[arg(long, env = "PARLEY_APP_ID")]
+    pub app_id: String,
+    #[arg(long)]
+    pub uid: String,
+    #[arg(long, env = "PARLEY_TOKEN", default_value = "")]
+    pub token: String,
+    /// Stay online after the end of input, printing events, until killed.
+    #[arg(long)]
+    pub stay: bool,
+    /// Wire encoding: proto (binary frames) or json (text frames).
+    #[arg(long, default_value = "proto")]
+    pub codec: String,
+}
+
+/// Parses `250ms`, `20s`, `5m` or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((raw, "s"), |at| raw.split_at(at));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {raw:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("invalid duration unit in {raw:?}: use ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command_for_tests().debug_assert();
+    }
+
+    impl Cli {
+        fn command_for_tests() -> clap::Command {
+            <Cli as clap::CommandFactory>::command()
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `parley dev`: every role in one process, owner and edge joined by in-process calls.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use parley_core::app::AppConfig;
+use parley_core::app::AppDirectory;
+use parley_core::app::MultiLogin;
+use parley_core::ids::AppId;
+use parley_edge::Edge;
+use parley_edge::EdgeConfig;
+use parley_edge::Router;
+use parley_owner::Owner;
+use parley_owner::OwnerConfig;
+use tokio::net::TcpListener;
+
+use crate::cli::DevOptions;
+
+/// One node with every role, ready to serve.
+pub struct Node {
+    pub edge: Arc<Edge>,
+    pub owner: Arc<Owner>,
+    pub router: Router,
+}
+
+/// Wires an owner and an edge together in one process.
+pub fn node(apps: AppDirectory, owner_config: OwnerConfig, edge_config: EdgeConfig) -> Node {
+    let apps = Arc::new(apps);
+    let owner = Owner::start(owner_config, apps.clone());
+    let edge = Edge::new(edge_config, apps, owner.clone());
+    owner.register_edge(edge.config().node, edge.clone());
+    let router = parley_edge::router(edge.clone());
+    Node {
+        edge,
+        owner,
+        router,
+    }
+}
+
+/// Serves `node` on `listener` until `shutdown` completes.
+pub async fn serve(
+    node: Node,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    parley_edge::serve(listener, node.router, shutdown).await
+}
+
+pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
+    let mut app = resolve_app(&options)?;
+    if options.allow_multi_login {
+        app.multi_login = MultiLogin::AllowMany;
+    }
+    let owner_config = OwnerConfig {
+        member_grace: options.member_grace,
+        ..OwnerConfig::default()
+    };
+    let edge_config = EdgeConfig {
+        heartbeat_interval: options.heartbeat_interval,
+        ..EdgeConfig::default()
+    };
+    let listener = TcpListener::bind(options.http_addr)
+        .await
+        .with_context(|| format!("bind {}", options.http_addr))?;
+    let addr = listener.local_addr()?;
+
+    println!("parley dev is listening on ws://{addr}/v1/ws (health: http://{addr}/healthz)");
+    println!("  app id:          {}", app.app_id);
+    match &app.certificate {
+        Some(certificate) => {
+            println!("  app certificate: {certificate}");
+            println!(
+                "  a token for alice: parley token --app-id {} --app-certificate {certificate} --uid alice",
+                app.app_id
+            );
+        }
+        None => println!("  app certificate: none (logins need no token)"),
+    }
+
+    let node = node(AppDirectory::new([app]), owner_config, edge_config);
+    serve(node, listener, shutdown_signal()).await?;
+    tracing::info!("parley dev stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The app `parley dev` serves: from flags, or the development app kept in the data dir (created
+/// on first start).
+fn resolve_app(options: &DevOptions) -> anyhow::Result<AppConfig> {
+    if let Some(app_id) = &options.app_id {
+        let app_id = AppId::parse(app_id).map_err(|error| anyhow::anyhow!("--app-id: {error}"))?;
+        return Ok(AppConfig::new(app_id, options.app_certificate.clone()));
+    }
+    let path = options.data_dir.join("dev-app.json");
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        let saved: serde_json::Value =
+            serde_json::from_str(&saved).with_context(|| format!("read {}", path.display()))?;
+        let app_id = saved["appId"].as_str().unwrap_or_default();
+        let app_id =
+            AppId::parse(app_id).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        let certificate = saved["appCertificate"].as_str().map(str::to_owned);
+        return Ok(AppConfig::new(app_id, certificate));
+    }
+    let app_id = random_hex32();
+    let certificate = random_hex32();
+    save_app(&path, &app_id, &certificate)?;
+    Ok(AppConfig::new(
+        AppId::parse(&app_id).expect("32 hex digits are a valid app id"),
+        Some(certificate),
+    ))
+}
+
+fn save_app(path: &Path, app_id: &str, certificate: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let saved = serde_json::json!({ "appId": app_id, "appCertificate": certificate });
+    std::fs::write(path, serde_json::to_string_pretty(&saved)?)
+        .with_context(|| format!("write {}", path.display()))
+}
+
+fn random_hex32() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+}

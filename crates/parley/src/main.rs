@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    parley::main(parley::cli::Cli::parse())
+}
