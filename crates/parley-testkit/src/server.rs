@@ -1,0 +1,140 @@
+//! In-process `parley dev` nodes for tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use parley_core::app::AppConfig;
+use parley_core::app::AppDirectory;
+use parley_core::app::MultiLogin;
+use parley_core::ids::AppId;
+use parley_core::limits::Limits;
+use parley_edge::EdgeConfig;
+use parley_owner::OwnerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const APP_ID: &str = "0123456789abcdef0123456789ABCDEF";
+pub const CERTIFICATE: &str = "fedcba9876543210fedcba9876543210";
+
+pub struct TestServerBuilder {
+    certificate: Option<String>,
+    multi_login: MultiLogin,
+    limits: Limits,
+    owner: OwnerConfig,
+    edge: EdgeConfig,
+}
+
+impl TestServerBuilder {
+    /// Logins need no token.
+    pub fn without_certificate(mut self) -> Self {
+        self.certificate = None;
+        self
+    }
+
+    pub fn multi_login(mut self) -> Self {
+        self.multi_login = MultiLogin::AllowMany;
+        self
+    }
+
+    pub fn limits(mut self, edit: impl FnOnce(&mut Limits)) -> Self {
+        edit(&mut self.limits);
+        self
+    }
+
+    pub fn owner(mut self, edit: impl FnOnce(&mut OwnerConfig)) -> Self {
+        edit(&mut self.owner);
+        self
+    }
+
+    pub fn edge(mut self, edit: impl FnOnce(&mut EdgeConfig)) -> Self {
+        edit(&mut self.edge);
+        self
+    }
+
+    pub async fn start(self) -> TestServer {
+        let mut app = AppConfig::new(
+            AppId::parse(APP_ID).expect("valid app id"),
+            self.certificate,
+        );
+        app.multi_login = self.multi_login;
+        app.limits = self.limits;
+        let certificate = app.certificate.clone();
+        let node = parley::dev::node(AppDirectory::new([app]), self.owner, self.edge);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        tokio::spawn(parley::dev::serve(node, listener, async move {
+            let _ = shutdown_rx.await;
+        }));
+        TestServer {
+            addr,
+            certificate,
+            _shutdown_tx: shutdown_tx,
+        }
+    }
+}
+
+/// A running node; stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    certificate: Option<String>,
+    _shutdown_tx: oneshot::Sender<()>,
+}
+
+impl TestServer {
+    /// Default settings, with timers short enough for tests.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder {
+            certificate: Some(CERTIFICATE.to_owned()),
+            multi_login: MultiLogin::Replace,
+            limits: Limits::default(),
+            owner: OwnerConfig {
+                member_grace: Duration::from_millis(500),
+                member_count_interval: Duration::from_millis(50),
+                peer_receipt_timeout: Duration::from_secs(2),
+                ..OwnerConfig::default()
+            },
+            edge: EdgeConfig::default(),
+        }
+    }
+
+    pub async fn start() -> TestServer {
+        TestServer::builder().start().await
+    }
+
+    pub fn app_id(&self) -> &'static str {
+        APP_ID
+    }
+
+    pub fn certificate(&self) -> Option<&str> {
+        self.certificate.as_deref()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// A valid "007" token for `uid`, expiring in `expire_secs` (empty without certificate).
+    pub fn token_expiring(&self, uid: &str, expire_secs: u32) -> String {
+        let Some(certificate) = &self.certificate else {
+            return String::new();
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as u32;
+        parley_core::token::build_007(APP_ID, certificate, uid, expire_secs, now, 7)
+    }
+
+    pub fn token(&self, uid: &str) -> String {
+        self.token_expiring(uid, 3600)
+    }
+
+    /// An SDK client config for `uid` with a valid token.
+    pub fn client_config(&self, uid: &str) -> parley_client::ClientConfig {
+        parley_client::ClientConfig::new(self.ws_url(), APP_ID, uid).token(self.token(uid))
+    }
+}
