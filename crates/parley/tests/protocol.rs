@@ -5,7 +5,6 @@ use std::time::Duration;
 use parley_proto::Codec;
 use parley_proto::v1;
 use parley_proto::v1::ErrorCode;
-use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
 use parley_proto::v1::reply::Result as ReplyResult;
 use parley_proto::v1::request::Op;
