@@ -89,12 +89,20 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
         }
     });
 
+    // SIGTERM and SIGINT log out cleanly whenever they come.
+    let termination = termination();
+    tokio::pin!(termination);
+    let mut terminated = false;
     let mut in_flight = JoinSet::new();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         let line = tokio::select! {
             line = lines.next_line() => line?,
             _ = aborted_rx.wait_for(|aborted| *aborted) => return Ok(ExitCode::FAILURE),
+            () = &mut termination => {
+                terminated = true;
+                None
+            }
         };
         let Some(line) = line else { break };
         if line.trim().is_empty() {
@@ -110,9 +118,9 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
     }
     while in_flight.join_next().await.is_some() {}
 
-    if options.stay {
+    if options.stay && !terminated {
         tokio::select! {
-            () = termination() => {}
+            () = &mut termination => {}
             _ = aborted_rx.wait_for(|aborted| *aborted) => return Ok(ExitCode::FAILURE),
         }
     }

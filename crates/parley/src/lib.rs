@@ -30,6 +30,8 @@ pub fn main(cli: Cli) -> ExitCode {
             runtime.block_on(client_cmd::run(options))
         }
     };
+    // A blocking read of standard input may still be pending; it must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match outcome {
         Ok(code) => code,
         Err(error) => {

@@ -1,0 +1,274 @@
+//! `parley client` spawned as a process, held to the contract of docs/cli.md.
+
+use std::process::Stdio;
+
+use parley_testkit::PROMPTLY;
+use parley_testkit::TestServer;
+use serde_json::Value;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::io::BufReader;
+use tokio::io::Lines;
+use tokio::process::Child;
+use tokio::process::ChildStdout;
+use tokio::process::Command;
+
+struct CliClient {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl CliClient {
+    fn spawn(server: &TestServer, uid: &str, token: &str, extra: &[&str]) -> CliClient {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args([
+                "client",
+                "--url",
+                &server.ws_url(),
+                "--app-id",
+                server.app_id(),
+            ])
+            .args(["--uid", uid, "--token", token])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn parley client");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        CliClient { child, stdout }
+    }
+
+    async fn line(&mut self) -> Value {
+        let line = tokio::time::timeout(PROMPTLY, self.stdout.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read stdout")
+            .expect("stdout still open");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not json: {line}"))
+    }
+
+    /// Reads lines until one matches.
+    async fn line_where(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let line = self.line().await;
+            if matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    async fn write(&mut self, lines: &[&str]) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        for line in lines {
+            stdin.write_all(line.as_bytes()).await.unwrap();
+            stdin.write_all(b"\n").await.unwrap();
+        }
+        stdin.flush().await.unwrap();
+    }
+
+    async fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Every remaining line, then the exit code.
+    async fn finish(mut self) -> (Vec<Value>, Option<i32>) {
+        let mut lines = Vec::new();
+        while let Some(line) = tokio::time::timeout(PROMPTLY, self.stdout.next_line())
+            .await
+            .expect("output ends in time")
+            .expect("read stdout")
+        {
+            lines.push(serde_json::from_str(&line).unwrap_or_else(|_| panic!("not json: {line}")));
+        }
+        let status = tokio::time::timeout(PROMPTLY, self.child.wait())
+            .await
+            .expect("exit in time")
+            .expect("wait");
+        (lines, status.code())
+    }
+}
+
+fn reply(lines: &[Value], id: i64) -> &Value {
+    lines
+        .iter()
+        .find(|line| line["id"] == json!(id))
+        .unwrap_or_else(|| panic!("no reply with id {id} in {lines:#?}"))
+}
+
+#[tokio::test]
+async fn two_terminals_talk_through_parley_client() {
+    let server = TestServer::start().await;
+    let mut bob = CliClient::spawn(&server, "bob", &server.token("bob"), &["--stay"]);
+    assert_eq!(
+        bob.line().await,
+        json!({"event": "ConnectionStateChanged", "state": "CONNECTED", "reason": "LOGIN_SUCCESS"})
+    );
+    bob.write(&[r#"{"id":"b1","op":"join","channelId":"lobby"}"#])
+        .await;
+    assert_eq!(
+        bob.line().await,
+        json!({"id": "b1", "op": "join", "ok": true})
+    );
+
+    let mut alice = CliClient::spawn(&server, "alice", &server.token("alice"), &[]);
+    assert_eq!(alice.line().await["state"], "CONNECTED");
+    alice
+        .write(&[
+            r#"{"id":1,"op":"sendMessageToPeer","peerId":"bob","text":"hi"}"#,
+            r#"{"id":2,"op":"join","channelId":"lobby"}"#,
+            r#"{"id":3,"op":"sendMessage","channelId":"lobby","text":"hello lobby"}"#,
+            r#"{"id":4,"op":"getMembers","channelId":"lobby"}"#,
+            r#"{"id":5,"op":"getChannelMemberCount","channelIds":["lobby","nowhere"]}"#,
+            r#"{"id":6,"op":"sendMessageToPeer","peerId":"bob","rawBase64":"AAEC","description":"d"}"#,
+            r#"{"id":7,"op":"sendMessageToPeer","peerId":"nobody","text":"anyone?"}"#,
+            r#"{"id":8,"op":"sleep","ms":50}"#,
+            r#"{"id":9,"op":"join","channelId":"null"}"#,
+            r#"{"id":10,"op":"sendMessage","channelId":"lobby","text":""}"#,
+        ])
+        .await;
+    alice.close_stdin().await;
+    let (lines, code) = alice.finish().await;
+    assert_eq!(
+        code,
+        Some(0),
+        "end of input logs out and exits 0: {lines:#?}"
+    );
+
+    let sent = reply(&lines, 1);
+    assert_eq!(sent["ok"], true);
+    assert_eq!(sent["hasPeerReceived"], true);
+    assert_eq!(sent["result"], "RECEIVED_BY_PEER");
+    let message_id = sent["messageId"]
+        .as_str()
+        .expect("messageId is a string")
+        .to_owned();
+    assert_eq!(reply(&lines, 2)["ok"], true);
+    assert_eq!(reply(&lines, 3)["seq"], 1);
+    assert_eq!(reply(&lines, 4)["members"], json!(["alice", "bob"]));
+    assert_eq!(
+        reply(&lines, 5)["counts"],
+        json!({"lobby": 2, "nowhere": 0})
+    );
+    assert_eq!(reply(&lines, 6)["result"], "RECEIVED_BY_PEER");
+    assert_eq!(reply(&lines, 7)["result"], "PEER_UNREACHABLE", "{lines:#?}");
+    assert_eq!(reply(&lines, 7)["hasPeerReceived"], false);
+    assert_eq!(
+        reply(&lines, 8),
+        &json!({"id": 8, "op": "sleep", "ok": true})
+    );
+    assert_eq!(reply(&lines, 9)["error"]["code"], "INVALID_CHANNEL_ID");
+    assert_eq!(reply(&lines, 10)["error"]["code"], "INVALID_MESSAGE");
+
+    // Bob's terminal shows what alice did.
+    let from_peer = bob
+        .line_where(|line| line["event"] == "MessageFromPeer")
+        .await;
+    assert_eq!(from_peer["peerId"], "alice");
+    assert_eq!(from_peer["text"], "hi");
+    assert_eq!(from_peer["messageId"], message_id.as_str());
+    assert_eq!(from_peer["isOfflineMessage"], false);
+    assert!(from_peer["serverReceivedTs"].as_i64().unwrap() > 1_700_000_000_000);
+    let joined = bob.line_where(|line| line["event"] == "MemberJoined").await;
+    assert_eq!(
+        joined,
+        json!({"event": "MemberJoined", "channelId": "lobby", "memberId": "alice"})
+    );
+    let in_channel = bob
+        .line_where(|line| line["event"] == "ChannelMessage")
+        .await;
+    assert_eq!(in_channel["memberId"], "alice");
+    assert_eq!(in_channel["text"], "hello lobby");
+    assert_eq!(in_channel["seq"], 1);
+    let raw = bob
+        .line_where(|line| line["event"] == "MessageFromPeer")
+        .await;
+    assert_eq!(raw["rawBase64"], "AAEC");
+    assert_eq!(raw["description"], "d");
+    let left = bob.line_where(|line| line["event"] == "MemberLeft").await;
+    assert_eq!(left["memberId"], "alice");
+
+    // SIGTERM logs a --stay client out cleanly.
+    let pid = bob.child.id().expect("bob is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, code) = bob.finish().await;
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn bad_lines_get_invalid_argument_and_the_client_stays_up() {
+    let server = TestServer::start().await;
+    let mut client = CliClient::spawn(&server, "alice", &server.token("alice"), &[]);
+    assert_eq!(client.line().await["state"], "CONNECTED");
+    client
+        .write(&[
+            "this is not json",
+            r#"["an","array"]"#,
+            r#"{"id":1,"op":"fly"}"#,
+            r#"{"id":2}"#,
+            r#"{"id":3,"op":"join"}"#,
+            r#"{"id":4,"op":"sendMessageToPeer","peerId":"bob","rawBase64":"!!"}"#,
+            r#"{"id":{"nested":true},"op":"join","channelId":"still-works"}"#,
+        ])
+        .await;
+    client.close_stdin().await;
+    let (lines, code) = client.finish().await;
+    assert_eq!(code, Some(0));
+    let failures: Vec<_> = lines
+        .iter()
+        .filter(|line| line["ok"] == false)
+        .map(|line| line["error"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(failures, ["INVALID_ARGUMENT"; 6], "{lines:#?}");
+    assert_eq!(lines[0]["id"], Value::Null);
+    assert_eq!(reply(&lines, 1)["op"], "fly");
+    let nested = lines
+        .iter()
+        .find(|line| line["id"] == json!({"nested": true}))
+        .expect("reply echoes any JSON id");
+    assert_eq!(nested["ok"], true);
+}
+
+#[tokio::test]
+async fn a_failed_login_prints_the_error_and_exits_non_zero() {
+    let server = TestServer::start().await;
+    let client = CliClient::spawn(&server, "alice", &server.token("bob"), &[]);
+    let (lines, code) = client.finish().await;
+    assert_eq!(
+        lines,
+        [json!({
+            "event": "ConnectionStateChanged",
+            "state": "ABORTED",
+            "reason": "LOGIN_FAILURE",
+            "error": {"code": "INVALID_TOKEN", "message": "token does not verify for this app and user"},
+        })]
+    );
+    assert_ne!(code, Some(0));
+}
+
+#[tokio::test]
+async fn the_logout_op_ends_the_client_after_earlier_replies() {
+    let server = TestServer::start().await;
+    let mut client = CliClient::spawn(&server, "alice", &server.token("alice"), &["--stay"]);
+    assert_eq!(client.line().await["state"], "CONNECTED");
+    client
+        .write(&[
+            r#"{"id":1,"op":"join","channelId":"a"}"#,
+            r#"{"id":2,"op":"logout"}"#,
+        ])
+        .await;
+    let (lines, code) = client.finish().await;
+    assert_eq!(code, Some(0));
+    let ids: Vec<_> = lines
+        .iter()
+        .filter(|line| line.get("op").is_some())
+        .map(|line| line["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(1), json!(2)]);
+}
