@@ -272,3 +272,130 @@ async fn the_logout_op_ends_the_client_after_earlier_replies() {
         .collect();
     assert_eq!(ids, [json!(1), json!(2)]);
 }
+
+/// `parley dev` and `parley token` as a newcomer uses them: start the server, read the app it
+/// printed, make tokens, and talk.
+#[tokio::test]
+async fn parley_dev_and_parley_token_end_to_end() {
+    let data_dir = std::env::temp_dir().join(format!("parley-dev-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn parley dev");
+    let mut banner = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(PROMPTLY, banner.next_line())
+            .await
+            .expect("banner in time")
+            .unwrap()
+            .expect("banner line")
+    };
+    let listening = next().await;
+    let url = listening
+        .split_whitespace()
+        .find(|word| word.starts_with("ws://"))
+        .expect("the banner names the url")
+        .to_owned();
+    let app_id = next().await.rsplit(' ').next().unwrap().to_owned();
+    let certificate = next().await.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(app_id.len(), 32);
+    assert_eq!(certificate.len(), 32);
+
+    // Health check over plain HTTP.
+    let health_url = url.replace("ws://", "").replace("/v1/ws", "");
+    let mut stream = tokio::net::TcpStream::connect(&health_url).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+        .await
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let token = |uid: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args([
+                "token",
+                "--app-id",
+                &app_id,
+                "--app-certificate",
+                &certificate,
+            ])
+            .args(["--uid", uid, "--expire", "600"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        assert!(token.starts_with("007"));
+        token
+    };
+    let spawn = |uid: &str, extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["client", "--url", &url, "--app-id", &app_id, "--uid", uid])
+            .args(["--token", &token(uid)])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        CliClient { child, stdout }
+    };
+    let mut bob = spawn("bob", &["--stay"]);
+    assert_eq!(bob.line().await["state"], "CONNECTED");
+    let mut alice = spawn("alice", &[]);
+    assert_eq!(alice.line().await["state"], "CONNECTED");
+    alice
+        .write(&[r#"{"id":1,"op":"sendMessageToPeer","peerId":"bob","text":"hi"}"#])
+        .await;
+    alice.close_stdin().await;
+    let (lines, code) = alice.finish().await;
+    assert_eq!(code, Some(0));
+    assert_eq!(reply(&lines, 1)["result"], "RECEIVED_BY_PEER");
+    assert_eq!(
+        bob.line_where(|line| line["event"] == "MessageFromPeer")
+            .await["text"],
+        "hi"
+    );
+
+    // A token for another uid is refused by the real server.
+    let mut impostor = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args([
+            "client", "--url", &url, "--app-id", &app_id, "--uid", "mallory",
+        ])
+        .args(["--token", &token("bob")])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = tokio::time::timeout(PROMPTLY, impostor.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success());
+
+    // Restarting keeps the development app, so tokens made earlier stay valid.
+    dev.kill().await.unwrap();
+    let mut again = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut banner = BufReader::new(again.stdout.take().unwrap()).lines();
+    banner.next_line().await.unwrap();
+    let same_app = banner.next_line().await.unwrap().unwrap();
+    assert!(same_app.ends_with(&app_id));
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -293,3 +293,34 @@ async fn an_oversized_frame_closes_with_protocol_error() {
     // Everyone else carries on.
     still_alive(&mut bob).await;
 }
+
+#[tokio::test]
+async fn joins_and_queries_are_rate_limited_too() {
+    let server = TestServer::start().await;
+    let mut alice = RawClient::login(&server, "alice", Codec::Json).await;
+    // Joins and leaves share a budget of 50 per 3 s.
+    let mut codes = Vec::new();
+    for n in 0..51 {
+        let op = if n % 2 == 0 {
+            join("busy")
+        } else {
+            Op::Leave(v1::LeaveRequest {
+                channel_id: "busy".into(),
+            })
+        };
+        codes.push(error_code(&alice.call(op).await));
+    }
+    assert!(codes[..50].iter().all(Option::is_none), "{codes:?}");
+    assert_eq!(codes[50], Some(ErrorCode::TooOften));
+    // Member queries: 10 per 5 s.
+    let mut codes = Vec::new();
+    for _ in 0..11 {
+        let op = Op::GetChannelMemberCount(v1::GetChannelMemberCountRequest {
+            channel_ids: vec!["busy".into()],
+        });
+        codes.push(error_code(&alice.call(op).await));
+    }
+    assert!(codes[..10].iter().all(Option::is_none), "{codes:?}");
+    assert_eq!(codes[10], Some(ErrorCode::TooOften));
+    still_alive(&mut alice).await;
+}
