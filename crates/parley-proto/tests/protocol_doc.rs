@@ -35,5 +35,8 @@ fn example_frames_in_the_protocol_doc_decode_and_round_trip() {
         assert_eq!(actual, expected, "{line}");
         checked += 1;
     }
-    assert!(checked >= 20, "the example session has frames ({checked} found)");
+    assert!(
+        checked >= 20,
+        "the example session has frames ({checked} found)"
+    );
 }
