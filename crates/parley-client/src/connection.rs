@@ -236,6 +236,11 @@ impl Manager {
         let kind = event.kind?;
         match &kind {
             Event::ConnectionStateChanged(changed) => {
+                // The server ended the session. DISCONNECTED (shutdown, heartbeat, slow reader)
+                // invites a reconnect; ABORTED (remote login, expired token, ban) does not.
+                if changed.state() == State::Disconnected {
+                    return Some(SessionEnd::Lost);
+                }
                 let reason = Reason::try_from(changed.reason).unwrap_or(Reason::Interrupted);
                 return Some(SessionEnd::Aborted(reason));
             }

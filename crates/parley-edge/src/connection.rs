@@ -157,7 +157,7 @@ impl Connection {
         if let Some(expires_at) = session.token_expires_at {
             deadline = deadline.min(expires_at);
             if !session.token_warned {
-                deadline = deadline.min(expires_at - config.token_warning);
+                deadline = deadline.min(warning_at(expires_at, config.token_warning));
             }
         }
         deadline
@@ -177,7 +177,7 @@ impl Connection {
             if now >= expires_at {
                 return Some(Ending::Server(Reason::TokenExpired));
             }
-            if !session.token_warned && now >= expires_at - config.token_warning {
+            if !session.token_warned && now >= warning_at(expires_at, config.token_warning) {
                 session.token_warned = true;
                 self.push(Outbound::Own(event(
                     v1::event::Kind::TokenPrivilegeWillExpire(v1::TokenPrivilegeWillExpire {}),
@@ -618,7 +618,7 @@ async fn write_loop(
                         Some(reason) => {
                             let state_changed = event(v1::event::Kind::ConnectionStateChanged(
                                 v1::ConnectionStateChanged {
-                                    state: State::Aborted as i32,
+                                    state: state_after(reason) as i32,
                                     reason: reason as i32,
                                 },
                             ));
@@ -644,6 +644,18 @@ async fn write_loop(
         if sink.flush().await.is_err() {
             return;
         }
+    }
+}
+
+/// The state a server-ended session leaves the client in: DISCONNECTED where reconnecting makes
+/// sense, ABORTED where it does not.
+fn state_after(reason: Reason) -> State {
+    match reason {
+        Reason::LoginTimeout
+        | Reason::SlowConsumer
+        | Reason::HeartbeatTimeout
+        | Reason::ServerShutdown => State::Disconnected,
+        _ => State::Aborted,
     }
 }
 
@@ -707,6 +719,11 @@ fn event(kind: v1::event::Kind) -> v1::ServerFrame {
             kind: Some(kind),
         })),
     }
+}
+
+/// When to warn of a token expiring at `expires_at`.
+fn warning_at(expires_at: Instant, warning: std::time::Duration) -> Instant {
+    expires_at.checked_sub(warning).unwrap_or(expires_at)
 }
 
 fn unix_ms() -> i64 {

@@ -149,6 +149,24 @@ impl Edge {
             .len()
     }
 
+    /// Ends every session (on shutdown) and waits up to `grace` for them to be gone.
+    pub async fn end_all_sessions(&self, reason: Reason, grace: Duration) {
+        let handles: Vec<Arc<SessionHandle>> = self
+            .sessions
+            .read()
+            .expect("session table lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for handle in handles {
+            let _ = handle.control_tx.try_send(Control::End(reason));
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Takes a login attempt from the (app, uid) bucket.
     pub(crate) fn allow_login(
         &self,
@@ -188,9 +206,11 @@ impl Edge {
 
 impl EdgeSink for Edge {
     fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
-        for &session in sessions {
-            if let Some(handle) = self.session(session) {
-                self.enqueue(session, &handle, Outbound::Shared(frame.clone()));
+        // One read lock for the whole batch; `enqueue` never blocks.
+        let table = self.sessions.read().expect("session table lock poisoned");
+        for session in sessions {
+            if let Some(handle) = table.get(session) {
+                self.enqueue(*session, handle, Outbound::Shared(frame.clone()));
             }
         }
     }

@@ -2,6 +2,8 @@
 //! connection the way a network does.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
 
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -10,6 +12,8 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: SocketAddr,
     cut_tx: watch::Sender<u64>,
+    // A std lock: read once per accepted connection, never held across an await.
+    target: Arc<Mutex<SocketAddr>>,
 }
 
 impl Proxy {
@@ -17,10 +21,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (cut_tx, cut_rx) = watch::channel(0u64);
+        let target = Arc::new(Mutex::new(target));
+        let current_target = target.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut cut_rx = cut_rx.clone();
                 cut_rx.mark_unchanged();
+                let target = *current_target.lock().expect("proxy target lock");
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
@@ -32,7 +39,16 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, cut_tx }
+        Proxy {
+            addr,
+            cut_tx,
+            target,
+        }
+    }
+
+    /// Sends new connections to `target` (existing ones keep theirs).
+    pub fn set_target(&self, target: SocketAddr) {
+        *self.target.lock().expect("proxy target lock") = target;
     }
 
     pub fn ws_url(&self) -> String {

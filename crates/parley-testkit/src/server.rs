@@ -66,13 +66,14 @@ impl TestServerBuilder {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        tokio::spawn(parley::dev::serve(node, listener, async move {
+        let serving = tokio::spawn(parley::dev::serve(node, listener, async move {
             let _ = shutdown_rx.await;
         }));
         TestServer {
             addr,
             certificate,
-            _shutdown_tx: shutdown_tx,
+            shutdown_tx,
+            serving,
         }
     }
 }
@@ -81,7 +82,8 @@ impl TestServerBuilder {
 pub struct TestServer {
     pub addr: SocketAddr,
     certificate: Option<String>,
-    _shutdown_tx: oneshot::Sender<()>,
+    shutdown_tx: oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl TestServer {
@@ -103,6 +105,15 @@ impl TestServer {
 
     pub async fn start() -> TestServer {
         TestServer::builder().start().await
+    }
+
+    /// Stops the node the way SIGTERM stops `parley dev`, and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.shutdown_tx.send(());
+        self.serving
+            .await
+            .expect("server task")
+            .expect("server ran without error");
     }
 
     pub fn app_id(&self) -> &'static str {

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use parley_core::app::AppConfig;
@@ -15,6 +16,7 @@ use parley_edge::EdgeConfig;
 use parley_edge::Router;
 use parley_owner::Owner;
 use parley_owner::OwnerConfig;
+use parley_proto::v1::connection_state_changed::Reason;
 use tokio::net::TcpListener;
 
 use crate::cli::DevOptions;
@@ -40,12 +42,22 @@ pub fn node(apps: AppDirectory, owner_config: OwnerConfig, edge_config: EdgeConf
     }
 }
 
-/// Serves `node` on `listener` until `shutdown` completes.
+/// How long sessions get to say goodbye when the node stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves `node` on `listener` until `shutdown` completes; then ends every session with
+/// SERVER_SHUTDOWN (so clients reconnect elsewhere) before returning.
 pub async fn serve(
     node: Node,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let edge = node.edge.clone();
+    let shutdown = async move {
+        shutdown.await;
+        edge.end_all_sessions(Reason::ServerShutdown, SHUTDOWN_GRACE)
+            .await;
+    };
     parley_edge::serve(listener, node.router, shutdown).await
 }
 

@@ -210,3 +210,37 @@ async fn remote_login_aborts_the_sdk_without_reconnecting() {
         "no reconnect after REMOTE_LOGIN: {after:?}"
     );
 }
+
+#[tokio::test]
+async fn when_a_node_stops_the_client_moves_to_another() {
+    let first = TestServer::start().await;
+    let second = TestServer::start().await;
+    let proxy = Proxy::start(first.addr).await;
+    let config = parley_client::ClientConfig::new(proxy.ws_url(), first.app_id(), "alice")
+        .token(first.token("alice"));
+    let (alice, mut alice_events) = Client::login(config).await.unwrap();
+    alice.join("room").await.unwrap();
+
+    proxy.set_target(second.addr);
+    first.stop().await;
+    next_matching(&mut alice_events, |event| {
+        state_is(
+            event,
+            ConnectionState::Reconnecting,
+            ConnectionChangeReason::Interrupted,
+        )
+    })
+    .await;
+    next_matching(&mut alice_events, |event| {
+        state_is(
+            event,
+            ConnectionState::Connected,
+            ConnectionChangeReason::LoginSuccess,
+        )
+    })
+    .await;
+    // On the new node alice is in her room again.
+    let (bob, _bob_events) = Client::login(second.client_config("bob")).await.unwrap();
+    bob.join("room").await.unwrap();
+    assert_eq!(bob.get_members("room").await.unwrap(), ["alice", "bob"]);
+}

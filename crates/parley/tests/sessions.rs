@@ -30,8 +30,12 @@ fn join(channel: &str) -> Op {
 }
 
 fn aborted(reason: Reason) -> EventKind {
+    state_changed(State::Aborted, reason)
+}
+
+fn state_changed(state: State, reason: Reason) -> EventKind {
     EventKind::ConnectionStateChanged(v1::ConnectionStateChanged {
-        state: State::Aborted as i32,
+        state: state as i32,
         reason: reason as i32,
     })
 }
@@ -130,7 +134,7 @@ async fn silence_past_three_heartbeats_ends_the_session() {
         silent
             .event(|event| matches!(event, EventKind::ConnectionStateChanged(_)))
             .await,
-        aborted(Reason::HeartbeatTimeout)
+        state_changed(State::Disconnected, Reason::HeartbeatTimeout)
     );
     let close = silent.closed().await.expect("close frame");
     assert_eq!(u16::from(close.code), close_code(Reason::HeartbeatTimeout));
@@ -282,4 +286,19 @@ async fn logout_leaves_channels_at_once() {
         left.is_ok(),
         "MemberLeft comes without waiting for the grace period"
     );
+}
+
+#[tokio::test]
+async fn stopping_the_node_tells_sessions_to_reconnect_elsewhere() {
+    let server = TestServer::start().await;
+    let mut alice = RawClient::login(&server, "alice", Codec::Proto).await;
+    server.stop().await;
+    assert_eq!(
+        alice
+            .event(|event| matches!(event, EventKind::ConnectionStateChanged(_)))
+            .await,
+        state_changed(State::Disconnected, Reason::ServerShutdown)
+    );
+    let close = alice.closed().await.expect("close frame");
+    assert_eq!(u16::from(close.code), close_code(Reason::ServerShutdown));
 }
