@@ -37,6 +37,7 @@ use parley_proto::v1::connection_state_changed::State;
 use parley_proto::v1::reply::Result as ReplyResult;
 use parley_proto::v1::request::Op;
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::edge::Control;
@@ -80,6 +81,8 @@ struct Connection {
     connected_at: Instant,
     last_frame_at: Instant,
     session: Option<LoggedIn>,
+    /// Tells the writer to close at once when the outbound queue is too full to take the close.
+    urgent_close_tx: Option<oneshot::Sender<Reason>>,
 }
 
 pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
@@ -87,7 +90,8 @@ pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
     let (outbound_tx, outbound_rx) = mpsc::channel(edge.config().outbound_queue);
     // Only End is ever sent and one is enough: overflow drops the later ones.
     let (control_tx, control_rx) = mpsc::channel(4);
-    let mut writer = tokio::spawn(write_loop(sink, outbound_rx, codec));
+    let (urgent_close_tx, urgent_close_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(sink, outbound_rx, urgent_close_rx, codec));
     let now = Instant::now();
     let mut connection = Connection {
         edge,
@@ -99,6 +103,7 @@ pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
         connected_at: now,
         last_frame_at: now,
         session: None,
+        urgent_close_tx: Some(urgent_close_tx),
     };
     let ending = connection.read_loop(stream, control_rx).await;
     connection.finish(ending).await;
@@ -596,8 +601,12 @@ impl Connection {
             Ending::Server(reason) => Some(Outbound::Close(Some(reason))),
             Ending::Lost => None,
         };
-        if let Some(close) = close {
-            let _ = self.handle.outbound_tx.try_send(close);
+        if let Some(close) = close
+            && let Err(mpsc::error::TrySendError::Full(_)) = self.handle.outbound_tx.try_send(close)
+            && let (Ending::Server(reason), Some(urgent_close_tx)) =
+                (ending, self.urgent_close_tx.take())
+        {
+            let _ = urgent_close_tx.send(reason);
         }
     }
 }
@@ -605,35 +614,30 @@ impl Connection {
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbound_rx: mpsc::Receiver<Outbound>,
+    mut urgent_close_rx: oneshot::Receiver<Reason>,
     codec: Codec,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while outbound_rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+    loop {
+        tokio::select! {
+            // A close that could not be queued behind a full queue skips what is queued.
+            biased;
+            Ok(reason) = &mut urgent_close_rx => {
+                write_close(&mut sink, Some(reason), codec).await;
+                return;
+            }
+            received = outbound_rx.recv_many(&mut batch, WRITE_BATCH) => {
+                if received == 0 {
+                    return;
+                }
+            }
+        }
         for outbound in batch.drain(..) {
             let message = match outbound {
                 Outbound::Shared(frame) => to_message(frame.encoded(codec)),
                 Outbound::Own(frame) => to_message(&codec.encode(&frame)),
                 Outbound::Close(reason) => {
-                    let close = match reason {
-                        Some(reason) => {
-                            let state_changed = event(v1::event::Kind::ConnectionStateChanged(
-                                v1::ConnectionStateChanged {
-                                    state: state_after(reason) as i32,
-                                    reason: reason as i32,
-                                },
-                            ));
-                            let _ = sink.feed(to_message(&codec.encode(&state_changed))).await;
-                            CloseFrame {
-                                code: CLOSE_CODE_BASE + reason as u16,
-                                reason: reason.as_str_name().into(),
-                            }
-                        }
-                        None => CloseFrame {
-                            code: 1000,
-                            reason: "logout".into(),
-                        },
-                    };
-                    let _ = sink.send(Message::Close(Some(close))).await;
+                    write_close(&mut sink, reason, codec).await;
                     return;
                 }
             };
@@ -645,6 +649,34 @@ async fn write_loop(
             return;
         }
     }
+}
+
+/// Writes ConnectionStateChanged for a server-ended session, then the close frame.
+async fn write_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    reason: Option<Reason>,
+    codec: Codec,
+) {
+    let close = match reason {
+        Some(reason) => {
+            let state_changed = event(v1::event::Kind::ConnectionStateChanged(
+                v1::ConnectionStateChanged {
+                    state: state_after(reason) as i32,
+                    reason: reason as i32,
+                },
+            ));
+            let _ = sink.feed(to_message(&codec.encode(&state_changed))).await;
+            CloseFrame {
+                code: CLOSE_CODE_BASE + reason as u16,
+                reason: reason.as_str_name().into(),
+            }
+        }
+        None => CloseFrame {
+            code: 1000,
+            reason: "logout".into(),
+        },
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
 }
 
 /// The state a server-ended session leaves the client in: DISCONNECTED where reconnecting makes

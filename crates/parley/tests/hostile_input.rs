@@ -324,3 +324,45 @@ async fn joins_and_queries_are_rate_limited_too() {
     assert_eq!(codes[10], Some(ErrorCode::TooOften));
     still_alive(&mut alice).await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
+    let server = TestServer::builder()
+        .edge(|edge| edge.outbound_queue = 8)
+        .limits(|limits| limits.message_rate = Rate::new(100_000, 100_000.0))
+        .start()
+        .await;
+    let mut alice = RawClient::login(&server, "alice", Codec::Proto).await;
+    let mut sloth = RawClient::login(&server, "sloth", Codec::Proto).await;
+    assert!(alice.call(join("room")).await.error.is_none());
+    assert!(sloth.call(join("room")).await.error.is_none());
+
+    // Sloth reads nothing from here on, while the room fills its socket and its queue.
+    let big = "x".repeat(MAX_MESSAGE_BYTES);
+    for _ in 0..40 {
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            ids.push(alice.send(to_channel("room", text(&big))).await);
+        }
+        for id in ids {
+            assert!(alice.reply(id).await.error.is_none());
+        }
+    }
+    // The server gave up on sloth: its session is gone, so a peer message finds nobody.
+    let reply = alice
+        .call(Op::SendMessageToPeer(v1::SendMessageToPeerRequest {
+            peer_id: "sloth".into(),
+            message: text("still there?"),
+            ..Default::default()
+        }))
+        .await;
+    let Some(v1::reply::Result::SendMessageToPeer(sent)) = reply.result else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(sent.result(), v1::PeerMessageResult::PeerUnreachable);
+    // Sloth's connection is gone too. Whether its close frame (4010, SLOW_CONSUMER) still gets
+    // through depends on how soon it reads again, so only a close frame that did arrive is checked.
+    if let Some(close) = sloth.closed().await {
+        assert_eq!(u16::from(close.code), 4000 + Reason::SlowConsumer as u16);
+    }
+}
