@@ -256,3 +256,21 @@ mod tests {
         assert!(generator.next(now - 500) > last);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Validation agrees with the rule as written in PRODUCT.md, byte for byte.
+        #[test]
+        fn ids_follow_the_rule(raw in "\\PC{0,70}") {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || " !#$%&()+-:;<=.>?@[]^_{}|~,".contains(c);
+            let valid = !raw.is_empty() && raw.len() <= 64 && raw != "null" && raw.chars().all(allowed);
+            prop_assert_eq!(UserId::parse(&raw).is_ok(), valid);
+            prop_assert_eq!(ChannelId::parse(&raw).is_ok(), valid);
+        }
+    }
+}

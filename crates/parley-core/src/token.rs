@@ -378,3 +378,52 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const APP_ID: &str = "970CA35de60c44645bbae8a215061b33";
+    const CERTIFICATE: &str = "5CFd2fd1755d40ecb72977518be15d3b";
+
+    proptest! {
+        /// Arbitrary input never panics the verifier and never passes as a token.
+        #[test]
+        fn arbitrary_strings_are_rejected(token in ".{0,300}") {
+            let outcome = verify(&token, APP_ID, CERTIFICATE, "alice", 1_800_000_000);
+            prop_assert!(outcome.is_err());
+        }
+
+        /// Arbitrary bytes behind a valid prefix never panic either.
+        #[test]
+        fn arbitrary_007_payloads_are_rejected(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(&bytes).unwrap();
+            let token = format!("007{}", BASE64.encode(encoder.finish().unwrap()));
+            prop_assert!(verify(&token, APP_ID, CERTIFICATE, "alice", 0).is_err());
+            let token = format!("006{APP_ID}{}", BASE64.encode(&bytes));
+            prop_assert!(verify(&token, APP_ID, CERTIFICATE, "alice", 0).is_err());
+        }
+
+        /// Built tokens verify for their uid until they expire, and for no other uid.
+        #[test]
+        fn built_tokens_round_trip(
+            uid in "[a-zA-Z0-9 @._-]{1,64}",
+            expire in 1u32..100_000,
+            issued_at in 1_600_000_000u32..2_000_000_000,
+            salt in any::<u32>(),
+        ) {
+            let token = build_007(APP_ID, CERTIFICATE, &uid, expire, issued_at, salt);
+            let grant = verify(&token, APP_ID, CERTIFICATE, &uid, u64::from(issued_at)).unwrap();
+            prop_assert_eq!(grant.expires_at, Some(u64::from(issued_at) + u64::from(expire)));
+            prop_assert_eq!(
+                verify(&token, APP_ID, CERTIFICATE, &uid, u64::from(issued_at) + u64::from(expire)),
+                Err(TokenError::Expired)
+            );
+            let other = format!("{uid}x");
+            prop_assert!(verify(&token, APP_ID, CERTIFICATE, &other, u64::from(issued_at)).is_err());
+        }
+    }
+}

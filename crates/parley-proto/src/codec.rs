@@ -153,3 +153,41 @@ mod tests {
         assert!(Codec::decode::<v1::ClientFrame>(&binary).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::v1;
+
+    proptest! {
+        /// No byte string or text panics the decoder (the edge reads both straight off the network).
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), text in "\\PC{0,256}") {
+            let _ = Codec::decode::<v1::ClientFrame>(&Frame::Binary(Bytes::from(bytes)));
+            let _ = Codec::decode::<v1::ClientFrame>(&Frame::Text(text));
+        }
+
+        /// Any peer message survives both encodings unchanged.
+        #[test]
+        fn messages_round_trip(id in any::<u64>(), peer in "[a-z]{1,64}", text in "\\PC{1,200}", raw in proptest::collection::vec(any::<u8>(), 1..200)) {
+            for content in [v1::message_body::Content::Text(text.clone()), v1::message_body::Content::Raw(raw.clone().into())] {
+                let frame = v1::ClientFrame {
+                    kind: Some(v1::client_frame::Kind::Request(v1::Request {
+                        id,
+                        op: Some(v1::request::Op::SendMessageToPeer(v1::SendMessageToPeerRequest {
+                            peer_id: peer.clone(),
+                            message: Some(v1::MessageBody { content: Some(content), description: String::new() }),
+                            ..Default::default()
+                        })),
+                    })),
+                };
+                for codec in [Codec::Json, Codec::Proto] {
+                    let decoded: v1::ClientFrame = Codec::decode(&codec.encode(&frame)).unwrap();
+                    prop_assert_eq!(&decoded, &frame);
+                }
+            }
+        }
+    }
+}
