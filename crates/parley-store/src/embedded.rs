@@ -1,0 +1,472 @@
+//! [`EmbeddedStore`]: every storage trait on one local redb file.
+//!
+//! Writes go to one writer thread that commits whatever has queued up in a single durable
+//! transaction (group commit): an acknowledged write is on disk, and a burst of writes costs one
+//! fsync rather than one each. Reads run on tokio's blocking pool against MVCC snapshots and never
+//! wait for the writer.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parley_core::ids::AppId;
+use parley_core::ids::ChannelId;
+use parley_core::ids::UserId;
+use prost::Message;
+use redb::Database;
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+use redb::TableDefinition;
+use redb::WriteTransaction;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use crate::ChannelAttributeStore;
+use crate::Conversation;
+use crate::HistoryMessage;
+use crate::HistoryQuery;
+use crate::HistoryStore;
+use crate::InboxLimits;
+use crate::InboxStore;
+use crate::Order;
+use crate::SequenceStore;
+use crate::StoreError;
+use crate::StoreResult;
+use crate::StoredChannelAttributes;
+use crate::keys::Key;
+use crate::keys::prefix_end;
+use crate::keys::u64_at_end;
+
+const INBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbox");
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
+const CHANNEL_ATTRIBUTES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("channel_attributes");
+const SEQUENCES: TableDefinition<&[u8], u64> = TableDefinition::new("sequences");
+
+/// Writes queued for the writer thread. Overflow policy: callers wait.
+const WRITE_QUEUE: usize = 1024;
+/// Most writes committed together.
+const GROUP_COMMIT: usize = 256;
+
+type WriteFn = Box<dyn FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send>;
+
+struct WriteJob {
+    write: WriteFn,
+    done_tx: oneshot::Sender<StoreResult<()>>,
+}
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    write_tx: mpsc::Sender<WriteJob>,
+}
+
+fn failed(error: impl std::fmt::Display) -> StoreError {
+    StoreError(error.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `dir/parley.redb` and starts the writer thread, which ends when the
+    /// last handle is dropped.
+    pub fn open(dir: &Path) -> StoreResult<EmbeddedStore> {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let db = Arc::new(Database::create(dir.join("parley.redb")).map_err(failed)?);
+        {
+            // Create every table up front so readers never meet a missing one.
+            let txn = db.begin_write().map_err(failed)?;
+            txn.open_table(INBOX).map_err(failed)?;
+            txn.open_table(HISTORY).map_err(failed)?;
+            txn.open_table(CHANNEL_ATTRIBUTES).map_err(failed)?;
+            txn.open_table(SEQUENCES).map_err(failed)?;
+            txn.commit().map_err(failed)?;
+        }
+        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("parley-store-writer".into())
+            .spawn(move || write_loop(&writer_db, write_rx))
+            .map_err(failed)?;
+        Ok(EmbeddedStore { db, write_tx })
+    }
+
+    async fn write(
+        &self,
+        write: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+    ) -> StoreResult<()> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.write_tx
+            .send(WriteJob {
+                write: Box::new(write),
+                done_tx,
+            })
+            .await
+            .map_err(|_| StoreError("the store writer stopped".into()))?;
+        done_rx
+            .await
+            .map_err(|_| StoreError("the store writer dropped a write".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(failed)?;
+            read(&txn).map_err(failed)
+        })
+        .await
+        .map_err(failed)?
+    }
+}
+
+fn write_loop(db: &Database, mut write_rx: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = write_rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_COMMIT {
+            match write_rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = (|| -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            let mut done = Vec::with_capacity(jobs.len());
+            for job in jobs.drain(..) {
+                (job.write)(&txn)?;
+                done.push(job.done_tx);
+            }
+            txn.commit()?;
+            for done_tx in done {
+                let _ = done_tx.send(Ok(()));
+            }
+            Ok(())
+        })();
+        if let Err(error) = outcome {
+            // The whole group is rolled back; its callers (whose senders were dropped with the
+            // jobs) see the write as failed.
+            tracing::error!(%error, "store commit failed");
+        }
+    }
+}
+
+fn inbox_prefix(app: &AppId, uid: &UserId) -> Vec<u8> {
+    Key::new(b'i')
+        .str(app.as_str())
+        .str(uid.as_str())
+        .into_bytes()
+}
+
+fn conversation_prefix(app: &AppId, conversation: &Conversation) -> Vec<u8> {
+    let key = Key::new(b'h').str(app.as_str());
+    match conversation {
+        Conversation::Peer(a, b) => key.str("p").str(a.as_str()).str(b.as_str()),
+        Conversation::Channel(channel) => key.str("c").str(channel.as_str()),
+    }
+    .into_bytes()
+}
+
+fn channel_key(app: &AppId, channel: &ChannelId) -> Vec<u8> {
+    Key::new(b'a')
+        .str(app.as_str())
+        .str(channel.as_str())
+        .into_bytes()
+}
+
+fn with_suffix(prefix: &[u8], ts: i64, id: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&(ts.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn decode(bytes: &[u8]) -> Result<HistoryMessage, redb::Error> {
+    HistoryMessage::decode(bytes).map_err(|error| redb::Error::Corrupted(error.to_string()))
+}
+
+#[async_trait]
+impl InboxStore for EmbeddedStore {
+    async fn push(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        message: HistoryMessage,
+        limits: InboxLimits,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let prefix = inbox_prefix(app, uid);
+        self.write(move |txn| {
+            let mut table = txn.open_table(INBOX)?;
+            let key = with_suffix(&prefix, message.server_received_ts, message.message_id);
+            table.insert(key.as_slice(), message.encode_to_vec().as_slice())?;
+            let end = prefix_end(&prefix);
+            let cutoff = now_ms - limits.max_age_ms;
+            let mut keys = Vec::new();
+            for entry in table.range(prefix.as_slice()..end.as_slice())? {
+                keys.push(entry?.0.value().to_vec());
+            }
+            // Oldest first: drop what is too old, then what is over the count.
+            let too_old = keys
+                .iter()
+                .take_while(|key| (u64_at_end(key, 16) as i64) < cutoff)
+                .count();
+            let over = keys
+                .len()
+                .saturating_sub(too_old)
+                .saturating_sub(limits.max_count);
+            for key in keys.iter().take(too_old + over) {
+                table.remove(key.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        max_age_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<HistoryMessage>> {
+        let prefix = inbox_prefix(app, uid);
+        let start = with_suffix(&prefix, now_ms - max_age_ms, 0);
+        self.read(move |txn| {
+            let table = txn.open_table(INBOX)?;
+            let end = prefix_end(&prefix);
+            let mut messages = Vec::new();
+            for entry in table.range(start.as_slice()..end.as_slice())? {
+                messages.push(decode(entry?.1.value())?);
+            }
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn remove(&self, app: &AppId, uid: &UserId, message: &HistoryMessage) -> StoreResult<()> {
+        let key = with_suffix(
+            &inbox_prefix(app, uid),
+            message.server_received_ts,
+            message.message_id,
+        );
+        self.write(move |txn| {
+            txn.open_table(INBOX)?.remove(key.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl HistoryStore for EmbeddedStore {
+    async fn append(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        message: HistoryMessage,
+    ) -> StoreResult<()> {
+        let key = with_suffix(
+            &conversation_prefix(app, conversation),
+            message.server_received_ts,
+            message.message_id,
+        );
+        self.write(move |txn| {
+            txn.open_table(HISTORY)?
+                .insert(key.as_slice(), message.encode_to_vec().as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        query: HistoryQuery,
+    ) -> StoreResult<Vec<HistoryMessage>> {
+        let prefix = conversation_prefix(app, conversation);
+        let mut start = with_suffix(&prefix, query.start_ms, 0);
+        let mut end = if query.end_ms > 0 {
+            with_suffix(&prefix, query.end_ms, 0)
+        } else {
+            prefix_end(&prefix)
+        };
+        match (query.order, query.after) {
+            (Order::Ascending, Some((ts, id))) => {
+                start = with_suffix(&prefix, ts, id.saturating_add(1)).max(start);
+            }
+            (Order::Descending, Some((ts, id))) => {
+                end = with_suffix(&prefix, ts, id).min(end);
+            }
+            (_, None) => {}
+        }
+        self.read(move |txn| {
+            let table = txn.open_table(HISTORY)?;
+            let mut messages = Vec::new();
+            if start >= end {
+                return Ok(messages);
+            }
+            let range = table.range(start.as_slice()..end.as_slice())?;
+            let entries: Box<dyn Iterator<Item = _>> = match query.order {
+                Order::Ascending => Box::new(range),
+                Order::Descending => Box::new(range.rev()),
+            };
+            for entry in entries.take(query.limit) {
+                messages.push(decode(entry?.1.value())?);
+            }
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn count(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> StoreResult<u64> {
+        let prefix = conversation_prefix(app, conversation);
+        let start = with_suffix(&prefix, start_ms, 0);
+        let end = if end_ms > 0 {
+            with_suffix(&prefix, end_ms, 0)
+        } else {
+            prefix_end(&prefix)
+        };
+        self.read(move |txn| {
+            if start >= end {
+                return Ok(0);
+            }
+            let table = txn.open_table(HISTORY)?;
+            let mut count = 0;
+            for entry in table.range(start.as_slice()..end.as_slice())? {
+                entry?;
+                count += 1;
+            }
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn purge(&self, app: &AppId, cutoff_ms: i64) -> StoreResult<u64> {
+        let prefix = Key::new(b'h').str(app.as_str()).into_bytes();
+        let (done_tx, done_rx) = oneshot::channel();
+        self.write(move |txn| {
+            let mut table = txn.open_table(HISTORY)?;
+            let end = prefix_end(&prefix);
+            let mut old = Vec::new();
+            for entry in table.range(prefix.as_slice()..end.as_slice())? {
+                let (key, value) = entry?;
+                if decode(value.value())?.server_received_ts < cutoff_ms {
+                    old.push(key.value().to_vec());
+                }
+            }
+            for key in &old {
+                table.remove(key.as_slice())?;
+            }
+            let _ = done_tx.send(old.len() as u64);
+            Ok(())
+        })
+        .await?;
+        Ok(done_rx.await.unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl ChannelAttributeStore for EmbeddedStore {
+    async fn get(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+    ) -> StoreResult<Option<StoredChannelAttributes>> {
+        let key = channel_key(app, channel);
+        self.read(move |txn| {
+            let table = txn.open_table(CHANNEL_ATTRIBUTES)?;
+            let Some(value) = table.get(key.as_slice())? else {
+                return Ok(None);
+            };
+            StoredChannelAttributes::decode(value.value())
+                .map(Some)
+                .map_err(|error| redb::Error::Corrupted(error.to_string()))
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        record: StoredChannelAttributes,
+    ) -> StoreResult<()> {
+        let key = channel_key(app, channel);
+        self.write(move |txn| {
+            let mut table = txn.open_table(CHANNEL_ATTRIBUTES)?;
+            if record.attributes.is_empty() {
+                table.remove(key.as_slice())?;
+            } else {
+                table.insert(key.as_slice(), record.encode_to_vec().as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire(&self, now_ms: i64, orphans_expire_at: Option<i64>) -> StoreResult<u64> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.write(move |txn| {
+            let mut table = txn.open_table(CHANNEL_ATTRIBUTES)?;
+            let mut expired = Vec::new();
+            let mut orphans = Vec::new();
+            for entry in table.iter()? {
+                let (key, value) = entry?;
+                let record = StoredChannelAttributes::decode(value.value())
+                    .map_err(|error| redb::Error::Corrupted(error.to_string()))?;
+                if record.expires_at_ms == 0 {
+                    if orphans_expire_at.is_some() {
+                        orphans.push((key.value().to_vec(), record));
+                    }
+                } else if record.expires_at_ms <= now_ms {
+                    expired.push(key.value().to_vec());
+                }
+            }
+            for key in &expired {
+                table.remove(key.as_slice())?;
+            }
+            for (key, mut record) in orphans {
+                record.expires_at_ms = orphans_expire_at.unwrap_or_default();
+                table.insert(key.as_slice(), record.encode_to_vec().as_slice())?;
+            }
+            let _ = done_tx.send(expired.len() as u64);
+            Ok(())
+        })
+        .await?;
+        Ok(done_rx.await.unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl SequenceStore for EmbeddedStore {
+    async fn high_water(&self, app: &AppId, channel: &ChannelId) -> StoreResult<u64> {
+        let key = channel_key(app, channel);
+        self.read(move |txn| {
+            let table = txn.open_table(SEQUENCES)?;
+            Ok(table.get(key.as_slice())?.map_or(0, |value| value.value()))
+        })
+        .await
+    }
+
+    async fn set_high_water(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        high_water: u64,
+    ) -> StoreResult<()> {
+        let key = channel_key(app, channel);
+        self.write(move |txn| {
+            txn.open_table(SEQUENCES)?
+                .insert(key.as_slice(), high_water)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,169 @@
+//! What must survive a node: offline inboxes, message history, channel attributes and channel
+//! sequence high-water marks. One trait per concern; [`EmbeddedStore`] implements them all on a
+//! local redb file (the default of `parley dev`), and the Redis backend implements the same traits.
+//! [`behaviour`] is the one test suite every implementation must pass.
+//!
+//! Architecture invariant: this crate knows nothing of the network or of sessions; it stores and
+//! returns records, and enforces count and age limits it is given.
+
+pub mod behaviour;
+mod embedded;
+mod keys;
+
+use async_trait::async_trait;
+use parley_core::ids::AppId;
+use parley_core::ids::ChannelId;
+use parley_core::ids::UserId;
+pub use parley_proto::v1::ChannelAttribute;
+pub use parley_proto::v1::HistoryMessage;
+
+pub use embedded::EmbeddedStore;
+
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StoreError(pub String);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Limits of one user's offline inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboxLimits {
+    /// Most messages kept; the oldest are dropped first.
+    pub max_count: usize,
+    /// Messages older than this are dropped.
+    pub max_age_ms: i64,
+}
+
+/// Peer messages stored for a user who was offline, oldest first.
+#[async_trait]
+pub trait InboxStore: Send + Sync + 'static {
+    /// Stores `message` durably, then drops the oldest messages beyond the limits.
+    async fn push(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        message: HistoryMessage,
+        limits: InboxLimits,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// The messages within `max_age_ms`, oldest first.
+    async fn list(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        max_age_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<HistoryMessage>>;
+    /// Removes one delivered message.
+    async fn remove(&self, app: &AppId, uid: &UserId, message: &HistoryMessage) -> StoreResult<()>;
+}
+
+/// A conversation whose messages history keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Conversation {
+    /// Between two users, whichever sent.
+    Peer(UserId, UserId),
+    Channel(ChannelId),
+}
+
+impl Conversation {
+    /// The conversation between `a` and `b`, the same whichever is named first.
+    pub fn peers(a: UserId, b: UserId) -> Self {
+        if a <= b {
+            Conversation::Peer(a, b)
+        } else {
+            Conversation::Peer(b, a)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
+/// One page of a history query. Times are ms since the Unix epoch; `start_ms` is inclusive and
+/// `end_ms` exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub limit: usize,
+    pub order: Order,
+    /// Continue after this (timestamp, message id), in query order.
+    pub after: Option<(i64, u64)>,
+}
+
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    async fn append(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        message: HistoryMessage,
+    ) -> StoreResult<()>;
+    async fn query(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        query: HistoryQuery,
+    ) -> StoreResult<Vec<HistoryMessage>>;
+    async fn count(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> StoreResult<u64>;
+    /// Drops every message of `app` received before `cutoff_ms`. Returns how many.
+    async fn purge(&self, app: &AppId, cutoff_ms: i64) -> StoreResult<u64>;
+}
+
+/// A channel's attributes as stored, with the time they may be forgotten (set when the channel
+/// has no members).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredChannelAttributes {
+    #[prost(message, repeated, tag = "1")]
+    pub attributes: Vec<ChannelAttribute>,
+    /// 0 while the channel has members.
+    #[prost(int64, tag = "2")]
+    pub expires_at_ms: i64,
+}
+
+#[async_trait]
+pub trait ChannelAttributeStore: Send + Sync + 'static {
+    async fn get(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+    ) -> StoreResult<Option<StoredChannelAttributes>>;
+    /// Replaces the record; an empty attribute list deletes it.
+    async fn put(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        record: StoredChannelAttributes,
+    ) -> StoreResult<()>;
+    /// Deletes records whose `expires_at_ms` has passed. At start-up, when no channel has
+    /// members, `orphans_expire_at` gives every record without an expiry (left so by a crash)
+    /// that expiry. Returns how many records were deleted.
+    async fn expire(&self, now_ms: i64, orphans_expire_at: Option<i64>) -> StoreResult<u64>;
+}
+
+/// Per-channel sequence high-water marks, so sequence numbers never go back after a restart.
+#[async_trait]
+pub trait SequenceStore: Send + Sync + 'static {
+    async fn high_water(&self, app: &AppId, channel: &ChannelId) -> StoreResult<u64>;
+    async fn set_high_water(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        high_water: u64,
+    ) -> StoreResult<()>;
+}
+
+/// Everything an owner stores.
+pub trait Store: InboxStore + HistoryStore + ChannelAttributeStore + SequenceStore {}
+
+impl<T: InboxStore + HistoryStore + ChannelAttributeStore + SequenceStore> Store for T {}
