@@ -1,8 +1,10 @@
 //! The task that owns a client's WebSocket: requests out, replies and events in, heartbeats and
 //! reconnects.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -49,7 +51,7 @@ pub(crate) async fn start(
         event_tx,
         pending: HashMap::new(),
         next_id: 1,
-        joined: BTreeSet::new(),
+        joined: BTreeMap::new(),
         heartbeat: Duration::from_secs(5),
     };
     let socket = manager.connect_and_login().await?;
@@ -91,8 +93,38 @@ struct Manager {
     event_tx: mpsc::Sender<Event>,
     pending: HashMap<u64, Pending>,
     next_id: u64,
-    joined: BTreeSet<String>,
+    /// Joined channels, with what is needed to resume them after a reconnect.
+    joined: BTreeMap<String, JoinedChannel>,
     heartbeat: Duration,
+}
+
+/// How many channel message IDs a client remembers per channel to drop repeats.
+const SEEN_MESSAGES: usize = 512;
+
+#[derive(Default)]
+struct JoinedChannel {
+    /// The highest sequence number seen (or the channel's at join time).
+    last_seq: u64,
+    /// Recent message IDs, to drop a message delivered twice (live and by recovery).
+    seen: HashSet<u64>,
+    seen_order: VecDeque<u64>,
+}
+
+impl JoinedChannel {
+    /// Records a message; false if it was seen before.
+    fn first_sight(&mut self, message_id: u64, seq: u64) -> bool {
+        if !self.seen.insert(message_id) {
+            return false;
+        }
+        self.seen_order.push_back(message_id);
+        if self.seen_order.len() > SEEN_MESSAGES
+            && let Some(oldest) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.last_seq = self.last_seq.max(seq);
+        true
+    }
 }
 
 impl Manager {
@@ -216,10 +248,20 @@ impl Manager {
         };
         let result = reply_result(reply);
         let mut end = None;
-        if result.is_ok() {
+        if let Ok(result) = &result {
             match effect {
                 Effect::Joined(channel) => {
-                    self.joined.insert(channel);
+                    let last_seq = match result {
+                        ReplyResult::Join(join) => join.last_seq,
+                        _ => 0,
+                    };
+                    self.joined.insert(
+                        channel,
+                        JoinedChannel {
+                            last_seq,
+                            ..JoinedChannel::default()
+                        },
+                    );
                 }
                 Effect::Left(channel) => {
                     self.joined.remove(&channel);
@@ -244,14 +286,25 @@ impl Manager {
                 let reason = Reason::try_from(changed.reason).unwrap_or(Reason::Interrupted);
                 return Some(SessionEnd::Aborted(reason));
             }
-            Event::MessageFromPeer(message) => {
+            Event::MessageFromPeer(v1::MessageFromPeer { message_id, .. })
+            | Event::RemoteInvitationReceived(v1::RemoteInvitationReceived {
+                invitation_id: message_id,
+                ..
+            }) => {
                 let receipt = v1::ClientFrame {
                     kind: Some(ClientKind::Receipt(v1::PeerMessageReceipt {
-                        message_id: message.message_id,
+                        message_id: *message_id,
                     })),
                 };
                 if self.send_frame(socket, &receipt).await.is_err() {
                     return Some(SessionEnd::Lost);
+                }
+            }
+            Event::ChannelMessage(message) => {
+                if let Some(channel) = self.joined.get_mut(&message.channel_id)
+                    && !channel.first_sight(message.message_id, message.seq)
+                {
+                    return None;
                 }
             }
             _ => {}
@@ -276,9 +329,16 @@ impl Manager {
                 }
             };
             let mut rejoined = true;
-            for channel in self.joined.clone() {
+            let resume: Vec<(String, u64)> = self
+                .joined
+                .iter()
+                .map(|(channel, joined)| (channel.clone(), joined.last_seq))
+                .collect();
+            for (channel, last_seq) in resume {
+                // The server replays what came after `last_seq`, then says ChannelRecovered.
                 let op = Op::Join(v1::JoinRequest {
                     channel_id: channel.clone(),
+                    resume_after_seq: Some(last_seq),
                 });
                 match self.call_inline(&mut socket, op).await {
                     Ok(_) => {}

@@ -227,6 +227,7 @@ impl Client {
     pub async fn join(&self, channel_id: &str) -> Result<(), ClientError> {
         self.call(Op::Join(v1::JoinRequest {
             channel_id: channel_id.into(),
+            resume_after_seq: None,
         }))
         .await
         .map(drop)

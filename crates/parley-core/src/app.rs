@@ -76,6 +76,10 @@ impl AppDirectory {
         }
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &AppConfig> {
+        self.apps.values()
+    }
+
     pub fn get(&self, raw_app_id: &str) -> Result<&AppConfig, Error> {
         let app_id = AppId::parse(raw_app_id)?;
         self.apps

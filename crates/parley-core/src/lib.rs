@@ -5,9 +5,11 @@
 //! the current time in, which keeps every decision here testable with plain unit tests.
 
 pub mod app;
+pub mod attributes;
 pub mod channel;
 pub mod error;
 pub mod ids;
+pub mod invitation;
 pub mod limits;
 pub mod rate;
 pub mod token;

@@ -1,6 +1,8 @@
 //! One client connection: a reader task that owns the session and a writer task that coalesces
 //! outgoing frames.
 
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -15,19 +17,13 @@ use futures_util::stream::SplitSink;
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::app::AppConfig;
+use parley_core::attributes::AttributeOp;
 use parley_core::ids::ChannelId;
 use parley_core::ids::MessageId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
-use parley_core::limits::MAX_MEMBER_COUNT_CHANNELS;
-use parley_core::limits::MAX_MESSAGE_BYTES;
 use parley_core::rate::TokenBucket;
-use parley_owner::ChannelKey;
-use parley_owner::ChannelSend;
 use parley_owner::LeaveReason;
-use parley_owner::OpenSession;
-use parley_owner::PeerOutcome;
-use parley_owner::PeerSend;
 use parley_owner::UserKey;
 use parley_proto::Codec;
 use parley_proto::Frame;
@@ -44,6 +40,7 @@ use crate::edge::Control;
 use crate::edge::Edge;
 use crate::edge::Outbound;
 use crate::edge::SessionHandle;
+use crate::requests::channel_key;
 
 /// Frames the writer takes from its queue per wake-up, then writes with one flush.
 const WRITE_BATCH: usize = 64;
@@ -62,25 +59,36 @@ enum Ending {
     Server(Reason),
 }
 
-struct LoggedIn {
-    app: AppConfig,
-    user: UserKey,
-    session: SessionRef,
-    joined: HashSet<ChannelId>,
-    message_bucket: TokenBucket,
-    join_bucket: TokenBucket,
-    query_bucket: TokenBucket,
-    renew_bucket: TokenBucket,
-    token_expires_at: Option<Instant>,
-    token_warned: bool,
+/// A logged-in session's own state: what it may still do and what to clean up after it.
+pub(crate) struct LoggedIn {
+    pub(crate) app: AppConfig,
+    pub(crate) user: UserKey,
+    pub(crate) session: SessionRef,
+    pub(crate) joined: HashSet<ChannelId>,
+    /// Users whose online status this session watches.
+    pub(crate) subscriptions: BTreeSet<UserId>,
+    /// Invitations this session sent, with their callee (needed to cancel them).
+    pub(crate) outgoing_invitations: BTreeMap<u64, UserId>,
+    pub(crate) message_bucket: TokenBucket,
+    pub(crate) join_bucket: TokenBucket,
+    pub(crate) query_bucket: TokenBucket,
+    pub(crate) renew_bucket: TokenBucket,
+    pub(crate) attribute_bucket: TokenBucket,
+    pub(crate) status_bucket: TokenBucket,
+    pub(crate) invitation_bucket: TokenBucket,
+    pub(crate) history_bucket: TokenBucket,
+    pub(crate) token_expires_at: Option<Instant>,
+    pub(crate) token_warned: bool,
+    /// False once the connection has been silent past the app's `unreachable_after`.
+    pub(crate) reachable: bool,
 }
 
-struct Connection {
-    edge: Arc<Edge>,
-    handle: Arc<SessionHandle>,
+pub(crate) struct Connection {
+    pub(crate) edge: Arc<Edge>,
+    pub(crate) handle: Arc<SessionHandle>,
     connected_at: Instant,
     last_frame_at: Instant,
-    session: Option<LoggedIn>,
+    pub(crate) session: Option<LoggedIn>,
     /// Tells the writer to close at once when the outbound queue is too full to take the close.
     urgent_close_tx: Option<oneshot::Sender<Reason>>,
 }
@@ -127,6 +135,7 @@ impl Connection {
             tokio::select! {
                 frame = stream.next() => {
                     self.last_frame_at = Instant::now();
+                    self.heard_from_client().await;
                     let frame = match frame {
                         Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
                         Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
@@ -145,7 +154,7 @@ impl Connection {
                 }
                 Some(Control::End(reason)) = control_rx.recv() => return Ending::Server(reason),
                 () = tokio::time::sleep_until(deadline) => {
-                    if let Some(ending) = self.on_timer() {
+                    if let Some(ending) = self.on_timer().await {
                         return ending;
                     }
                 }
@@ -159,6 +168,9 @@ impl Connection {
             return self.connected_at + config.login_timeout;
         };
         let mut deadline = self.last_frame_at + config.heartbeat_interval * 3;
+        if session.reachable {
+            deadline = deadline.min(self.last_frame_at + session.app.limits.unreachable_after);
+        }
         if let Some(expires_at) = session.token_expires_at {
             deadline = deadline.min(expires_at);
             if !session.token_warned {
@@ -168,7 +180,23 @@ impl Connection {
         deadline
     }
 
-    fn on_timer(&mut self) -> Option<Ending> {
+    /// A frame arrived: a session that had gone silent is reachable again.
+    async fn heard_from_client(&mut self) {
+        if let Some(session) = &mut self.session
+            && !session.reachable
+        {
+            session.reachable = true;
+            let user = session.user.clone();
+            let session_ref = session.session;
+            let _ = self
+                .edge
+                .owner()
+                .set_reachable(user, session_ref, true)
+                .await;
+        }
+    }
+
+    async fn on_timer(&mut self) -> Option<Ending> {
         let now = Instant::now();
         let config = self.edge.config().clone();
         let Some(session) = &mut self.session else {
@@ -177,6 +205,14 @@ impl Connection {
         };
         if now >= self.last_frame_at + config.heartbeat_interval * 3 {
             return Some(Ending::Server(Reason::HeartbeatTimeout));
+        }
+        if session.reachable && now >= self.last_frame_at + session.app.limits.unreachable_after {
+            session.reachable = false;
+            let _ = self
+                .edge
+                .owner()
+                .set_reachable(session.user.clone(), session.session, false)
+                .await;
         }
         if let Some(expires_at) = session.token_expires_at {
             if now >= expires_at {
@@ -237,7 +273,16 @@ impl Connection {
             return None;
         };
         let result = match op {
-            Op::Login(login) => self.login(login).await,
+            Op::Login(login) => {
+                let result = self.login(login).await;
+                let logged_in = result.is_ok();
+                self.reply(id, result);
+                if logged_in {
+                    // After the reply, so the client hears of its login before what waited for it.
+                    self.session_ready().await;
+                }
+                return None;
+            }
             Op::Ping(_) => Ok(ReplyResult::Pong(v1::PongResult {
                 server_time_ms: unix_ms(),
             })),
@@ -260,292 +305,116 @@ impl Connection {
             Op::SendMessage(send) => self.send_message(send).await,
             Op::GetMembers(get) => self.get_members(get).await,
             Op::GetChannelMemberCount(get) => self.get_channel_member_count(get).await,
+            Op::SendLocalInvitation(send) => self.send_local_invitation(send).await,
+            Op::CancelLocalInvitation(cancel) => self.cancel_local_invitation(cancel).await,
+            Op::AcceptRemoteInvitation(accept) => {
+                self.answer_remote_invitation(accept.invitation_id, true, accept.response)
+                    .await
+            }
+            Op::RefuseRemoteInvitation(refuse) => {
+                self.answer_remote_invitation(refuse.invitation_id, false, refuse.response)
+                    .await
+            }
+            Op::SetLocalUserAttributes(set) => {
+                self.update_user_attributes(AttributeOp::Set(set.attributes.into_iter().collect()))
+                    .await
+            }
+            Op::AddOrUpdateLocalUserAttributes(add) => {
+                self.update_user_attributes(AttributeOp::AddOrUpdate(
+                    add.attributes.into_iter().collect(),
+                ))
+                .await
+            }
+            Op::DeleteLocalUserAttributesByKeys(delete) => {
+                self.update_user_attributes(AttributeOp::DeleteKeys(delete.keys))
+                    .await
+            }
+            Op::ClearLocalUserAttributes(_) => {
+                self.update_user_attributes(AttributeOp::Clear).await
+            }
+            Op::GetUserAttributes(get) => self.get_user_attributes(get).await,
+            Op::SetChannelAttributes(set) => {
+                let op = AttributeOp::Set(set.attributes.into_iter().collect());
+                self.update_channel_attributes(
+                    &set.channel_id,
+                    op,
+                    set.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::AddOrUpdateChannelAttributes(add) => {
+                let op = AttributeOp::AddOrUpdate(add.attributes.into_iter().collect());
+                self.update_channel_attributes(
+                    &add.channel_id,
+                    op,
+                    add.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::DeleteChannelAttributesByKeys(delete) => {
+                self.update_channel_attributes(
+                    &delete.channel_id,
+                    AttributeOp::DeleteKeys(delete.keys),
+                    delete.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::ClearChannelAttributes(clear) => {
+                self.update_channel_attributes(
+                    &clear.channel_id,
+                    AttributeOp::Clear,
+                    clear.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::GetChannelAttributes(get) => self.get_channel_attributes(get).await,
+            Op::QueryPeersOnlineStatus(query) => self.query_peers_online_status(query).await,
+            Op::SubscribePeersOnlineStatus(subscribe) => {
+                match self.subscribe_peers_online_status(subscribe).await {
+                    Ok(initial) => {
+                        self.reply(id, Ok(ReplyResult::Empty(v1::Empty {})));
+                        self.push(Outbound::Own(event(
+                            v1::event::Kind::PeersOnlineStatusChanged(initial),
+                        )));
+                        return None;
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Op::UnsubscribePeersOnlineStatus(unsubscribe) => {
+                self.unsubscribe_peers_online_status(unsubscribe).await
+            }
+            Op::QueryHistory(query) => self.query_history(query).await,
+            Op::CountHistory(count) => self.count_history(count).await,
         };
         self.reply(id, result);
         None
     }
 
-    async fn login(&mut self, login: v1::LoginRequest) -> Result<ReplyResult, Error> {
-        if self.session.is_some() {
-            return Err(Error::new(ErrorCode::AlreadyLoggedIn, "already logged in"));
-        }
-        let app = self.edge.apps().get(&login.app_id)?.clone();
-        let uid = UserId::parse(&login.uid)?;
-        if !self
+    /// Tells the owner the login reply is out, so it may deliver what waited for the user.
+    async fn session_ready(&mut self) {
+        let Some(session) = &self.session else { return };
+        if let Err(error) = self
             .edge
-            .allow_login(&app.app_id, &uid, app.limits.login_rate)
+            .owner()
+            .session_ready(session.user.clone(), session.session)
+            .await
         {
-            return Err(Error::too_often("login"));
+            tracing::warn!(%error, "delivering the offline inbox failed");
         }
-        let now_secs = unix_ms() / 1000;
-        let expires_at_secs = app.authenticate(uid.as_str(), &login.token, now_secs as u64)?;
-
-        let session_id = self.edge.new_session_id();
-        let session = SessionRef {
-            edge: self.edge.config().node,
-            session: session_id,
-        };
-        let user = UserKey {
-            app: app.app_id.clone(),
-            uid,
-        };
-        // In the table before the owner knows it, so deliveries that follow can find it.
-        self.edge.insert_session(session_id, self.handle.clone());
-        let opened = self
-            .edge
-            .owner()
-            .open_session(OpenSession {
-                user: user.clone(),
-                session,
-                multi_login: app.multi_login,
-            })
-            .await;
-        if let Err(error) = opened {
-            self.edge.remove_session(session_id);
-            return Err(error);
-        }
-        tracing::info!(app = %user.app, uid = %user.uid, session = %session_id, "logged in");
-
-        let now = Instant::now();
-        let limits = app.limits.clone();
-        self.session = Some(LoggedIn {
-            user,
-            session,
-            joined: HashSet::new(),
-            message_bucket: TokenBucket::new(limits.message_rate, now.into_std()),
-            join_bucket: TokenBucket::new(limits.join_rate, now.into_std()),
-            query_bucket: TokenBucket::new(limits.query_rate, now.into_std()),
-            renew_bucket: TokenBucket::new(limits.renew_token_rate, now.into_std()),
-            token_expires_at: expires_at_secs.map(|at| instant_of_unix_secs(at, now_secs)),
-            token_warned: false,
-            app,
-        });
-        Ok(ReplyResult::Login(v1::LoginResult {
-            session_id: session_id.to_string(),
-            server_time_ms: unix_ms(),
-            heartbeat_interval_ms: self.edge.config().heartbeat_interval.as_millis() as u32,
-            token_expire_ms: expires_at_secs.map_or(0, |at| at as i64 * 1000),
-        }))
     }
 
-    fn renew_token(&mut self, renew: v1::RenewTokenRequest) -> Result<ReplyResult, Error> {
-        let session = self.logged_in()?;
-        if !session.renew_bucket.try_take(std::time::Instant::now()) {
-            return Err(Error::too_often("renewToken"));
-        }
-        let now_secs = unix_ms() / 1000;
-        let expires_at_secs =
-            session
-                .app
-                .authenticate(session.user.uid.as_str(), &renew.token, now_secs as u64)?;
-        session.token_expires_at = expires_at_secs.map(|at| instant_of_unix_secs(at, now_secs));
-        session.token_warned = false;
-        Ok(ReplyResult::Empty(v1::Empty {}))
-    }
-
-    async fn send_message_to_peer(
-        &mut self,
-        id: u64,
-        send: v1::SendMessageToPeerRequest,
-    ) -> Result<(), Error> {
-        let edge = self.edge.clone();
-        let session = self.logged_in()?;
-        if !session.message_bucket.try_take(std::time::Instant::now()) {
-            return Err(Error::too_often("message"));
-        }
-        let to = UserId::parse(&send.peer_id)?;
-        let message = validate_message(send.message)?;
-        let dispatch = edge
-            .owner()
-            .send_peer(PeerSend {
-                from: session.user.clone(),
-                to,
-                message,
-            })
-            .await?;
-        let outbound_tx = self.handle.outbound_tx.clone();
-        tokio::spawn(async move {
-            let result = match dispatch.outcome.await {
-                PeerOutcome::Received => Ok(v1::PeerMessageResult::ReceivedByPeer),
-                PeerOutcome::Unreachable => Ok(v1::PeerMessageResult::PeerUnreachable),
-                PeerOutcome::TimedOut => Err(Error::new(
-                    ErrorCode::Timeout,
-                    "the peer did not acknowledge in time",
-                )),
-            };
-            let result = result.map(|result| {
-                ReplyResult::SendMessageToPeer(v1::SendMessageToPeerResult {
-                    result: result as i32,
-                    message_id: dispatch.message_id.0,
-                    server_received_ts: dispatch.server_received_ts,
-                })
-            });
-            // A full queue here means the session is already ending as a slow consumer.
-            let _ = outbound_tx.try_send(Outbound::Own(reply_frame(id, result)));
-        });
-        Ok(())
-    }
-
-    async fn join(&mut self, join: v1::JoinRequest) -> Result<ReplyResult, Error> {
-        let edge = self.edge.clone();
-        let session = self.logged_in()?;
-        if !session.join_bucket.try_take(std::time::Instant::now()) {
-            return Err(Error::too_often("join"));
-        }
-        let channel = ChannelId::parse(&join.channel_id)?;
-        if session.joined.contains(&channel) {
-            return Err(Error::new(
-                ErrorCode::AlreadyJoined,
-                "already joined this channel",
-            ));
-        }
-        let max = session.app.limits.max_channels_per_user;
-        if session.joined.len() >= max {
-            return Err(Error::new(
-                ErrorCode::ExceedLimit,
-                format!("at most {max} channels may be joined at once"),
-            ));
-        }
-        edge.owner()
-            .join(
-                channel_key(&session.user, &channel),
-                session.user.uid.clone(),
-                session.session,
-            )
-            .await?;
-        session.joined.insert(channel);
-        Ok(ReplyResult::Empty(v1::Empty {}))
-    }
-
-    async fn leave(&mut self, leave: v1::LeaveRequest) -> Result<ReplyResult, Error> {
-        let edge = self.edge.clone();
-        let session = self.logged_in()?;
-        if !session.join_bucket.try_take(std::time::Instant::now()) {
-            return Err(Error::too_often("leave"));
-        }
-        let channel = ChannelId::parse(&leave.channel_id)?;
-        if !session.joined.remove(&channel) {
-            return Err(Error::new(
-                ErrorCode::NotJoined,
-                "not joined to this channel",
-            ));
-        }
-        edge.owner()
-            .leave(
-                channel_key(&session.user, &channel),
-                session.user.uid.clone(),
-                session.session,
-                LeaveReason::Left,
-            )
-            .await?;
-        Ok(ReplyResult::Empty(v1::Empty {}))
-    }
-
-    async fn send_message(&mut self, send: v1::SendMessageRequest) -> Result<ReplyResult, Error> {
-        let edge = self.edge.clone();
-        let session = self.logged_in()?;
-        if !session.message_bucket.try_take(std::time::Instant::now()) {
-            return Err(Error::too_often("message"));
-        }
-        let channel = ChannelId::parse(&send.channel_id)?;
-        if !session.joined.contains(&channel) {
-            return Err(Error::new(
-                ErrorCode::NotJoined,
-                "not joined to this channel",
-            ));
-        }
-        let message = validate_message(send.message)?;
-        let sent = edge
-            .owner()
-            .send_channel(ChannelSend {
-                channel: channel_key(&session.user, &channel),
-                from: session.user.uid.clone(),
-                session: session.session,
-                message,
-            })
-            .await?;
-        Ok(ReplyResult::SendMessage(v1::SendMessageResult {
-            message_id: sent.message_id.0,
-            server_received_ts: sent.server_received_ts,
-            seq: sent.seq,
-        }))
-    }
-
-    async fn get_members(&mut self, get: v1::GetMembersRequest) -> Result<ReplyResult, Error> {
-        let edge = self.edge.clone();
-        let session = self.logged_in()?;
-        if !session.query_bucket.try_take(std::time::Instant::now()) {
-            return Err(Error::too_often("getMembers"));
-        }
-        let channel = ChannelId::parse(&get.channel_id)?;
-        if !session.joined.contains(&channel) {
-            return Err(Error::new(
-                ErrorCode::NotJoined,
-                "not joined to this channel",
-            ));
-        }
-        let members = edge
-            .owner()
-            .members(
-                channel_key(&session.user, &channel),
-                session.user.uid.clone(),
-                session.session,
-            )
-            .await?;
-        Ok(ReplyResult::GetMembers(v1::GetMembersResult {
-            members: members.iter().map(ToString::to_string).collect(),
-        }))
-    }
-
-    async fn get_channel_member_count(
-        &mut self,
-        get: v1::GetChannelMemberCountRequest,
-    ) -> Result<ReplyResult, Error> {
-        let edge = self.edge.clone();
-        let session = self.logged_in()?;
-        if !session.query_bucket.try_take(std::time::Instant::now()) {
-            return Err(Error::too_often("getChannelMemberCount"));
-        }
-        if get.channel_ids.is_empty() || get.channel_ids.len() > MAX_MEMBER_COUNT_CHANNELS {
-            return Err(Error::invalid_argument(format!(
-                "between 1 and {MAX_MEMBER_COUNT_CHANNELS} channel ids are needed"
-            )));
-        }
-        let channels = get
-            .channel_ids
-            .iter()
-            .map(|raw| ChannelId::parse(raw))
-            .collect::<Result<Vec<_>, _>>()?;
-        let counts = futures_util::future::try_join_all(channels.iter().map(|channel| {
-            edge.owner()
-                .member_count(channel_key(&session.user, channel))
-        }))
-        .await?;
-        Ok(ReplyResult::GetChannelMemberCount(
-            v1::GetChannelMemberCountResult {
-                counts: channels
-                    .iter()
-                    .zip(counts)
-                    .map(|(channel, member_count)| v1::ChannelMemberCount {
-                        channel_id: channel.to_string(),
-                        member_count,
-                    })
-                    .collect(),
-            },
-        ))
-    }
-
-    fn logged_in(&mut self) -> Result<&mut LoggedIn, Error> {
+    pub(crate) fn logged_in(&mut self) -> Result<&mut LoggedIn, Error> {
         self.session
             .as_mut()
             .ok_or_else(|| Error::new(ErrorCode::NotLoggedIn, "log in before any other request"))
     }
 
-    fn reply(&self, id: u64, result: Result<ReplyResult, Error>) {
+    pub(crate) fn reply(&self, id: u64, result: Result<ReplyResult, Error>) {
         self.push(Outbound::Own(reply_frame(id, result)));
     }
 
-    fn push(&self, outbound: Outbound) {
+    pub(crate) fn push(&self, outbound: Outbound) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.handle.outbound_tx.try_send(outbound)
         {
             let _ = self
@@ -578,8 +447,17 @@ impl Connection {
                     tracing::warn!(%error, channel = %channel, "leave on session end failed");
                 }
             }
+            for uid in &session.subscriptions {
+                let watched = UserKey {
+                    app: session.user.app.clone(),
+                    uid: uid.clone(),
+                };
+                if let Err(error) = owner.unsubscribe_presence(watched, session.session).await {
+                    tracing::warn!(%error, "unsubscribe on session end failed");
+                }
+            }
             if let Err(error) = owner
-                .close_session(session.user.clone(), session.session)
+                .close_session(session.user.clone(), session.session, reason)
                 .await
             {
                 tracing::warn!(%error, "close session failed");
@@ -698,36 +576,7 @@ fn to_message(frame: &Frame) -> Message {
     }
 }
 
-fn validate_message(message: Option<v1::MessageBody>) -> Result<v1::MessageBody, Error> {
-    let invalid = |why: &str| Error::new(ErrorCode::InvalidMessage, why);
-    let message = message.ok_or_else(|| invalid("message is missing"))?;
-    let content_len = match &message.content {
-        None => return Err(invalid("message has neither text nor raw content")),
-        Some(v1::message_body::Content::Text(text)) if text.is_empty() => {
-            return Err(invalid("text message is empty"));
-        }
-        Some(v1::message_body::Content::Raw(raw)) if raw.is_empty() => {
-            return Err(invalid("raw message is empty"));
-        }
-        Some(v1::message_body::Content::Text(text)) => text.len(),
-        Some(v1::message_body::Content::Raw(raw)) => raw.len(),
-    };
-    if content_len + message.description.len() > MAX_MESSAGE_BYTES {
-        return Err(invalid(&format!(
-            "message is larger than {MAX_MESSAGE_BYTES} bytes"
-        )));
-    }
-    Ok(message)
-}
-
-fn channel_key(user: &UserKey, channel: &ChannelId) -> ChannelKey {
-    ChannelKey {
-        app: user.app.clone(),
-        channel: channel.clone(),
-    }
-}
-
-fn reply_frame(id: u64, result: Result<ReplyResult, Error>) -> v1::ServerFrame {
+pub(crate) fn reply_frame(id: u64, result: Result<ReplyResult, Error>) -> v1::ServerFrame {
     let reply = match result {
         Ok(result) => v1::Reply {
             id,
@@ -758,49 +607,14 @@ fn warning_at(expires_at: Instant, warning: std::time::Duration) -> Instant {
     expires_at.checked_sub(warning).unwrap_or(expires_at)
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// The monotonic instant of a Unix time, given the Unix time of now.
-fn instant_of_unix_secs(at_secs: u64, now_secs: i64) -> Instant {
+pub(crate) fn instant_of_unix_secs(at_secs: u64, now_secs: i64) -> Instant {
     let remaining = at_secs.saturating_sub(now_secs.max(0) as u64);
     Instant::now() + std::time::Duration::from_secs(remaining)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(text: &str) -> Option<v1::MessageBody> {
-        Some(v1::MessageBody {
-            content: Some(v1::message_body::Content::Text(text.into())),
-            description: String::new(),
-        })
-    }
-
-    #[test]
-    fn messages_up_to_32_kb_pass_and_larger_ones_do_not() {
-        assert!(validate_message(text(&"x".repeat(MAX_MESSAGE_BYTES))).is_ok());
-        let too_big = validate_message(text(&"x".repeat(MAX_MESSAGE_BYTES + 1))).unwrap_err();
-        assert_eq!(too_big.code, ErrorCode::InvalidMessage);
-        assert_eq!(
-            validate_message(text("")).unwrap_err().code,
-            ErrorCode::InvalidMessage
-        );
-        assert_eq!(
-            validate_message(None).unwrap_err().code,
-            ErrorCode::InvalidMessage
-        );
-        let raw_with_description = Some(v1::MessageBody {
-            content: Some(v1::message_body::Content::Raw(vec![1; 32_000].into())),
-            description: "d".repeat(769),
-        });
-        assert!(
-            validate_message(raw_with_description).is_err(),
-            "description counts"
-        );
-    }
 }

@@ -9,6 +9,7 @@
 mod connection;
 mod edge;
 mod http;
+mod requests;
 
 pub use axum::Router;
 pub use edge::Edge;

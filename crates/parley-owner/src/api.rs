@@ -1,11 +1,13 @@
 //! The seam between edges and owners.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use parley_core::Error;
 use parley_core::app::MultiLogin;
+use parley_core::attributes::AttributeOp;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
 use parley_core::ids::MessageId;
@@ -15,6 +17,8 @@ use parley_core::ids::UserId;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
+use parley_store::Conversation;
+use parley_store::HistoryQuery;
 use tokio::sync::oneshot;
 
 /// A channel, named within its app.
@@ -40,9 +44,10 @@ pub struct OpenSession {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaveReason {
-    /// `leave` or `logout`: MemberLeft at once.
+    /// `leave` or `logout`: MemberLeft at once, OFFLINE at once.
     Left,
-    /// The connection ended without a logout: the membership lingers for the grace period.
+    /// The connection ended without a logout: the membership lingers for the grace period and the
+    /// user is UNREACHABLE until it ends.
     ConnectionLost,
 }
 
@@ -51,6 +56,9 @@ pub struct PeerSend {
     pub from: UserKey,
     pub to: UserId,
     pub message: v1::MessageBody,
+    /// Store the message for an offline receiver.
+    pub enable_offline: bool,
+    pub enable_history: bool,
 }
 
 /// How a peer message ended.
@@ -58,6 +66,8 @@ pub struct PeerSend {
 pub enum PeerOutcome {
     /// A client of the peer sent a receipt.
     Received,
+    /// The peer was offline; the message waits in its inbox.
+    Cached,
     /// The peer has no session, or every session ended before acknowledging.
     Unreachable,
     /// The peer's sessions did not acknowledge in time.
@@ -78,6 +88,7 @@ pub struct ChannelSend {
     pub from: UserId,
     pub session: SessionRef,
     pub message: v1::MessageBody,
+    pub enable_history: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,20 +98,49 @@ pub struct ChannelSent {
     pub seq: u64,
 }
 
+#[derive(Clone, Debug)]
+pub struct InvitationSend {
+    pub caller: UserKey,
+    pub caller_session: SessionRef,
+    pub callee: UserId,
+    pub content: String,
+    pub channel_id: String,
+}
+
 /// What an edge asks of the owners. Every method is answered by the owner of the key it names.
 #[async_trait]
 pub trait OwnerApi: Send + Sync + 'static {
     /// Records a new session of a user; with [`MultiLogin::Replace`] ends the user's other sessions.
     async fn open_session(&self, open: OpenSession) -> Result<(), Error>;
+    /// Called once the login reply is on its way: delivers the offline inbox and pending
+    /// invitations to the new session.
+    async fn session_ready(&self, user: UserKey, session: SessionRef) -> Result<(), Error>;
     /// Forgets a session. Idempotent.
-    async fn close_session(&self, user: UserKey, session: SessionRef) -> Result<(), Error>;
+    async fn close_session(
+        &self,
+        user: UserKey,
+        session: SessionRef,
+        reason: LeaveReason,
+    ) -> Result<(), Error>;
+    /// A session's connection went silent (`false`) or spoke again (`true`).
+    async fn set_reachable(
+        &self,
+        user: UserKey,
+        session: SessionRef,
+        reachable: bool,
+    ) -> Result<(), Error>;
+
     async fn send_peer(&self, send: PeerSend) -> Result<PeerDispatch, Error>;
+
+    /// Joins; with `resume_after` replays what the session missed after that sequence number
+    /// and then sends ChannelRecovered. Returns the channel's latest sequence number.
     async fn join(
         &self,
         channel: ChannelKey,
         uid: UserId,
         session: SessionRef,
-    ) -> Result<(), Error>;
+        resume_after: Option<u64>,
+    ) -> Result<u64, Error>;
     async fn leave(
         &self,
         channel: ChannelKey,
@@ -118,18 +158,83 @@ pub trait OwnerApi: Send + Sync + 'static {
     ) -> Result<Vec<UserId>, Error>;
     /// Members of any channel; 0 for one nobody is in.
     async fn member_count(&self, channel: ChannelKey) -> Result<u32, Error>;
+
+    async fn update_user_attributes(&self, user: UserKey, op: AttributeOp) -> Result<(), Error>;
+    /// All attributes of a user, or those named in `keys`.
+    async fn user_attributes(
+        &self,
+        user: UserKey,
+        keys: Vec<String>,
+    ) -> Result<BTreeMap<String, String>, Error>;
+    async fn update_channel_attributes(
+        &self,
+        channel: ChannelKey,
+        by: UserId,
+        op: AttributeOp,
+        notify_members: bool,
+    ) -> Result<(), Error>;
+    /// All attributes of a channel, or those named in `keys`.
+    async fn channel_attributes(
+        &self,
+        channel: ChannelKey,
+        keys: Vec<String>,
+    ) -> Result<Vec<v1::ChannelAttribute>, Error>;
+
+    async fn presence(&self, user: UserKey) -> Result<v1::PeerOnlineState, Error>;
+    /// Subscribes `subscriber` to changes of `user`; returns the current state.
+    async fn subscribe_presence(
+        &self,
+        user: UserKey,
+        subscriber: SessionRef,
+    ) -> Result<v1::PeerOnlineState, Error>;
+    async fn unsubscribe_presence(
+        &self,
+        user: UserKey,
+        subscriber: SessionRef,
+    ) -> Result<(), Error>;
+
+    /// Returns the invitation's id.
+    async fn send_invitation(&self, send: InvitationSend) -> Result<u64, Error>;
+    async fn cancel_invitation(
+        &self,
+        callee: UserKey,
+        caller: UserId,
+        invitation_id: u64,
+    ) -> Result<(), Error>;
+    async fn answer_invitation(
+        &self,
+        callee: UserKey,
+        invitation_id: u64,
+        accept: bool,
+        response: String,
+    ) -> Result<(), Error>;
+
+    async fn query_history(
+        &self,
+        app: AppId,
+        conversation: Conversation,
+        query: HistoryQuery,
+    ) -> Result<Vec<v1::HistoryMessage>, Error>;
+    async fn count_history(
+        &self,
+        app: AppId,
+        conversation: Conversation,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<u64, Error>;
 }
 
 /// What an owner asks of an edge. Calls never block: an edge queues and returns.
 pub trait EdgeSink: Send + Sync + 'static {
     /// Sends one event to several sessions of this edge (one call per edge per fan-out).
     fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>);
-    /// Sends a peer message to one session; the receiver completes when its client acknowledges
-    /// and is dropped if the session ends first.
+    /// Sends a frame that the client acknowledges with a receipt for `receipt_id` (a peer message
+    /// or an invitation). The receiver completes on the receipt and is dropped if the session ends
+    /// first.
     fn deliver_peer(
         &self,
         session: SessionId,
-        message_id: MessageId,
+        receipt_id: MessageId,
         frame: Arc<SharedFrame>,
     ) -> oneshot::Receiver<()>;
     /// Ends a session from the server side (for example REMOTE_LOGIN).

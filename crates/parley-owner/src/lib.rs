@@ -14,6 +14,7 @@ pub use api::ChannelKey;
 pub use api::ChannelSend;
 pub use api::ChannelSent;
 pub use api::EdgeSink;
+pub use api::InvitationSend;
 pub use api::LeaveReason;
 pub use api::OpenSession;
 pub use api::OwnerApi;

@@ -1,5 +1,7 @@
-//! [`Owner`]: routes each request to the shard task that owns its key.
+//! [`Owner`]: routes each request to the shard task that owns its key; reads that need no
+//! owned state (history, channel attributes) go straight to the store.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::hash::Hash;
@@ -7,14 +9,25 @@ use std::hash::RandomState;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use parley_core::Error;
+use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
+use parley_core::attributes::AttributeOp;
+use parley_core::ids::AppId;
 use parley_core::ids::NodeId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
+use parley_core::invitation::InvitationTimers;
+use parley_proto::v1;
+use parley_store::Conversation;
+use parley_store::HistoryQuery;
+use parley_store::InboxLimits;
+use parley_store::Store;
+use parley_store::StoreError;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -22,6 +35,7 @@ use crate::api::ChannelKey;
 use crate::api::ChannelSend;
 use crate::api::ChannelSent;
 use crate::api::EdgeSink;
+use crate::api::InvitationSend;
 use crate::api::LeaveReason;
 use crate::api::OpenSession;
 use crate::api::OwnerApi;
@@ -30,11 +44,14 @@ use crate::api::PeerOutcome;
 use crate::api::PeerSend;
 use crate::api::UserKey;
 use crate::shard::Command;
+use crate::shard::PeerRouted;
 use crate::shard::Shard;
 
 /// Requests a shard may have queued before callers wait. Overflow policy: callers wait (the
 /// client connection that drives them stops being read), nothing is dropped.
 const SHARD_MAILBOX: usize = 4096;
+/// How often expired channel attributes and old history are swept.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct OwnerConfig {
@@ -48,6 +65,9 @@ pub struct OwnerConfig {
     pub member_count_interval: Duration,
     /// How long a peer message waits for the receiving client's receipt.
     pub peer_receipt_timeout: Duration,
+    /// Recent messages kept per channel for recovery after a reconnect.
+    pub recovery_window: usize,
+    pub invitation_timers: InvitationTimers,
 }
 
 impl Default for OwnerConfig {
@@ -58,6 +78,8 @@ impl Default for OwnerConfig {
             member_grace: Duration::from_secs(20),
             member_count_interval: Duration::from_secs(1),
             peer_receipt_timeout: Duration::from_secs(10),
+            recovery_window: 1000,
+            invitation_timers: InvitationTimers::default(),
         }
     }
 }
@@ -80,33 +102,76 @@ impl Edges {
     }
 }
 
+pub(crate) fn storage_error(error: StoreError) -> Error {
+    tracing::warn!(%error, "storage operation failed");
+    Error::new(
+        ErrorCode::Unavailable,
+        "storage is unavailable, retry later",
+    )
+}
+
+pub(crate) fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
 /// The owner of every channel and user in `parley dev` (and, in a cluster, of its ring share).
 pub struct Owner {
     shards: Vec<mpsc::Sender<Command>>,
     hasher: RandomState,
     edges: Arc<Edges>,
+    apps: Arc<AppDirectory>,
+    store: Arc<dyn Store>,
     config: OwnerConfig,
 }
 
 impl Owner {
-    /// Starts the shard tasks. They end when the `Owner` is dropped.
-    pub fn start(config: OwnerConfig, apps: Arc<AppDirectory>) -> Arc<Owner> {
+    /// Starts the shard tasks and the maintenance task. They end when the `Owner` is dropped.
+    pub async fn start(
+        config: OwnerConfig,
+        apps: Arc<AppDirectory>,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Owner>, Error> {
+        // Nothing has members yet: attributes left without an expiry by a crash get one now.
+        let ttl = apps
+            .iter()
+            .map(|app| app.limits.channel_attributes_ttl)
+            .max()
+            .unwrap_or_default();
+        let now = unix_ms();
+        store
+            .expire(now, Some(now + ttl.as_millis() as i64))
+            .await
+            .map_err(storage_error)?;
+
         let edges = Arc::new(Edges::default());
         let shards = (0..config.shards.max(1))
             .map(|index| {
                 let (command_tx, command_rx) = mpsc::channel(SHARD_MAILBOX);
                 let generator = u16::try_from((config.node.0 << 4) | index as u64).unwrap_or(0);
-                let shard = Shard::new(config.clone(), generator, apps.clone(), edges.clone());
+                let shard = Shard::new(
+                    config.clone(),
+                    generator,
+                    apps.clone(),
+                    edges.clone(),
+                    store.clone(),
+                    command_tx.downgrade(),
+                );
                 tokio::spawn(shard.run(command_rx));
                 command_tx
             })
             .collect();
-        Arc::new(Owner {
+        let owner = Arc::new(Owner {
             shards,
             hasher: RandomState::new(),
             edges,
+            apps,
+            store,
             config,
-        })
+        });
+        tokio::spawn(maintain(Arc::downgrade(&owner)));
+        Ok(owner)
     }
 
     pub fn register_edge(&self, node: NodeId, sink: Arc<dyn EdgeSink>) {
@@ -144,6 +209,50 @@ impl Owner {
     fn channel_shard(&self, channel: &ChannelKey) -> &mpsc::Sender<Command> {
         self.shard_for(("channel", channel))
     }
+
+    fn inbox_limits(&self, app: &AppId) -> InboxLimits {
+        let limits = self
+            .apps
+            .get(app.as_str())
+            .map(|app| app.limits.clone())
+            .unwrap_or_default();
+        InboxLimits {
+            max_count: limits.offline_max_count,
+            max_age_ms: limits.offline_max_age.as_millis() as i64,
+        }
+    }
+
+    fn history_cutoff(&self, app: &AppId) -> i64 {
+        let retention = self
+            .apps
+            .get(app.as_str())
+            .map(|app| app.limits.history_retention)
+            .unwrap_or_default();
+        unix_ms() - retention.as_millis() as i64
+    }
+}
+
+/// Sweeps expired channel attributes and history past retention, until the owner is gone.
+async fn maintain(owner: std::sync::Weak<Owner>) {
+    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(owner) = owner.upgrade() else { return };
+        if let Err(error) = owner.store.expire(unix_ms(), None).await {
+            tracing::warn!(%error, "channel attribute expiry failed");
+        }
+        for app in owner.apps.iter() {
+            let cutoff = owner.history_cutoff(&app.app_id);
+            match owner.store.purge(&app.app_id, cutoff).await {
+                Ok(0) => {}
+                Ok(purged) => {
+                    tracing::info!(app = %app.app_id, purged, "history past retention purged")
+                }
+                Err(error) => tracing::warn!(%error, "history purge failed"),
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -154,11 +263,43 @@ impl OwnerApi for Owner {
             .await
     }
 
-    async fn close_session(&self, user: UserKey, session: SessionRef) -> Result<(), Error> {
+    async fn session_ready(&self, user: UserKey, session: SessionRef) -> Result<(), Error> {
+        let shard = self.user_shard(&user);
+        self.ask(shard, |reply| Command::SessionReady {
+            user,
+            session,
+            reply,
+        })
+        .await?
+    }
+
+    async fn close_session(
+        &self,
+        user: UserKey,
+        session: SessionRef,
+        reason: LeaveReason,
+    ) -> Result<(), Error> {
         let shard = self.user_shard(&user);
         self.ask(shard, |reply| Command::CloseSession {
             user,
             session,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    async fn set_reachable(
+        &self,
+        user: UserKey,
+        session: SessionRef,
+        reachable: bool,
+    ) -> Result<(), Error> {
+        let shard = self.user_shard(&user);
+        self.ask(shard, |reply| Command::SetReachable {
+            user,
+            session,
+            reachable,
             reply,
         })
         .await
@@ -169,31 +310,80 @@ impl OwnerApi for Owner {
             app: send.from.app.clone(),
             uid: send.to.clone(),
         };
+        let offline_copy = send
+            .enable_offline
+            .then(|| (send.from.uid.clone(), send.message.clone()));
+        let limits = self.inbox_limits(&receiver.app);
         let shard = self.user_shard(&receiver);
         let routed = self
-            .ask(shard, |reply| Command::SendPeer { send, reply })
-            .await?;
-        let timeout = self.config.peer_receipt_timeout;
-        let receipts = routed.receipts;
-        let outcome = async move {
-            if receipts.is_empty() {
-                return PeerOutcome::Unreachable;
+            .ask(shard, |reply| Command::SendPeer {
+                send,
+                limits,
+                reply,
+            })
+            .await??;
+        let (message_id, server_received_ts, receipts) = match routed {
+            PeerRouted::Cached {
+                message_id,
+                server_received_ts,
+            } => {
+                return Ok(PeerDispatch {
+                    message_id,
+                    server_received_ts,
+                    outcome: async { PeerOutcome::Cached }.boxed(),
+                });
             }
-            // The first receipt wins; a receiver that ends without one is a session that ended.
-            let any_receipt = futures_util::future::select_ok(
-                receipts
-                    .into_iter()
-                    .map(|receipt| Box::pin(receipt.map(|result| result.map_err(|_| ())))),
-            );
-            match tokio::time::timeout(timeout, any_receipt).await {
-                Ok(Ok(_)) => PeerOutcome::Received,
-                Ok(Err(())) => PeerOutcome::Unreachable,
-                Err(_) => PeerOutcome::TimedOut,
+            PeerRouted::Delivered {
+                message_id,
+                server_received_ts,
+                receipts,
+            } => (message_id, server_received_ts, receipts),
+        };
+        let timeout = self.config.peer_receipt_timeout;
+        let store = self.store.clone();
+        let outcome = async move {
+            let outcome = if receipts.is_empty() {
+                PeerOutcome::Unreachable
+            } else {
+                // The first receipt wins; a receiver that ends without one is a session that ended.
+                let any_receipt = futures_util::future::select_ok(
+                    receipts
+                        .into_iter()
+                        .map(|receipt| Box::pin(receipt.map(|result| result.map_err(|_| ())))),
+                );
+                match tokio::time::timeout(timeout, any_receipt).await {
+                    Ok(Ok(_)) => PeerOutcome::Received,
+                    Ok(Err(())) => PeerOutcome::Unreachable,
+                    Err(_) => PeerOutcome::TimedOut,
+                }
+            };
+            // The peer's sessions vanished before acknowledging: keep the message if asked to.
+            match (outcome, offline_copy) {
+                (PeerOutcome::Unreachable | PeerOutcome::TimedOut, Some((from, body))) => {
+                    let stored = v1::HistoryMessage {
+                        message_id: message_id.0,
+                        from: from.to_string(),
+                        message: Some(body),
+                        server_received_ts,
+                        seq: 0,
+                    };
+                    match store
+                        .push(&receiver.app, &receiver.uid, stored, limits, unix_ms())
+                        .await
+                    {
+                        Ok(()) => PeerOutcome::Cached,
+                        Err(error) => {
+                            tracing::warn!(%error, "offline copy of an unacknowledged message failed");
+                            outcome
+                        }
+                    }
+                }
+                _ => outcome,
             }
         };
         Ok(PeerDispatch {
-            message_id: routed.message_id,
-            server_received_ts: routed.server_received_ts,
+            message_id,
+            server_received_ts,
             outcome: outcome.boxed(),
         })
     }
@@ -203,12 +393,14 @@ impl OwnerApi for Owner {
         channel: ChannelKey,
         uid: UserId,
         session: SessionRef,
-    ) -> Result<(), Error> {
+        resume_after: Option<u64>,
+    ) -> Result<u64, Error> {
         let shard = self.channel_shard(&channel);
         self.ask(shard, |reply| Command::Join {
             channel,
             uid,
             session,
+            resume_after,
             reply,
         })
         .await?
@@ -258,5 +450,169 @@ impl OwnerApi for Owner {
         let shard = self.channel_shard(&channel);
         self.ask(shard, |reply| Command::MemberCount { channel, reply })
             .await
+    }
+
+    async fn update_user_attributes(&self, user: UserKey, op: AttributeOp) -> Result<(), Error> {
+        let shard = self.user_shard(&user);
+        self.ask(shard, |reply| Command::UpdateUserAttributes {
+            user,
+            op,
+            reply,
+        })
+        .await?
+    }
+
+    async fn user_attributes(
+        &self,
+        user: UserKey,
+        keys: Vec<String>,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let shard = self.user_shard(&user);
+        self.ask(shard, |reply| Command::UserAttributes { user, keys, reply })
+            .await
+    }
+
+    async fn update_channel_attributes(
+        &self,
+        channel: ChannelKey,
+        by: UserId,
+        op: AttributeOp,
+        notify_members: bool,
+    ) -> Result<(), Error> {
+        let shard = self.channel_shard(&channel);
+        self.ask(shard, |reply| Command::UpdateChannelAttributes {
+            channel,
+            by,
+            op,
+            notify_members,
+            reply,
+        })
+        .await?
+    }
+
+    async fn channel_attributes(
+        &self,
+        channel: ChannelKey,
+        keys: Vec<String>,
+    ) -> Result<Vec<v1::ChannelAttribute>, Error> {
+        let record = self
+            .store
+            .get(&channel.app, &channel.channel)
+            .await
+            .map_err(storage_error)?
+            .unwrap_or_default();
+        Ok(record
+            .attributes
+            .into_iter()
+            .filter(|attribute| keys.is_empty() || keys.contains(&attribute.key))
+            .collect())
+    }
+
+    async fn presence(&self, user: UserKey) -> Result<v1::PeerOnlineState, Error> {
+        let shard = self.user_shard(&user);
+        self.ask(shard, |reply| Command::Presence { user, reply })
+            .await
+    }
+
+    async fn subscribe_presence(
+        &self,
+        user: UserKey,
+        subscriber: SessionRef,
+    ) -> Result<v1::PeerOnlineState, Error> {
+        let shard = self.user_shard(&user);
+        self.ask(shard, |reply| Command::Subscribe {
+            user,
+            subscriber,
+            subscribe: true,
+            reply,
+        })
+        .await
+    }
+
+    async fn unsubscribe_presence(
+        &self,
+        user: UserKey,
+        subscriber: SessionRef,
+    ) -> Result<(), Error> {
+        let shard = self.user_shard(&user);
+        self.ask(shard, |reply| Command::Subscribe {
+            user,
+            subscriber,
+            subscribe: false,
+            reply,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn send_invitation(&self, send: InvitationSend) -> Result<u64, Error> {
+        let callee = UserKey {
+            app: send.caller.app.clone(),
+            uid: send.callee.clone(),
+        };
+        let shard = self.user_shard(&callee);
+        self.ask(shard, |reply| Command::SendInvitation { send, reply })
+            .await?
+    }
+
+    async fn cancel_invitation(
+        &self,
+        callee: UserKey,
+        caller: UserId,
+        invitation_id: u64,
+    ) -> Result<(), Error> {
+        let shard = self.user_shard(&callee);
+        self.ask(shard, |reply| Command::CancelInvitation {
+            callee,
+            caller,
+            invitation_id,
+            reply,
+        })
+        .await?
+    }
+
+    async fn answer_invitation(
+        &self,
+        callee: UserKey,
+        invitation_id: u64,
+        accept: bool,
+        response: String,
+    ) -> Result<(), Error> {
+        let shard = self.user_shard(&callee);
+        self.ask(shard, |reply| Command::AnswerInvitation {
+            callee,
+            invitation_id,
+            accept,
+            response,
+            reply,
+        })
+        .await?
+    }
+
+    async fn query_history(
+        &self,
+        app: AppId,
+        conversation: Conversation,
+        mut query: HistoryQuery,
+    ) -> Result<Vec<v1::HistoryMessage>, Error> {
+        query.start_ms = query.start_ms.max(self.history_cutoff(&app));
+        self.store
+            .query(&app, &conversation, query)
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn count_history(
+        &self,
+        app: AppId,
+        conversation: Conversation,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<u64, Error> {
+        let start_ms = start_ms.max(self.history_cutoff(&app));
+        self.store
+            .count(&app, &conversation, start_ms, end_ms)
+            .await
+            .map_err(storage_error)
     }
 }

@@ -1,16 +1,22 @@
 //! One shard task: owns a share of the channels and users and is the only code that touches them.
+//! It awaits the store only for writes that must be durable before they are acknowledged.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-use std::time::SystemTime;
 
 use parley_core::Error;
+use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
 use parley_core::app::MultiLogin;
+use parley_core::attributes::AttributeOp;
+use parley_core::attributes::MAX_CHANNEL_TOTAL_BYTES;
+use parley_core::attributes::MAX_USER_TOTAL_BYTES;
 use parley_core::channel::Departure;
 use parley_core::channel::Membership;
 use parley_core::ids::MessageId;
@@ -19,46 +25,75 @@ use parley_core::ids::NodeId;
 use parley_core::ids::SessionId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
+use parley_core::invitation::Failure;
+use parley_core::invitation::Invitation;
+use parley_core::invitation::InvitationError;
+use parley_core::invitation::Notice;
 use parley_core::limits::Limits;
 use parley_core::limits::MAX_MEMBERS_LISTED;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
+use parley_proto::v1::PeerOnlineState;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
+use parley_store::Conversation;
+use parley_store::InboxLimits;
+use parley_store::Store;
+use parley_store::StoredChannelAttributes;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use crate::api::ChannelKey;
 use crate::api::ChannelSend;
 use crate::api::ChannelSent;
+use crate::api::InvitationSend;
 use crate::api::LeaveReason;
 use crate::api::OpenSession;
 use crate::api::PeerSend;
 use crate::api::UserKey;
 use crate::owner::Edges;
 use crate::owner::OwnerConfig;
+use crate::owner::storage_error;
+use crate::owner::unix_ms;
 
 type Reply<T> = oneshot::Sender<T>;
+
+/// Sequence numbers reserved in the store at a time, so a restart never reuses one.
+const SEQUENCE_BLOCK: u64 = 1000;
 
 pub(crate) enum Command {
     OpenSession {
         open: OpenSession,
         reply: Reply<()>,
     },
+    SessionReady {
+        user: UserKey,
+        session: SessionRef,
+        reply: Reply<Result<(), Error>>,
+    },
     CloseSession {
         user: UserKey,
         session: SessionRef,
+        reason: LeaveReason,
+        reply: Reply<()>,
+    },
+    SetReachable {
+        user: UserKey,
+        session: SessionRef,
+        reachable: bool,
         reply: Reply<()>,
     },
     SendPeer {
         send: PeerSend,
-        reply: Reply<PeerRouted>,
+        limits: InboxLimits,
+        reply: Reply<Result<PeerRouted, Error>>,
     },
     Join {
         channel: ChannelKey,
         uid: UserId,
         session: SessionRef,
-        reply: Reply<Result<(), Error>>,
+        resume_after: Option<u64>,
+        reply: Reply<Result<u64, Error>>,
     },
     Leave {
         channel: ChannelKey,
@@ -81,21 +116,140 @@ pub(crate) enum Command {
         channel: ChannelKey,
         reply: Reply<u32>,
     },
+    UpdateUserAttributes {
+        user: UserKey,
+        op: AttributeOp,
+        reply: Reply<Result<(), Error>>,
+    },
+    UserAttributes {
+        user: UserKey,
+        keys: Vec<String>,
+        reply: Reply<BTreeMap<String, String>>,
+    },
+    UpdateChannelAttributes {
+        channel: ChannelKey,
+        by: UserId,
+        op: AttributeOp,
+        notify_members: bool,
+        reply: Reply<Result<(), Error>>,
+    },
+    Presence {
+        user: UserKey,
+        reply: Reply<PeerOnlineState>,
+    },
+    Subscribe {
+        user: UserKey,
+        subscriber: SessionRef,
+        subscribe: bool,
+        reply: Reply<PeerOnlineState>,
+    },
+    SendInvitation {
+        send: InvitationSend,
+        reply: Reply<Result<u64, Error>>,
+    },
+    CancelInvitation {
+        callee: UserKey,
+        caller: UserId,
+        invitation_id: u64,
+        reply: Reply<Result<(), Error>>,
+    },
+    AnswerInvitation {
+        callee: UserKey,
+        invitation_id: u64,
+        accept: bool,
+        response: String,
+        reply: Reply<Result<(), Error>>,
+    },
+    /// The callee's client acknowledged an invitation (sent by the shard to itself).
+    InvitationReceipt {
+        callee: UserKey,
+        invitation_id: u64,
+    },
 }
 
-/// A peer message handed to the receiver's sessions.
-pub(crate) struct PeerRouted {
-    pub message_id: MessageId,
-    pub server_received_ts: i64,
-    /// One per receiving session; empty when the receiver is offline.
-    pub receipts: Vec<oneshot::Receiver<()>>,
+/// Where a peer message went.
+pub(crate) enum PeerRouted {
+    /// Handed to the receiver's sessions; one receipt per session (none when offline).
+    Delivered {
+        message_id: MessageId,
+        server_received_ts: i64,
+        receipts: Vec<oneshot::Receiver<()>>,
+    },
+    /// Stored in the offline receiver's inbox.
+    Cached {
+        message_id: MessageId,
+        server_received_ts: i64,
+    },
 }
 
 #[derive(Default)]
 struct ChannelEntry {
     membership: Membership,
     last_seq: u64,
+    /// Highest sequence number reserved in the store.
+    reserved_seq: u64,
     count_sent_at: Option<Instant>,
+    /// The last messages, for recovery after a reconnect.
+    recent: VecDeque<(u64, Arc<SharedFrame>)>,
+}
+
+struct UserSession {
+    session: SessionRef,
+    reachable: bool,
+}
+
+struct PendingInvitation {
+    machine: Invitation,
+    caller: UserId,
+    caller_session: SessionRef,
+    content: String,
+    channel_id: String,
+    response: String,
+}
+
+struct UserEntry {
+    sessions: Vec<UserSession>,
+    /// Set when the last session was lost (not logged out): UNREACHABLE until then.
+    lost_until: Option<Instant>,
+    /// The state last told to subscribers.
+    announced: PeerOnlineState,
+    subscribers: BTreeSet<SessionRef>,
+    attributes: BTreeMap<String, String>,
+    /// Invitations to this user, by id.
+    invitations: BTreeMap<u64, PendingInvitation>,
+}
+
+impl Default for UserEntry {
+    fn default() -> Self {
+        UserEntry {
+            sessions: Vec::new(),
+            lost_until: None,
+            announced: PeerOnlineState::Offline,
+            subscribers: BTreeSet::new(),
+            attributes: BTreeMap::new(),
+            invitations: BTreeMap::new(),
+        }
+    }
+}
+
+impl UserEntry {
+    fn presence(&self) -> PeerOnlineState {
+        if self.sessions.iter().any(|session| session.reachable) {
+            PeerOnlineState::Online
+        } else if !self.sessions.is_empty() || self.lost_until.is_some() {
+            PeerOnlineState::Unreachable
+        } else {
+            PeerOnlineState::Offline
+        }
+    }
+
+    fn is_forgettable(&self) -> bool {
+        self.sessions.is_empty()
+            && self.lost_until.is_none()
+            && self.subscribers.is_empty()
+            && self.attributes.is_empty()
+            && self.invitations.is_empty()
+    }
 }
 
 pub(crate) struct Shard {
@@ -103,12 +257,18 @@ pub(crate) struct Shard {
     message_ids: MessageIdGenerator,
     apps: Arc<AppDirectory>,
     edges: Arc<Edges>,
-    users: HashMap<UserKey, Vec<SessionRef>>,
+    store: Arc<dyn Store>,
+    /// For receipts that arrive after the shard has moved on; weak so the shard still ends when
+    /// the owner goes.
+    self_tx: mpsc::WeakSender<Command>,
+    users: HashMap<UserKey, UserEntry>,
     channels: HashMap<ChannelKey, ChannelEntry>,
     /// Channels with lingering sessions, checked on every tick.
     lingering: HashSet<ChannelKey>,
     /// Channels whose member count changed since their last MemberCountUpdated.
     counts_changed: HashSet<ChannelKey>,
+    /// Users with a running lost-connection timer or invitation timers.
+    timed_users: HashSet<UserKey>,
 }
 
 impl Shard {
@@ -117,16 +277,21 @@ impl Shard {
         generator: u16,
         apps: Arc<AppDirectory>,
         edges: Arc<Edges>,
+        store: Arc<dyn Store>,
+        self_tx: mpsc::WeakSender<Command>,
     ) -> Self {
         Shard {
             config,
             message_ids: MessageIdGenerator::new(generator),
             apps,
             edges,
+            store,
+            self_tx,
             users: HashMap::new(),
             channels: HashMap::new(),
             lingering: HashSet::new(),
             counts_changed: HashSet::new(),
+            timed_users: HashSet::new(),
         }
     }
 
@@ -140,39 +305,68 @@ impl Shard {
         loop {
             tokio::select! {
                 command = command_rx.recv() => match command {
-                    Some(command) => self.handle(command),
+                    Some(command) => self.handle(command).await,
                     None => break,
                 },
-                _ = tick.tick() => self.on_tick(now()),
+                _ = tick.tick() => self.on_tick(now()).await,
             }
         }
     }
 
-    fn handle(&mut self, command: Command) {
+    async fn handle(&mut self, command: Command) {
         // A caller that went away no longer wants its reply, so failed sends are ignored.
         match command {
             Command::OpenSession { open, reply } => {
                 self.open_session(open);
                 let _ = reply.send(());
             }
-            Command::CloseSession {
+            Command::SessionReady {
                 user,
                 session,
                 reply,
             } => {
-                self.close_session(&user, session);
+                let _ = reply.send(self.session_ready(user, session).await);
+            }
+            Command::CloseSession {
+                user,
+                session,
+                reason,
+                reply,
+            } => {
+                self.close_session(&user, session, reason);
                 let _ = reply.send(());
             }
-            Command::SendPeer { send, reply } => {
-                let _ = reply.send(self.send_peer(send));
+            Command::SetReachable {
+                user,
+                session,
+                reachable,
+                reply,
+            } => {
+                if let Some(entry) = self.users.get_mut(&user) {
+                    for known in &mut entry.sessions {
+                        if known.session == session {
+                            known.reachable = reachable;
+                        }
+                    }
+                    self.announce_presence(&user);
+                }
+                let _ = reply.send(());
+            }
+            Command::SendPeer {
+                send,
+                limits,
+                reply,
+            } => {
+                let _ = reply.send(self.send_peer(send, limits).await);
             }
             Command::Join {
                 channel,
                 uid,
                 session,
+                resume_after,
                 reply,
             } => {
-                let _ = reply.send(self.join(channel, uid, session));
+                let _ = reply.send(self.join(channel, uid, session, resume_after).await);
             }
             Command::Leave {
                 channel,
@@ -181,10 +375,10 @@ impl Shard {
                 reason,
                 reply,
             } => {
-                let _ = reply.send(self.leave(channel, uid, session, reason));
+                let _ = reply.send(self.leave(channel, uid, session, reason).await);
             }
             Command::SendChannel { send, reply } => {
-                let _ = reply.send(self.send_channel(send));
+                let _ = reply.send(self.send_channel(send).await);
             }
             Command::Members {
                 channel,
@@ -201,38 +395,272 @@ impl Shard {
                     .map_or(0, |entry| entry.membership.member_count());
                 let _ = reply.send(u32::try_from(count).unwrap_or(u32::MAX));
             }
+            Command::UpdateUserAttributes { user, op, reply } => {
+                let _ = reply.send(self.update_user_attributes(user, &op));
+            }
+            Command::UserAttributes { user, keys, reply } => {
+                let attributes = self
+                    .users
+                    .get(&user)
+                    .map(|entry| {
+                        entry
+                            .attributes
+                            .iter()
+                            .filter(|(key, _)| keys.is_empty() || keys.contains(key))
+                            .map(|(key, value)| (key.clone(), value.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(attributes);
+            }
+            Command::UpdateChannelAttributes {
+                channel,
+                by,
+                op,
+                notify_members,
+                reply,
+            } => {
+                let updated = self
+                    .update_channel_attributes(&channel, &by, &op, notify_members)
+                    .await;
+                let _ = reply.send(updated);
+            }
+            Command::Presence { user, reply } => {
+                let state = self
+                    .users
+                    .get(&user)
+                    .map_or(PeerOnlineState::Offline, UserEntry::presence);
+                let _ = reply.send(state);
+            }
+            Command::Subscribe {
+                user,
+                subscriber,
+                subscribe,
+                reply,
+            } => {
+                let entry = self.users.entry(user.clone()).or_default();
+                if subscribe {
+                    entry.subscribers.insert(subscriber);
+                } else {
+                    entry.subscribers.remove(&subscriber);
+                }
+                let state = entry.presence();
+                self.forget_user_if_idle(&user);
+                let _ = reply.send(state);
+            }
+            Command::SendInvitation { send, reply } => {
+                let _ = reply.send(self.send_invitation(send));
+            }
+            Command::CancelInvitation {
+                callee,
+                caller,
+                invitation_id,
+                reply,
+            } => {
+                let outcome = self.invitation_call(&callee, invitation_id, |pending| {
+                    if pending.caller != caller {
+                        return Err(not_started());
+                    }
+                    pending.machine.cancel().map_err(invitation_error)
+                });
+                let _ = reply.send(outcome);
+            }
+            Command::AnswerInvitation {
+                callee,
+                invitation_id,
+                accept,
+                response,
+                reply,
+            } => {
+                let outcome = self.invitation_call(&callee, invitation_id, |pending| {
+                    let notices = if accept {
+                        pending.machine.accept()
+                    } else {
+                        pending.machine.refuse()
+                    }
+                    .map_err(invitation_error)?;
+                    pending.response = response;
+                    Ok(notices)
+                });
+                let _ = reply.send(outcome);
+            }
+            Command::InvitationReceipt {
+                callee,
+                invitation_id,
+            } => {
+                let _ = self.invitation_call(&callee, invitation_id, |pending| {
+                    Ok(pending.machine.receipt())
+                });
+            }
         }
     }
 
+    // ---- sessions and presence -------------------------------------------------------------
+
     fn open_session(&mut self, open: OpenSession) {
-        let sessions = self.users.entry(open.user).or_default();
+        let entry = self.users.entry(open.user.clone()).or_default();
         if open.multi_login == MultiLogin::Replace {
-            for old in sessions.drain(..) {
-                if let Some(edge) = self.edges.get(old.edge) {
-                    edge.end_session(old.session, Reason::RemoteLogin);
+            for old in entry.sessions.drain(..) {
+                if let Some(edge) = self.edges.get(old.session.edge) {
+                    edge.end_session(old.session.session, Reason::RemoteLogin);
                 }
             }
         }
-        sessions.push(open.session);
+        entry.sessions.push(UserSession {
+            session: open.session,
+            reachable: true,
+        });
+        entry.lost_until = None;
+        self.announce_presence(&open.user);
     }
 
-    fn close_session(&mut self, user: &UserKey, session: SessionRef) {
-        if let Some(sessions) = self.users.get_mut(user) {
-            sessions.retain(|existing| *existing != session);
-            if sessions.is_empty() {
-                self.users.remove(user);
+    /// Delivers what waited for the user: the offline inbox (oldest first, each removed once its
+    /// receipt arrives) and invitations sent while the user was offline.
+    async fn session_ready(&mut self, user: UserKey, session: SessionRef) -> Result<(), Error> {
+        let limits = self.limits(&user.app);
+        let inbox = self
+            .store
+            .list(
+                &user.app,
+                &user.uid,
+                limits.offline_max_age.as_millis() as i64,
+                unix_ms(),
+            )
+            .await
+            .map_err(storage_error)?;
+        if let Some(edge) = self.edges.get(session.edge) {
+            for stored in inbox {
+                let frame = Arc::new(SharedFrame::event(EventKind::MessageFromPeer(
+                    v1::MessageFromPeer {
+                        peer_id: stored.from.clone(),
+                        message: stored.message.clone(),
+                        message_id: stored.message_id,
+                        server_received_ts: stored.server_received_ts,
+                        is_offline_message: true,
+                    },
+                )));
+                let receipt =
+                    edge.deliver_peer(session.session, MessageId(stored.message_id), frame);
+                let store = self.store.clone();
+                let user = user.clone();
+                tokio::spawn(async move {
+                    if receipt.await.is_ok()
+                        && let Err(error) = store.remove(&user.app, &user.uid, &stored).await
+                    {
+                        tracing::warn!(%error, "removing a delivered offline message failed");
+                    }
+                });
             }
+        }
+        let now = now();
+        let waiting: Vec<u64> = self
+            .users
+            .get(&user)
+            .map(|entry| entry.invitations.keys().copied().collect())
+            .unwrap_or_default();
+        for invitation_id in waiting {
+            let _ = self.invitation_call(&user, invitation_id, |pending| {
+                Ok(pending.machine.callee_online(now))
+            });
+        }
+        Ok(())
+    }
+
+    fn close_session(&mut self, user: &UserKey, session: SessionRef, reason: LeaveReason) {
+        let offline_after = self.limits(&user.app).offline_after;
+        let Some(entry) = self.users.get_mut(user) else {
+            return;
+        };
+        let before = entry.sessions.len();
+        entry.sessions.retain(|known| known.session != session);
+        if entry.sessions.len() < before && entry.sessions.is_empty() {
+            match reason {
+                LeaveReason::ConnectionLost => {
+                    entry.lost_until = Some(now() + offline_after);
+                    self.timed_users.insert(user.clone());
+                }
+                // Logged out: OFFLINE at once, and attributes go (Agora's behaviour).
+                LeaveReason::Left => entry.attributes.clear(),
+            }
+        }
+        self.announce_presence(user);
+    }
+
+    /// Tells subscribers if the user's state changed since they last heard, then forgets an idle
+    /// user.
+    fn announce_presence(&mut self, user: &UserKey) {
+        let Some(entry) = self.users.get_mut(user) else {
+            return;
+        };
+        let state = entry.presence();
+        if state != entry.announced {
+            entry.announced = state;
+            let frame = SharedFrame::event(EventKind::PeersOnlineStatusChanged(
+                v1::PeersOnlineStatusChanged {
+                    status: [(user.uid.to_string(), state as i32)].into_iter().collect(),
+                },
+            ));
+            let subscribers: Vec<SessionRef> = entry.subscribers.iter().copied().collect();
+            self.send_to(subscribers, frame);
+        }
+        self.forget_user_if_idle(user);
+    }
+
+    fn forget_user_if_idle(&mut self, user: &UserKey) {
+        if self.users.get(user).is_some_and(UserEntry::is_forgettable) {
+            self.users.remove(user);
+            self.timed_users.remove(user);
         }
     }
 
-    fn send_peer(&mut self, send: PeerSend) -> PeerRouted {
-        let server_received_ts = now_ms();
+    // ---- peer messages ---------------------------------------------------------------------
+
+    async fn send_peer(
+        &mut self,
+        send: PeerSend,
+        limits: InboxLimits,
+    ) -> Result<PeerRouted, Error> {
+        let server_received_ts = unix_ms();
         let message_id = self.message_ids.next(server_received_ts as u64);
         let receiver = UserKey {
             app: send.from.app.clone(),
             uid: send.to,
         };
-        let sessions = self.users.get(&receiver).cloned().unwrap_or_default();
+        let stored = v1::HistoryMessage {
+            message_id: message_id.0,
+            from: send.from.uid.to_string(),
+            message: Some(send.message.clone()),
+            server_received_ts,
+            seq: 0,
+        };
+        if send.enable_history {
+            let conversation = Conversation::peers(send.from.uid.clone(), receiver.uid.clone());
+            self.store
+                .append(&receiver.app, &conversation, stored.clone())
+                .await
+                .map_err(storage_error)?;
+        }
+        let sessions: Vec<SessionRef> = self
+            .users
+            .get(&receiver)
+            .map(|entry| entry.sessions.iter().map(|known| known.session).collect())
+            .unwrap_or_default();
+        if sessions.is_empty() && send.enable_offline {
+            self.store
+                .push(
+                    &receiver.app,
+                    &receiver.uid,
+                    stored,
+                    limits,
+                    server_received_ts,
+                )
+                .await
+                .map_err(storage_error)?;
+            return Ok(PeerRouted::Cached {
+                message_id,
+                server_received_ts,
+            });
+        }
         let frame = Arc::new(SharedFrame::event(EventKind::MessageFromPeer(
             v1::MessageFromPeer {
                 peer_id: send.from.uid.to_string(),
@@ -249,21 +677,49 @@ impl Shard {
                 Some(edge.deliver_peer(session.session, message_id, frame.clone()))
             })
             .collect();
-        PeerRouted {
+        Ok(PeerRouted::Delivered {
             message_id,
             server_received_ts,
             receipts,
-        }
+        })
     }
 
-    fn join(&mut self, key: ChannelKey, uid: UserId, session: SessionRef) -> Result<(), Error> {
-        let announce_threshold = self.limits(&key).member_events_threshold;
-        let entry = self.channels.entry(key.clone()).or_default();
+    // ---- channels --------------------------------------------------------------------------
+
+    async fn join(
+        &mut self,
+        key: ChannelKey,
+        uid: UserId,
+        session: SessionRef,
+        resume_after: Option<u64>,
+    ) -> Result<u64, Error> {
+        let limits = self.limits(&key.app);
+        if !self.channels.contains_key(&key) {
+            let high_water = self
+                .store
+                .high_water(&key.app, &key.channel)
+                .await
+                .map_err(storage_error)?;
+            // The channel has a member again: its attributes no longer expire.
+            self.set_attribute_expiry(&key, 0).await?;
+            self.channels.insert(
+                key.clone(),
+                ChannelEntry {
+                    last_seq: high_water,
+                    reserved_seq: high_water,
+                    ..ChannelEntry::default()
+                },
+            );
+        }
+        let entry = self.channels.get_mut(&key).expect("inserted above");
         let is_new_member = entry.membership.join(&uid, session)?;
+        if let Some(after) = resume_after {
+            self.replay(&key, session, after);
+        }
         if is_new_member {
             self.counts_changed.insert(key.clone());
             let entry = &self.channels[&key];
-            if entry.membership.member_count() <= announce_threshold {
+            if entry.membership.member_count() <= limits.member_events_threshold {
                 let frame = SharedFrame::event(EventKind::MemberJoined(v1::MemberJoined {
                     channel_id: key.channel.to_string(),
                     member_id: uid.to_string(),
@@ -271,10 +727,33 @@ impl Shard {
                 self.fan_out(&entry.membership, Some(session), frame);
             }
         }
-        Ok(())
+        Ok(self.channels[&key].last_seq)
     }
 
-    fn leave(
+    /// Sends a re-joining session what it missed after `after`, then ChannelRecovered.
+    fn replay(&self, key: &ChannelKey, session: SessionRef, after: u64) {
+        let Some(edge) = self.edges.get(session.edge) else {
+            return;
+        };
+        let entry = &self.channels[key];
+        let oldest_kept = entry
+            .recent
+            .front()
+            .map_or(entry.last_seq + 1, |(seq, _)| *seq);
+        for (_, frame) in entry.recent.iter().filter(|(seq, _)| *seq > after) {
+            edge.deliver(&[session.session], frame.clone());
+        }
+        let from_seq = after + 1;
+        let recovered = SharedFrame::event(EventKind::ChannelRecovered(v1::ChannelRecovered {
+            channel_id: key.channel.to_string(),
+            from_seq,
+            to_seq: entry.last_seq,
+            complete: from_seq > entry.last_seq || oldest_kept <= from_seq,
+        }));
+        edge.deliver(&[session.session], Arc::new(recovered));
+    }
+
+    async fn leave(
         &mut self,
         key: ChannelKey,
         uid: UserId,
@@ -287,47 +766,70 @@ impl Shard {
                 until: now() + self.config.member_grace,
             },
         };
-        let entry = self.channels.get_mut(&key).ok_or_else(|| {
-            Error::new(
-                parley_core::ErrorCode::NotJoined,
-                "not joined to this channel",
-            )
-        })?;
+        let entry = self
+            .channels
+            .get_mut(&key)
+            .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel"))?;
         let left = entry.membership.leave(&uid, session, departure)?;
         if departure != Departure::Now {
             self.lingering.insert(key.clone());
         }
         if left {
-            self.announce_left(&key, &[uid]);
+            self.announce_left(&key, &[uid]).await;
         }
         Ok(())
     }
 
-    fn send_channel(&mut self, send: ChannelSend) -> Result<ChannelSent, Error> {
+    async fn send_channel(&mut self, send: ChannelSend) -> Result<ChannelSent, Error> {
+        let store = self.store.clone();
+        let recovery_window = self.config.recovery_window;
         let entry = self
             .channels
             .get_mut(&send.channel)
             .filter(|entry| entry.membership.is_active(&send.from, send.session))
-            .ok_or_else(|| {
-                Error::new(
-                    parley_core::ErrorCode::NotJoined,
-                    "not joined to this channel",
-                )
-            })?;
-        entry.last_seq += 1;
-        let seq = entry.last_seq;
-        let server_received_ts = now_ms();
+            .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel"))?;
+        let seq = entry.last_seq + 1;
+        if seq > entry.reserved_seq {
+            let reserve = entry.last_seq + SEQUENCE_BLOCK;
+            store
+                .set_high_water(&send.channel.app, &send.channel.channel, reserve)
+                .await
+                .map_err(storage_error)?;
+            entry.reserved_seq = reserve;
+        }
+        let server_received_ts = unix_ms();
         let message_id = self.message_ids.next(server_received_ts as u64);
-        let frame = SharedFrame::event(EventKind::ChannelMessage(v1::ChannelMessage {
-            channel_id: send.channel.channel.to_string(),
-            member_id: send.from.to_string(),
-            message: Some(send.message),
-            message_id: message_id.0,
-            server_received_ts,
-            seq,
-        }));
+        if send.enable_history {
+            let stored = v1::HistoryMessage {
+                message_id: message_id.0,
+                from: send.from.to_string(),
+                message: Some(send.message.clone()),
+                server_received_ts,
+                seq,
+            };
+            let conversation = Conversation::Channel(send.channel.channel.clone());
+            store
+                .append(&send.channel.app, &conversation, stored)
+                .await
+                .map_err(storage_error)?;
+        }
+        entry.last_seq = seq;
+        let frame = Arc::new(SharedFrame::event(EventKind::ChannelMessage(
+            v1::ChannelMessage {
+                channel_id: send.channel.channel.to_string(),
+                member_id: send.from.to_string(),
+                message: Some(send.message),
+                message_id: message_id.0,
+                server_received_ts,
+                seq,
+            },
+        )));
+        entry.recent.push_back((seq, frame.clone()));
+        while entry.recent.len() > recovery_window {
+            entry.recent.pop_front();
+        }
         let entry = &self.channels[&send.channel];
-        self.fan_out(&entry.membership, Some(send.session), frame);
+        self.fan_out_shared(&entry.membership, Some(send.session), frame);
         Ok(ChannelSent {
             message_id,
             server_received_ts,
@@ -352,33 +854,343 @@ impl Shard {
                     .cloned()
                     .collect()
             })
-            .ok_or_else(|| {
-                Error::new(
-                    parley_core::ErrorCode::NotJoined,
-                    "not joined to this channel",
-                )
-            })
+            .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel"))
     }
 
-    fn on_tick(&mut self, now: Instant) {
+    /// MemberLeft for `uids` (if the channel is small enough), then forget an empty channel.
+    async fn announce_left(&mut self, key: &ChannelKey, uids: &[UserId]) {
+        self.counts_changed.insert(key.clone());
+        let limits = self.limits(&key.app);
+        let entry = &self.channels[key];
+        // Announced when the channel was at most at the threshold before these members left.
+        if entry.membership.member_count() + uids.len() <= limits.member_events_threshold {
+            for uid in uids {
+                let frame = SharedFrame::event(EventKind::MemberLeft(v1::MemberLeft {
+                    channel_id: key.channel.to_string(),
+                    member_id: uid.to_string(),
+                }));
+                self.fan_out(&entry.membership, None, frame);
+            }
+        }
+        if entry.membership.is_empty() {
+            self.channels.remove(key);
+            self.counts_changed.remove(key);
+            self.lingering.remove(key);
+            let expires_at = unix_ms() + limits.channel_attributes_ttl.as_millis() as i64;
+            if let Err(error) = self.set_attribute_expiry(key, expires_at).await {
+                tracing::warn!(%error, channel = %key.channel, "could not schedule attribute expiry");
+            }
+        }
+    }
+
+    // ---- attributes ------------------------------------------------------------------------
+
+    fn update_user_attributes(&mut self, user: UserKey, op: &AttributeOp) -> Result<(), Error> {
+        let entry = self
+            .users
+            .get_mut(&user)
+            .filter(|entry| !entry.sessions.is_empty())
+            .ok_or_else(|| Error::new(ErrorCode::NotLoggedIn, "the user has no session"))?;
+        entry.attributes = op.apply(
+            &entry.attributes,
+            MAX_USER_TOTAL_BYTES,
+            String::as_str,
+            str::to_owned,
+        )?;
+        Ok(())
+    }
+
+    async fn update_channel_attributes(
+        &mut self,
+        key: &ChannelKey,
+        by: &UserId,
+        op: &AttributeOp,
+        notify_members: bool,
+    ) -> Result<(), Error> {
+        let record = self
+            .store
+            .get(&key.app, &key.channel)
+            .await
+            .map_err(storage_error)?
+            .unwrap_or_default();
+        let current: BTreeMap<String, v1::ChannelAttribute> = record
+            .attributes
+            .into_iter()
+            .map(|attribute| (attribute.key.clone(), attribute))
+            .collect();
+        let now_ms = unix_ms();
+        let next = op.apply(
+            &current,
+            MAX_CHANNEL_TOTAL_BYTES,
+            |attribute| attribute.value.as_str(),
+            |value| v1::ChannelAttribute {
+                key: String::new(),
+                value: value.to_owned(),
+                last_update_user_id: by.to_string(),
+                last_update_ts: now_ms,
+            },
+        )?;
+        let attributes: Vec<v1::ChannelAttribute> = next
+            .into_iter()
+            .map(|(key, mut attribute)| {
+                attribute.key = key;
+                attribute
+            })
+            .collect();
+        let has_members = self.channels.contains_key(key);
+        let ttl = self.limits(&key.app).channel_attributes_ttl;
+        let record = StoredChannelAttributes {
+            attributes: attributes.clone(),
+            expires_at_ms: if has_members {
+                0
+            } else {
+                now_ms + ttl.as_millis() as i64
+            },
+        };
+        self.store
+            .put(&key.app, &key.channel, record)
+            .await
+            .map_err(storage_error)?;
+        if notify_members && let Some(entry) = self.channels.get(key) {
+            let frame = SharedFrame::event(EventKind::AttributesUpdated(v1::AttributesUpdated {
+                channel_id: key.channel.to_string(),
+                attributes,
+            }));
+            self.fan_out(&entry.membership, None, frame);
+        }
+        Ok(())
+    }
+
+    /// Sets when a channel's stored attributes expire (0: never), if it has any.
+    async fn set_attribute_expiry(
+        &self,
+        key: &ChannelKey,
+        expires_at_ms: i64,
+    ) -> Result<(), Error> {
+        let record = self
+            .store
+            .get(&key.app, &key.channel)
+            .await
+            .map_err(storage_error)?;
+        if let Some(mut record) = record
+            && record.expires_at_ms != expires_at_ms
+        {
+            record.expires_at_ms = expires_at_ms;
+            self.store
+                .put(&key.app, &key.channel, record)
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    // ---- invitations -----------------------------------------------------------------------
+
+    fn send_invitation(&mut self, send: InvitationSend) -> Result<u64, Error> {
+        let callee = UserKey {
+            app: send.caller.app.clone(),
+            uid: send.callee.clone(),
+        };
+        let entry = self.users.entry(callee.clone()).or_default();
+        if entry
+            .invitations
+            .values()
+            .any(|pending| pending.caller == send.caller.uid && !pending.machine.is_over())
+        {
+            return Err(Error::new(
+                ErrorCode::InvitationAlreadySent,
+                "an invitation to this user is already in progress",
+            ));
+        }
+        let callee_online = !entry.sessions.is_empty();
+        let invitation_id = self.message_ids.next(unix_ms() as u64).0;
+        let (machine, notices) =
+            Invitation::send(now(), callee_online, self.config.invitation_timers);
+        entry.invitations.insert(
+            invitation_id,
+            PendingInvitation {
+                machine,
+                caller: send.caller.uid,
+                caller_session: send.caller_session,
+                content: send.content,
+                channel_id: send.channel_id,
+                response: String::new(),
+            },
+        );
+        self.timed_users.insert(callee.clone());
+        self.notify_invitation(&callee, invitation_id, &notices);
+        Ok(invitation_id)
+    }
+
+    /// Runs `call` on one invitation to `callee`, tells the clients what follows, and forgets the
+    /// invitation once it has ended.
+    fn invitation_call(
+        &mut self,
+        callee: &UserKey,
+        invitation_id: u64,
+        call: impl FnOnce(&mut PendingInvitation) -> Result<Vec<Notice>, Error>,
+    ) -> Result<(), Error> {
+        let pending = self
+            .users
+            .get_mut(callee)
+            .and_then(|entry| entry.invitations.get_mut(&invitation_id))
+            .ok_or_else(not_started)?;
+        let notices = call(pending)?;
+        self.notify_invitation(callee, invitation_id, &notices);
+        Ok(())
+    }
+
+    fn notify_invitation(&mut self, callee: &UserKey, invitation_id: u64, notices: &[Notice]) {
+        let Some(entry) = self.users.get(callee) else {
+            return;
+        };
+        let Some(pending) = entry.invitations.get(&invitation_id) else {
+            return;
+        };
+        let callee_sessions: Vec<SessionRef> =
+            entry.sessions.iter().map(|known| known.session).collect();
+        let caller_id = pending.caller.to_string();
+        let callee_id = callee.uid.to_string();
+        for notice in notices {
+            let (to_caller, to_callee) = match *notice {
+                Notice::DeliverToCallee => {
+                    let frame = Arc::new(SharedFrame::event(EventKind::RemoteInvitationReceived(
+                        v1::RemoteInvitationReceived {
+                            invitation_id,
+                            caller_id: caller_id.clone(),
+                            content: pending.content.clone(),
+                            channel_id: pending.channel_id.clone(),
+                        },
+                    )));
+                    for session in &callee_sessions {
+                        let Some(edge) = self.edges.get(session.edge) else {
+                            continue;
+                        };
+                        let receipt = edge.deliver_peer(
+                            session.session,
+                            MessageId(invitation_id),
+                            frame.clone(),
+                        );
+                        let self_tx = self.self_tx.clone();
+                        let callee = callee.clone();
+                        tokio::spawn(async move {
+                            if receipt.await.is_ok()
+                                && let Some(self_tx) = self_tx.upgrade()
+                            {
+                                let _ = self_tx
+                                    .send(Command::InvitationReceipt {
+                                        callee,
+                                        invitation_id,
+                                    })
+                                    .await;
+                            }
+                        });
+                    }
+                    continue;
+                }
+                Notice::ReceivedByPeer => (
+                    Some(EventKind::LocalInvitationReceivedByPeer(
+                        v1::LocalInvitationReceivedByPeer {
+                            invitation_id,
+                            callee_id: callee_id.clone(),
+                        },
+                    )),
+                    None,
+                ),
+                Notice::Accepted => (
+                    Some(EventKind::LocalInvitationAccepted(
+                        v1::LocalInvitationAccepted {
+                            invitation_id,
+                            callee_id: callee_id.clone(),
+                            response: pending.response.clone(),
+                        },
+                    )),
+                    Some(EventKind::RemoteInvitationAccepted(
+                        v1::RemoteInvitationAccepted {
+                            invitation_id,
+                            caller_id: caller_id.clone(),
+                        },
+                    )),
+                ),
+                Notice::Refused => (
+                    Some(EventKind::LocalInvitationRefused(
+                        v1::LocalInvitationRefused {
+                            invitation_id,
+                            callee_id: callee_id.clone(),
+                            response: pending.response.clone(),
+                        },
+                    )),
+                    Some(EventKind::RemoteInvitationRefused(
+                        v1::RemoteInvitationRefused {
+                            invitation_id,
+                            caller_id: caller_id.clone(),
+                        },
+                    )),
+                ),
+                Notice::Canceled => (
+                    Some(EventKind::LocalInvitationCanceled(
+                        v1::LocalInvitationCanceled {
+                            invitation_id,
+                            callee_id: callee_id.clone(),
+                        },
+                    )),
+                    pending.machine.was_delivered().then(|| {
+                        EventKind::RemoteInvitationCanceled(v1::RemoteInvitationCanceled {
+                            invitation_id,
+                            caller_id: caller_id.clone(),
+                        })
+                    }),
+                ),
+                Notice::Failed(failure) => {
+                    let reason = failure_reason(failure) as i32;
+                    (
+                        Some(EventKind::LocalInvitationFailure(
+                            v1::LocalInvitationFailure {
+                                invitation_id,
+                                callee_id: callee_id.clone(),
+                                reason,
+                            },
+                        )),
+                        pending.machine.was_delivered().then(|| {
+                            EventKind::RemoteInvitationFailure(v1::RemoteInvitationFailure {
+                                invitation_id,
+                                caller_id: caller_id.clone(),
+                                reason,
+                            })
+                        }),
+                    )
+                }
+            };
+            if let Some(event) = to_caller {
+                self.send_to([pending.caller_session], SharedFrame::event(event));
+            }
+            if let Some(event) = to_callee {
+                self.send_to(callee_sessions.clone(), SharedFrame::event(event));
+            }
+        }
+        if pending.machine.is_over()
+            && let Some(entry) = self.users.get_mut(callee)
+        {
+            entry.invitations.remove(&invitation_id);
+            self.forget_user_if_idle(callee);
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------------------
+
+    async fn on_tick(&mut self, now: Instant) {
         let lingering: Vec<ChannelKey> = self.lingering.iter().cloned().collect();
         for key in lingering {
             let Some(entry) = self.channels.get_mut(&key) else {
                 self.lingering.remove(&key);
                 continue;
             };
-            if entry.membership.next_expiry().is_none_or(|at| at > now) {
-                if entry.membership.next_expiry().is_none() {
-                    self.lingering.remove(&key);
-                }
-                continue;
-            }
             let left = entry.membership.expire(now);
             if entry.membership.next_expiry().is_none() {
                 self.lingering.remove(&key);
             }
             if !left.is_empty() {
-                self.announce_left(&key, &left);
+                self.announce_left(&key, &left).await;
             }
         }
 
@@ -407,43 +1219,66 @@ impl Shard {
             let entry = &self.channels[&key];
             self.fan_out(&entry.membership, None, frame);
         }
+
+        let timed: Vec<UserKey> = self.timed_users.iter().cloned().collect();
+        for user in timed {
+            let Some(entry) = self.users.get_mut(&user) else {
+                self.timed_users.remove(&user);
+                continue;
+            };
+            if entry.lost_until.is_some_and(|until| now >= until) {
+                // The lost connection did not come back: OFFLINE, and attributes go.
+                entry.lost_until = None;
+                entry.attributes.clear();
+            }
+            let due: Vec<u64> = entry
+                .invitations
+                .iter()
+                .filter(|(_, pending)| pending.machine.next_deadline().is_some_and(|at| now >= at))
+                .map(|(id, _)| *id)
+                .collect();
+            let still_timed = entry.lost_until.is_some() || !entry.invitations.is_empty();
+            for invitation_id in due {
+                let _ = self.invitation_call(&user, invitation_id, |pending| {
+                    Ok(pending.machine.on_time(now))
+                });
+            }
+            if !still_timed {
+                self.timed_users.remove(&user);
+            }
+            self.announce_presence(&user);
+        }
     }
 
-    /// MemberLeft for `uids` (if the channel is small enough), then forget an empty channel.
-    fn announce_left(&mut self, key: &ChannelKey, uids: &[UserId]) {
-        self.counts_changed.insert(key.clone());
-        let threshold = self.limits(key).member_events_threshold;
-        let entry = &self.channels[key];
-        // Announced when the channel was at most at the threshold before these members left.
-        if entry.membership.member_count() + uids.len() <= threshold {
-            for uid in uids {
-                let frame = SharedFrame::event(EventKind::MemberLeft(v1::MemberLeft {
-                    channel_id: key.channel.to_string(),
-                    member_id: uid.to_string(),
-                }));
-                self.fan_out(&entry.membership, None, frame);
-            }
-        }
-        if entry.membership.is_empty() {
-            self.channels.remove(key);
-            self.counts_changed.remove(key);
-            self.lingering.remove(key);
-        }
-    }
+    // ---- delivery --------------------------------------------------------------------------
 
     /// Sends `frame` to the channel's live sessions, one call per edge.
     fn fan_out(&self, membership: &Membership, except: Option<SessionRef>, frame: SharedFrame) {
+        self.fan_out_shared(membership, except, Arc::new(frame));
+    }
+
+    fn fan_out_shared(
+        &self,
+        membership: &Membership,
+        except: Option<SessionRef>,
+        frame: Arc<SharedFrame>,
+    ) {
+        self.send_shared(membership.active_sessions(except), frame);
+    }
+
+    fn send_to(&self, sessions: impl IntoIterator<Item = SessionRef>, frame: SharedFrame) {
+        self.send_shared(sessions, Arc::new(frame));
+    }
+
+    /// Delivers to any sessions, grouped into one call per edge.
+    fn send_shared(&self, sessions: impl IntoIterator<Item = SessionRef>, frame: Arc<SharedFrame>) {
         let mut by_edge: BTreeMap<NodeId, Vec<SessionId>> = BTreeMap::new();
-        for session in membership.active_sessions(except) {
+        for session in sessions {
             by_edge
                 .entry(session.edge)
                 .or_default()
                 .push(session.session);
         }
-        if by_edge.is_empty() {
-            return;
-        }
-        let frame = Arc::new(frame);
         for (node, sessions) in by_edge {
             match self.edges.get(node) {
                 Some(edge) => edge.deliver(&sessions, frame.clone()),
@@ -452,21 +1287,43 @@ impl Shard {
         }
     }
 
-    fn limits(&self, key: &ChannelKey) -> Limits {
+    fn limits(&self, app: &parley_core::ids::AppId) -> Limits {
         self.apps
-            .get(key.app.as_str())
+            .get(app.as_str())
             .map(|app| app.limits.clone())
             .unwrap_or_default()
     }
 }
 
-/// The instant used for grace periods: tokio's clock, so tests can pause time.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
+fn not_started() -> Error {
+    Error::new(
+        ErrorCode::InvitationNotStarted,
+        "no invitation with this id is in progress",
+    )
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+fn invitation_error(error: InvitationError) -> Error {
+    match error {
+        InvitationError::AlreadyAccepted => Error::new(
+            ErrorCode::InvitationAlreadyAccepted,
+            "the invitation was already accepted",
+        ),
+        InvitationError::AlreadyEnded => Error::new(
+            ErrorCode::InvitationAlreadyEnded,
+            "the invitation has ended",
+        ),
+    }
+}
+
+fn failure_reason(failure: Failure) -> v1::InvitationFailureReason {
+    match failure {
+        Failure::PeerOffline => v1::InvitationFailureReason::PeerOffline,
+        Failure::PeerNoResponse => v1::InvitationFailureReason::PeerNoResponse,
+        Failure::InvitationExpire => v1::InvitationFailureReason::InvitationExpire,
+    }
+}
+
+/// The instant used for timers: tokio's clock, so tests can pause time.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }

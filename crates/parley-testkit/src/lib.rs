@@ -11,6 +11,7 @@ pub use proxy::Proxy;
 pub use raw::RawClient;
 pub use server::TestServer;
 pub use server::TestServerBuilder;
+pub use server::fresh_temp_dir;
 
 /// How long a test waits for something that should happen promptly.
 pub const PROMPTLY: std::time::Duration = std::time::Duration::from_secs(5);

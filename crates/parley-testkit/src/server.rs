@@ -1,6 +1,10 @@
 //! In-process `parley dev` nodes for tests.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -18,6 +22,7 @@ pub const APP_ID: &str = "0123456789abcdef0123456789ABCDEF";
 pub const CERTIFICATE: &str = "fedcba9876543210fedcba9876543210";
 
 pub struct TestServerBuilder {
+    data_dir: Option<PathBuf>,
     certificate: Option<String>,
     multi_login: MultiLogin,
     limits: Limits,
@@ -29,6 +34,12 @@ impl TestServerBuilder {
     /// Logins need no token.
     pub fn without_certificate(mut self) -> Self {
         self.certificate = None;
+        self
+    }
+
+    /// Keeps state in `dir` (left in place) instead of a temporary directory.
+    pub fn data_dir(mut self, dir: PathBuf) -> Self {
+        self.data_dir = Some(dir);
         self
     }
 
@@ -60,7 +71,18 @@ impl TestServerBuilder {
         app.multi_login = self.multi_login;
         app.limits = self.limits;
         let certificate = app.certificate.clone();
-        let node = parley::dev::node(AppDirectory::new([app]), self.owner, self.edge);
+        let data_dir = match self.data_dir {
+            Some(dir) => DataDir::Kept(dir),
+            None => DataDir::Temporary(fresh_temp_dir()),
+        };
+        let node = parley::dev::node(
+            AppDirectory::new([app]),
+            self.owner,
+            self.edge,
+            data_dir.path(),
+        )
+        .await
+        .expect("start a node");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -74,6 +96,7 @@ impl TestServerBuilder {
             certificate,
             shutdown_tx,
             serving,
+            _data_dir: data_dir,
         }
     }
 }
@@ -81,6 +104,7 @@ impl TestServerBuilder {
 /// A running node; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    _data_dir: DataDir,
     certificate: Option<String>,
     shutdown_tx: oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -90,6 +114,7 @@ impl TestServer {
     /// Default settings, with timers short enough for tests.
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder {
+            data_dir: None,
             certificate: Some(CERTIFICATE.to_owned()),
             multi_login: MultiLogin::Replace,
             limits: Limits::default(),
@@ -148,4 +173,39 @@ impl TestServer {
     pub fn client_config(&self, uid: &str) -> parley_client::ClientConfig {
         parley_client::ClientConfig::new(self.ws_url(), APP_ID, uid).token(self.token(uid))
     }
+}
+
+/// Where a test node keeps its state.
+enum DataDir {
+    Kept(PathBuf),
+    /// Deleted when the server is dropped.
+    Temporary(PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        match self {
+            DataDir::Kept(dir) | DataDir::Temporary(dir) => dir,
+        }
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let DataDir::Temporary(dir) = self {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A directory no other test uses.
+pub fn fresh_temp_dir() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "parley-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }

@@ -224,6 +224,13 @@ fn to_op(op: &str, request: &Map<String, Value>) -> Result<Op, String> {
             .ok_or_else(|| format!("\"{field}\" must be a string"))
     };
     let flag = |field: &str| request.get(field).and_then(Value::as_bool).unwrap_or(false);
+    let optional_string = |field: &str| -> Result<String, String> {
+        match request.get(field) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(value)) => Ok(value.clone()),
+            Some(_) => Err(format!("\"{field}\" must be a string")),
+        }
+    };
     Ok(match op {
         "sendMessageToPeer" => Op::SendMessageToPeer(v1::SendMessageToPeerRequest {
             peer_id: string("peerId")?,
@@ -233,6 +240,7 @@ fn to_op(op: &str, request: &Map<String, Value>) -> Result<Op, String> {
         }),
         "join" => Op::Join(v1::JoinRequest {
             channel_id: string("channelId")?,
+            resume_after_seq: None,
         }),
         "leave" => Op::Leave(v1::LeaveRequest {
             channel_id: string("channelId")?,
@@ -259,8 +267,184 @@ fn to_op(op: &str, request: &Map<String, Value>) -> Result<Op, String> {
         "renewToken" => Op::RenewToken(v1::RenewTokenRequest {
             token: string("token")?,
         }),
+        "sendLocalInvitation" => Op::SendLocalInvitation(v1::SendLocalInvitationRequest {
+            callee_id: string("calleeId")?,
+            content: optional_string("content")?,
+            channel_id: optional_string("channelId")?,
+        }),
+        "cancelLocalInvitation" => Op::CancelLocalInvitation(v1::CancelLocalInvitationRequest {
+            invitation_id: invitation_id(request)?,
+        }),
+        "acceptRemoteInvitation" => Op::AcceptRemoteInvitation(v1::AcceptRemoteInvitationRequest {
+            invitation_id: invitation_id(request)?,
+            response: optional_string("response")?,
+        }),
+        "refuseRemoteInvitation" => Op::RefuseRemoteInvitation(v1::RefuseRemoteInvitationRequest {
+            invitation_id: invitation_id(request)?,
+            response: optional_string("response")?,
+        }),
+        "setLocalUserAttributes" => Op::SetLocalUserAttributes(v1::SetLocalUserAttributesRequest {
+            attributes: attributes(request)?,
+        }),
+        "addOrUpdateLocalUserAttributes" => {
+            Op::AddOrUpdateLocalUserAttributes(v1::AddOrUpdateLocalUserAttributesRequest {
+                attributes: attributes(request)?,
+            })
+        }
+        "deleteLocalUserAttributesByKeys" => {
+            Op::DeleteLocalUserAttributesByKeys(v1::DeleteLocalUserAttributesByKeysRequest {
+                keys: strings(request, "keys")?,
+            })
+        }
+        "clearLocalUserAttributes" => {
+            Op::ClearLocalUserAttributes(v1::ClearLocalUserAttributesRequest {})
+        }
+        "getUserAttributes" => Op::GetUserAttributes(v1::GetUserAttributesRequest {
+            user_id: string("userId")?,
+            keys: Vec::new(),
+        }),
+        "getUserAttributesByKeys" => Op::GetUserAttributes(v1::GetUserAttributesRequest {
+            user_id: string("userId")?,
+            keys: strings(request, "keys")?,
+        }),
+        "setChannelAttributes" => Op::SetChannelAttributes(v1::SetChannelAttributesRequest {
+            channel_id: string("channelId")?,
+            attributes: attributes(request)?,
+            enable_notification_to_channel_members: flag("enableNotificationToChannelMembers"),
+        }),
+        "addOrUpdateChannelAttributes" => {
+            Op::AddOrUpdateChannelAttributes(v1::AddOrUpdateChannelAttributesRequest {
+                channel_id: string("channelId")?,
+                attributes: attributes(request)?,
+                enable_notification_to_channel_members: flag("enableNotificationToChannelMembers"),
+            })
+        }
+        "deleteChannelAttributesByKeys" => {
+            Op::DeleteChannelAttributesByKeys(v1::DeleteChannelAttributesByKeysRequest {
+                channel_id: string("channelId")?,
+                keys: strings(request, "keys")?,
+                enable_notification_to_channel_members: flag("enableNotificationToChannelMembers"),
+            })
+        }
+        "clearChannelAttributes" => Op::ClearChannelAttributes(v1::ClearChannelAttributesRequest {
+            channel_id: string("channelId")?,
+            enable_notification_to_channel_members: flag("enableNotificationToChannelMembers"),
+        }),
+        "getChannelAttributes" => Op::GetChannelAttributes(v1::GetChannelAttributesRequest {
+            channel_id: string("channelId")?,
+            keys: Vec::new(),
+        }),
+        "getChannelAttributesByKeys" => Op::GetChannelAttributes(v1::GetChannelAttributesRequest {
+            channel_id: string("channelId")?,
+            keys: strings(request, "keys")?,
+        }),
+        "queryPeersOnlineStatus" => Op::QueryPeersOnlineStatus(v1::QueryPeersOnlineStatusRequest {
+            peer_ids: strings(request, "peerIds")?,
+        }),
+        "subscribePeersOnlineStatus" => {
+            Op::SubscribePeersOnlineStatus(v1::SubscribePeersOnlineStatusRequest {
+                peer_ids: strings(request, "peerIds")?,
+            })
+        }
+        "unsubscribePeersOnlineStatus" => {
+            Op::UnsubscribePeersOnlineStatus(v1::UnsubscribePeersOnlineStatusRequest {
+                peer_ids: strings(request, "peerIds")?,
+            })
+        }
+        "queryHistory" => {
+            let order = match request.get("order").and_then(Value::as_str) {
+                None | Some("asc") => v1::HistoryOrder::Asc,
+                Some("desc") => v1::HistoryOrder::Desc,
+                Some(other) => return Err(format!("\"order\" must be asc or desc, not {other:?}")),
+            };
+            Op::QueryHistory(v1::QueryHistoryRequest {
+                conversation: Some(history_conversation(request)?),
+                start_time: integer(request, "startTime")?,
+                end_time: integer(request, "endTime")?,
+                limit: u32::try_from(integer(request, "limit")?)
+                    .map_err(|_| "\"limit\" is out of range".to_owned())?,
+                order: order as i32,
+                cursor: optional_string("cursor")?,
+            })
+        }
+        "countHistory" => {
+            let conversation = match history_conversation(request)? {
+                v1::query_history_request::Conversation::PeerId(peer) => {
+                    v1::count_history_request::Conversation::PeerId(peer)
+                }
+                v1::query_history_request::Conversation::ChannelId(channel) => {
+                    v1::count_history_request::Conversation::ChannelId(channel)
+                }
+            };
+            Op::CountHistory(v1::CountHistoryRequest {
+                conversation: Some(conversation),
+                start_time: integer(request, "startTime")?,
+                end_time: integer(request, "endTime")?,
+            })
+        }
         other => return Err(format!("unknown op {other:?}")),
     })
+}
+
+/// An invitation ID: a decimal string as printed, or a number.
+fn invitation_id(request: &Map<String, Value>) -> Result<u64, String> {
+    match request.get("invitationId") {
+        Some(Value::String(id)) => id.parse().ok(),
+        Some(Value::Number(id)) => id.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| "\"invitationId\" must be an invitation id".to_owned())
+}
+
+fn attributes(
+    request: &Map<String, Value>,
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let invalid = || "\"attributes\" must be an object of strings".to_owned();
+    request
+        .get("attributes")
+        .and_then(Value::as_object)
+        .ok_or_else(invalid)?
+        .iter()
+        .map(|(key, value)| Ok((key.clone(), value.as_str().ok_or_else(invalid)?.to_owned())))
+        .collect()
+}
+
+fn strings(request: &Map<String, Value>, field: &str) -> Result<Vec<String>, String> {
+    request
+        .get(field)
+        .and_then(Value::as_array)
+        .and_then(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .ok_or_else(|| format!("\"{field}\" must be an array of strings"))
+}
+
+/// An optional integer field; 0 when absent.
+fn integer(request: &Map<String, Value>, field: &str) -> Result<i64, String> {
+    match request.get(field) {
+        None | Some(Value::Null) => Ok(0),
+        Some(value) => value
+            .as_i64()
+            .ok_or_else(|| format!("\"{field}\" must be an integer")),
+    }
+}
+
+fn history_conversation(
+    request: &Map<String, Value>,
+) -> Result<v1::query_history_request::Conversation, String> {
+    match (
+        request.get("peerId").and_then(Value::as_str),
+        request.get("channelId").and_then(Value::as_str),
+    ) {
+        (Some(peer), None) => Ok(v1::query_history_request::Conversation::PeerId(peer.into())),
+        (None, Some(channel)) => Ok(v1::query_history_request::Conversation::ChannelId(
+            channel.into(),
+        )),
+        _ => Err("name either \"peerId\" or \"channelId\"".into()),
+    }
 }
 
 fn message_body(request: &Map<String, Value>) -> Result<v1::MessageBody, String> {
@@ -308,7 +492,27 @@ fn result_fields(result: ReplyResult) -> Map<String, Value> {
                 .map(|count| (count.channel_id, Value::from(count.member_count)))
                 .collect::<Map<_, _>>(),
         }),
-        ReplyResult::Empty(_) | ReplyResult::Login(_) | ReplyResult::Pong(_) => json!({}),
+        ReplyResult::SendLocalInvitation(sent) => json!({
+            "invitationId": sent.invitation_id.to_string(),
+        }),
+        ReplyResult::UserAttributes(attributes) => json!({
+            "attributes": attributes.attributes.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+        ReplyResult::ChannelAttributes(attributes) => json!({
+            "attributes": channel_attributes_json(&attributes.attributes),
+        }),
+        ReplyResult::QueryPeersOnlineStatus(status) => json!({
+            "status": status.status.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+        ReplyResult::QueryHistory(history) => json!({
+            "messages": history.messages.iter().map(history_json).collect::<Vec<_>>(),
+            "next": (!history.next.is_empty()).then_some(history.next),
+        }),
+        ReplyResult::CountHistory(count) => json!({ "count": count.count }),
+        ReplyResult::Empty(_)
+        | ReplyResult::Join(_)
+        | ReplyResult::Login(_)
+        | ReplyResult::Pong(_) => json!({}),
     };
     match value {
         Value::Object(fields) => fields,
@@ -356,7 +560,117 @@ fn event_json(event: &Event) -> Value {
             "channelId": count.channel_id,
             "memberCount": count.member_count,
         }),
+        Event::ChannelRecovered(recovered) => json!({
+            "event": "ChannelRecovered",
+            "channelId": recovered.channel_id,
+            "fromSeq": recovered.from_seq,
+            "toSeq": recovered.to_seq,
+            "complete": recovered.complete,
+        }),
+        Event::AttributesUpdated(updated) => json!({
+            "event": "AttributesUpdated",
+            "channelId": updated.channel_id,
+            "attributes": channel_attributes_json(&updated.attributes),
+        }),
+        Event::PeersOnlineStatusChanged(changed) => json!({
+            "event": "PeersOnlineStatusChanged",
+            "status": changed
+                .status
+                .iter()
+                .map(|(uid, state)| {
+                    let state = v1::PeerOnlineState::try_from(*state)
+                        .unwrap_or(v1::PeerOnlineState::Offline);
+                    (uid.clone(), Value::from(state.as_str_name()))
+                })
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+        Event::LocalInvitationReceivedByPeer(local) => json!({
+            "event": "LocalInvitationReceivedByPeer",
+            "invitationId": local.invitation_id.to_string(),
+            "calleeId": local.callee_id,
+        }),
+        Event::LocalInvitationAccepted(local) => json!({
+            "event": "LocalInvitationAccepted",
+            "invitationId": local.invitation_id.to_string(),
+            "calleeId": local.callee_id,
+            "response": local.response,
+        }),
+        Event::LocalInvitationRefused(local) => json!({
+            "event": "LocalInvitationRefused",
+            "invitationId": local.invitation_id.to_string(),
+            "calleeId": local.callee_id,
+            "response": local.response,
+        }),
+        Event::LocalInvitationCanceled(local) => json!({
+            "event": "LocalInvitationCanceled",
+            "invitationId": local.invitation_id.to_string(),
+            "calleeId": local.callee_id,
+        }),
+        Event::LocalInvitationFailure(local) => json!({
+            "event": "LocalInvitationFailure",
+            "invitationId": local.invitation_id.to_string(),
+            "calleeId": local.callee_id,
+            "reason": local.reason().as_str_name(),
+        }),
+        Event::RemoteInvitationReceived(remote) => json!({
+            "event": "RemoteInvitationReceived",
+            "invitationId": remote.invitation_id.to_string(),
+            "callerId": remote.caller_id,
+            "content": remote.content,
+            "channelId": remote.channel_id,
+        }),
+        Event::RemoteInvitationAccepted(remote) => json!({
+            "event": "RemoteInvitationAccepted",
+            "invitationId": remote.invitation_id.to_string(),
+            "callerId": remote.caller_id,
+        }),
+        Event::RemoteInvitationRefused(remote) => json!({
+            "event": "RemoteInvitationRefused",
+            "invitationId": remote.invitation_id.to_string(),
+            "callerId": remote.caller_id,
+        }),
+        Event::RemoteInvitationCanceled(remote) => json!({
+            "event": "RemoteInvitationCanceled",
+            "invitationId": remote.invitation_id.to_string(),
+            "callerId": remote.caller_id,
+        }),
+        Event::RemoteInvitationFailure(remote) => json!({
+            "event": "RemoteInvitationFailure",
+            "invitationId": remote.invitation_id.to_string(),
+            "callerId": remote.caller_id,
+            "reason": remote.reason().as_str_name(),
+        }),
     }
+}
+
+/// Channel attributes as the CLI shows them: key → {value, lastUpdateUserId, lastUpdateTs}.
+fn channel_attributes_json(attributes: &[v1::ChannelAttribute]) -> Value {
+    Value::Object(
+        attributes
+            .iter()
+            .map(|attribute| {
+                (
+                    attribute.key.clone(),
+                    json!({
+                        "value": attribute.value,
+                        "lastUpdateUserId": attribute.last_update_user_id,
+                        "lastUpdateTs": attribute.last_update_ts,
+                    }),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn history_json(message: &v1::HistoryMessage) -> Value {
+    let mut fields = body_fields(message.message.as_ref());
+    fields.insert("messageId".into(), message.message_id.to_string().into());
+    fields.insert("from".into(), message.from.clone().into());
+    fields.insert("serverReceivedTs".into(), message.server_received_ts.into());
+    if message.seq > 0 {
+        fields.insert("seq".into(), message.seq.into());
+    }
+    Value::Object(fields)
 }
 
 fn named_event(name: &str, mut fields: Map<String, Value>) -> Value {

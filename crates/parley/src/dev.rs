@@ -17,6 +17,7 @@ use parley_edge::Router;
 use parley_owner::Owner;
 use parley_owner::OwnerConfig;
 use parley_proto::v1::connection_state_changed::Reason;
+use parley_store::EmbeddedStore;
 use tokio::net::TcpListener;
 
 use crate::cli::DevOptions;
@@ -28,18 +29,27 @@ pub struct Node {
     pub router: Router,
 }
 
-/// Wires an owner and an edge together in one process.
-pub fn node(apps: AppDirectory, owner_config: OwnerConfig, edge_config: EdgeConfig) -> Node {
+/// Wires an owner and an edge together in one process, with state kept in `data_dir`.
+pub async fn node(
+    apps: AppDirectory,
+    owner_config: OwnerConfig,
+    edge_config: EdgeConfig,
+    data_dir: &Path,
+) -> anyhow::Result<Node> {
     let apps = Arc::new(apps);
-    let owner = Owner::start(owner_config, apps.clone());
+    let store = EmbeddedStore::open(data_dir)
+        .with_context(|| format!("open the store in {}", data_dir.display()))?;
+    let owner = Owner::start(owner_config, apps.clone(), Arc::new(store))
+        .await
+        .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
     let edge = Edge::new(edge_config, apps, owner.clone());
     owner.register_edge(edge.config().node, edge.clone());
     let router = parley_edge::router(edge.clone());
-    Node {
+    Ok(Node {
         edge,
         owner,
         router,
-    }
+    })
 }
 
 /// How long sessions get to say goodbye when the node stops.
@@ -92,7 +102,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
         None => println!("  app certificate: none (logins need no token)"),
     }
 
-    let node = node(AppDirectory::new([app]), owner_config, edge_config);
+    let node = node(
+        AppDirectory::new([app]),
+        owner_config,
+        edge_config,
+        &options.data_dir,
+    )
+    .await?;
     serve(node, listener, shutdown_signal()).await?;
     tracing::info!("parley dev stopped");
     Ok(ExitCode::SUCCESS)

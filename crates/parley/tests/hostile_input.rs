@@ -25,6 +25,7 @@ fn text(text: &str) -> Option<v1::MessageBody> {
 fn join(channel: &str) -> Op {
     Op::Join(v1::JoinRequest {
         channel_id: channel.into(),
+        resume_after_seq: None,
     })
 }
 

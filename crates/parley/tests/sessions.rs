@@ -26,6 +26,7 @@ fn to_peer(peer: &str, body: &str) -> Op {
 fn join(channel: &str) -> Op {
     Op::Join(v1::JoinRequest {
         channel_id: channel.into(),
+        resume_after_seq: None,
     })
 }
 

@@ -1,0 +1,820 @@
+//! The request handlers of a logged-in (or logging-in) connection: each validates its input,
+//! polices the session's limits, and forwards to the owners.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::collections::HashSet;
+
+use parley_core::Error;
+use parley_core::ErrorCode;
+use parley_core::attributes::AttributeOp;
+use parley_core::ids::ChannelId;
+use parley_core::ids::SessionRef;
+use parley_core::ids::UserId;
+use parley_core::limits::MAX_HISTORY_PAGE;
+use parley_core::limits::MAX_INVITATION_TEXT_BYTES;
+use parley_core::limits::MAX_MEMBER_COUNT_CHANNELS;
+use parley_core::limits::MAX_MESSAGE_BYTES;
+use parley_core::limits::MAX_STATUS_QUERY;
+use parley_core::limits::MAX_STATUS_SUBSCRIPTIONS;
+use parley_core::rate::TokenBucket;
+use parley_owner::ChannelKey;
+use parley_owner::ChannelSend;
+use parley_owner::InvitationSend;
+use parley_owner::LeaveReason;
+use parley_owner::OpenSession;
+use parley_owner::PeerOutcome;
+use parley_owner::PeerSend;
+use parley_owner::UserKey;
+use parley_proto::v1;
+use parley_proto::v1::reply::Result as ReplyResult;
+use parley_store::Conversation;
+use parley_store::HistoryQuery;
+use parley_store::Order;
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+use crate::connection::LoggedIn;
+use crate::connection::instant_of_unix_secs;
+use crate::connection::reply_frame;
+use crate::connection::unix_ms;
+use crate::edge::Outbound;
+
+/// Outgoing invitations a session remembers (for cancel); older ones are forgotten.
+const MAX_OUTGOING_INVITATIONS: usize = 64;
+/// History page size when the request names none.
+const DEFAULT_HISTORY_PAGE: usize = 20;
+
+impl Connection {
+    pub(crate) async fn login(&mut self, login: v1::LoginRequest) -> Result<ReplyResult, Error> {
+        if self.session.is_some() {
+            return Err(Error::new(ErrorCode::AlreadyLoggedIn, "already logged in"));
+        }
+        let app = self.edge.apps().get(&login.app_id)?.clone();
+        let uid = UserId::parse(&login.uid)?;
+        if !self
+            .edge
+            .allow_login(&app.app_id, &uid, app.limits.login_rate)
+        {
+            return Err(Error::too_often("login"));
+        }
+        let now_secs = unix_ms() / 1000;
+        let expires_at_secs = app.authenticate(uid.as_str(), &login.token, now_secs as u64)?;
+
+        let session_id = self.edge.new_session_id();
+        let session = SessionRef {
+            edge: self.edge.config().node,
+            session: session_id,
+        };
+        let user = UserKey {
+            app: app.app_id.clone(),
+            uid,
+        };
+        // In the table before the owner knows it, so deliveries that follow can find it.
+        self.edge.insert_session(session_id, self.handle.clone());
+        let opened = self
+            .edge
+            .owner()
+            .open_session(OpenSession {
+                user: user.clone(),
+                session,
+                multi_login: app.multi_login,
+            })
+            .await;
+        if let Err(error) = opened {
+            self.edge.remove_session(session_id);
+            return Err(error);
+        }
+        tracing::info!(app = %user.app, uid = %user.uid, session = %session_id, "logged in");
+
+        let now = Instant::now();
+        let limits = app.limits.clone();
+        let bucket = |rate| TokenBucket::new(rate, now.into_std());
+        self.session = Some(LoggedIn {
+            user,
+            session,
+            joined: HashSet::new(),
+            subscriptions: BTreeSet::new(),
+            outgoing_invitations: BTreeMap::new(),
+            message_bucket: bucket(limits.message_rate),
+            join_bucket: bucket(limits.join_rate),
+            query_bucket: bucket(limits.query_rate),
+            renew_bucket: bucket(limits.renew_token_rate),
+            attribute_bucket: bucket(limits.attribute_rate),
+            status_bucket: bucket(limits.status_rate),
+            invitation_bucket: bucket(limits.invitation_rate),
+            history_bucket: bucket(limits.history_rate),
+            token_expires_at: expires_at_secs.map(|at| instant_of_unix_secs(at, now_secs)),
+            token_warned: false,
+            reachable: true,
+            app,
+        });
+        Ok(ReplyResult::Login(v1::LoginResult {
+            session_id: session_id.to_string(),
+            server_time_ms: unix_ms(),
+            heartbeat_interval_ms: self.edge.config().heartbeat_interval.as_millis() as u32,
+            token_expire_ms: expires_at_secs.map_or(0, |at| at as i64 * 1000),
+        }))
+    }
+
+    pub(crate) fn renew_token(
+        &mut self,
+        renew: v1::RenewTokenRequest,
+    ) -> Result<ReplyResult, Error> {
+        let session = self.logged_in()?;
+        if !session.renew_bucket.try_take(std::time::Instant::now()) {
+            return Err(Error::too_often("renewToken"));
+        }
+        let now_secs = unix_ms() / 1000;
+        let expires_at_secs =
+            session
+                .app
+                .authenticate(session.user.uid.as_str(), &renew.token, now_secs as u64)?;
+        session.token_expires_at = expires_at_secs.map(|at| instant_of_unix_secs(at, now_secs));
+        session.token_warned = false;
+        Ok(ReplyResult::Empty(v1::Empty {}))
+    }
+
+    pub(crate) async fn send_message_to_peer(
+        &mut self,
+        id: u64,
+        send: v1::SendMessageToPeerRequest,
+    ) -> Result<(), Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        if !session.message_bucket.try_take(std::time::Instant::now()) {
+            return Err(Error::too_often("message"));
+        }
+        let to = UserId::parse(&send.peer_id)?;
+        let message = validate_message(send.message)?;
+        let dispatch = edge
+            .owner()
+            .send_peer(PeerSend {
+                from: session.user.clone(),
+                to,
+                message,
+                enable_offline: send.enable_offline_messaging,
+                enable_history: send.enable_historical_messaging,
+            })
+            .await?;
+        let outbound_tx = self.handle.outbound_tx.clone();
+        tokio::spawn(async move {
+            let result = match dispatch.outcome.await {
+                PeerOutcome::Received => Ok(v1::PeerMessageResult::ReceivedByPeer),
+                PeerOutcome::Cached => Ok(v1::PeerMessageResult::CachedByServer),
+                PeerOutcome::Unreachable => Ok(v1::PeerMessageResult::PeerUnreachable),
+                PeerOutcome::TimedOut => Err(Error::new(
+                    ErrorCode::Timeout,
+                    "the peer did not acknowledge in time",
+                )),
+            };
+            let result = result.map(|result| {
+                ReplyResult::SendMessageToPeer(v1::SendMessageToPeerResult {
+                    result: result as i32,
+                    message_id: dispatch.message_id.0,
+                    server_received_ts: dispatch.server_received_ts,
+                })
+            });
+            // A full queue here means the session is already ending as a slow consumer.
+            let _ = outbound_tx.try_send(Outbound::Own(reply_frame(id, result)));
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn join(&mut self, join: v1::JoinRequest) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        if !session.join_bucket.try_take(std::time::Instant::now()) {
+            return Err(Error::too_often("join"));
+        }
+        let channel = ChannelId::parse(&join.channel_id)?;
+        if session.joined.contains(&channel) {
+            return Err(Error::new(
+                ErrorCode::AlreadyJoined,
+                "already joined this channel",
+            ));
+        }
+        let max = session.app.limits.max_channels_per_user;
+        if session.joined.len() >= max {
+            return Err(Error::new(
+                ErrorCode::ExceedLimit,
+                format!("at most {max} channels may be joined at once"),
+            ));
+        }
+        let last_seq = edge
+            .owner()
+            .join(
+                channel_key(&session.user, &channel),
+                session.user.uid.clone(),
+                session.session,
+                join.resume_after_seq,
+            )
+            .await?;
+        session.joined.insert(channel);
+        Ok(ReplyResult::Join(v1::JoinResult { last_seq }))
+    }
+
+    pub(crate) async fn leave(&mut self, leave: v1::LeaveRequest) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        if !session.join_bucket.try_take(std::time::Instant::now()) {
+            return Err(Error::too_often("leave"));
+        }
+        let channel = ChannelId::parse(&leave.channel_id)?;
+        if !session.joined.remove(&channel) {
+            return Err(Error::new(
+                ErrorCode::NotJoined,
+                "not joined to this channel",
+            ));
+        }
+        edge.owner()
+            .leave(
+                channel_key(&session.user, &channel),
+                session.user.uid.clone(),
+                session.session,
+                LeaveReason::Left,
+            )
+            .await?;
+        Ok(ReplyResult::Empty(v1::Empty {}))
+    }
+
+    pub(crate) async fn send_message(
+        &mut self,
+        send: v1::SendMessageRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        if !session.message_bucket.try_take(std::time::Instant::now()) {
+            return Err(Error::too_often("message"));
+        }
+        let channel = ChannelId::parse(&send.channel_id)?;
+        if !session.joined.contains(&channel) {
+            return Err(Error::new(
+                ErrorCode::NotJoined,
+                "not joined to this channel",
+            ));
+        }
+        let message = validate_message(send.message)?;
+        let sent = edge
+            .owner()
+            .send_channel(ChannelSend {
+                channel: channel_key(&session.user, &channel),
+                from: session.user.uid.clone(),
+                session: session.session,
+                message,
+                enable_history: send.enable_historical_messaging,
+            })
+            .await?;
+        Ok(ReplyResult::SendMessage(v1::SendMessageResult {
+            message_id: sent.message_id.0,
+            server_received_ts: sent.server_received_ts,
+            seq: sent.seq,
+        }))
+    }
+
+    pub(crate) async fn get_members(
+        &mut self,
+        get: v1::GetMembersRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        if !session.query_bucket.try_take(std::time::Instant::now()) {
+            return Err(Error::too_often("getMembers"));
+        }
+        let channel = ChannelId::parse(&get.channel_id)?;
+        if !session.joined.contains(&channel) {
+            return Err(Error::new(
+                ErrorCode::NotJoined,
+                "not joined to this channel",
+            ));
+        }
+        let members = edge
+            .owner()
+            .members(
+                channel_key(&session.user, &channel),
+                session.user.uid.clone(),
+                session.session,
+            )
+            .await?;
+        Ok(ReplyResult::GetMembers(v1::GetMembersResult {
+            members: members.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    pub(crate) async fn get_channel_member_count(
+        &mut self,
+        get: v1::GetChannelMemberCountRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        if !session.query_bucket.try_take(std::time::Instant::now()) {
+            return Err(Error::too_often("getChannelMemberCount"));
+        }
+        if get.channel_ids.is_empty() || get.channel_ids.len() > MAX_MEMBER_COUNT_CHANNELS {
+            return Err(Error::invalid_argument(format!(
+                "between 1 and {MAX_MEMBER_COUNT_CHANNELS} channel ids are needed"
+            )));
+        }
+        let channels = get
+            .channel_ids
+            .iter()
+            .map(|raw| ChannelId::parse(raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let counts = futures_util::future::try_join_all(channels.iter().map(|channel| {
+            edge.owner()
+                .member_count(channel_key(&session.user, channel))
+        }))
+        .await?;
+        Ok(ReplyResult::GetChannelMemberCount(
+            v1::GetChannelMemberCountResult {
+                counts: channels
+                    .iter()
+                    .zip(counts)
+                    .map(|(channel, member_count)| v1::ChannelMemberCount {
+                        channel_id: channel.to_string(),
+                        member_count,
+                    })
+                    .collect(),
+            },
+        ))
+    }
+
+    pub(crate) async fn send_local_invitation(
+        &mut self,
+        send: v1::SendLocalInvitationRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.invitation_bucket, "invitation")?;
+        let callee = UserId::parse(&send.callee_id)?;
+        if callee == session.user.uid {
+            return Err(Error::invalid_argument("cannot invite yourself"));
+        }
+        check_invitation_text("content", &send.content)?;
+        if !send.channel_id.is_empty() {
+            ChannelId::parse(&send.channel_id)?;
+        }
+        let invitation_id = edge
+            .owner()
+            .send_invitation(InvitationSend {
+                caller: session.user.clone(),
+                caller_session: session.session,
+                callee: callee.clone(),
+                content: send.content,
+                channel_id: send.channel_id,
+            })
+            .await?;
+        session.outgoing_invitations.insert(invitation_id, callee);
+        while session.outgoing_invitations.len() > MAX_OUTGOING_INVITATIONS {
+            session.outgoing_invitations.pop_first();
+        }
+        Ok(ReplyResult::SendLocalInvitation(
+            v1::SendLocalInvitationResult { invitation_id },
+        ))
+    }
+
+    pub(crate) async fn cancel_local_invitation(
+        &mut self,
+        cancel: v1::CancelLocalInvitationRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.invitation_bucket, "invitation")?;
+        let callee = session
+            .outgoing_invitations
+            .get(&cancel.invitation_id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvitationNotStarted,
+                    "no invitation with this id was sent by you",
+                )
+            })?;
+        edge.owner()
+            .cancel_invitation(
+                UserKey {
+                    app: session.user.app.clone(),
+                    uid: callee,
+                },
+                session.user.uid.clone(),
+                cancel.invitation_id,
+            )
+            .await?;
+        Ok(empty())
+    }
+
+    pub(crate) async fn answer_remote_invitation(
+        &mut self,
+        invitation_id: u64,
+        accept: bool,
+        response: String,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.invitation_bucket, "invitation")?;
+        check_invitation_text("response", &response)?;
+        edge.owner()
+            .answer_invitation(session.user.clone(), invitation_id, accept, response)
+            .await?;
+        Ok(empty())
+    }
+
+    pub(crate) async fn update_user_attributes(
+        &mut self,
+        op: AttributeOp,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.attribute_bucket, "attribute")?;
+        op.validate()?;
+        edge.owner()
+            .update_user_attributes(session.user.clone(), op)
+            .await?;
+        Ok(empty())
+    }
+
+    pub(crate) async fn get_user_attributes(
+        &mut self,
+        get: v1::GetUserAttributesRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.query_bucket, "getUserAttributes")?;
+        let uid = UserId::parse(&get.user_id)?;
+        let attributes = edge
+            .owner()
+            .user_attributes(
+                UserKey {
+                    app: session.user.app.clone(),
+                    uid,
+                },
+                get.keys,
+            )
+            .await?;
+        Ok(ReplyResult::UserAttributes(v1::UserAttributesResult {
+            attributes: attributes.into_iter().collect(),
+        }))
+    }
+
+    pub(crate) async fn update_channel_attributes(
+        &mut self,
+        channel_id: &str,
+        op: AttributeOp,
+        notify_members: bool,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.attribute_bucket, "attribute")?;
+        let channel = ChannelId::parse(channel_id)?;
+        op.validate()?;
+        edge.owner()
+            .update_channel_attributes(
+                channel_key(&session.user, &channel),
+                session.user.uid.clone(),
+                op,
+                notify_members,
+            )
+            .await?;
+        Ok(empty())
+    }
+
+    pub(crate) async fn get_channel_attributes(
+        &mut self,
+        get: v1::GetChannelAttributesRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.query_bucket, "getChannelAttributes")?;
+        let channel = ChannelId::parse(&get.channel_id)?;
+        let attributes = edge
+            .owner()
+            .channel_attributes(channel_key(&session.user, &channel), get.keys)
+            .await?;
+        Ok(ReplyResult::ChannelAttributes(
+            v1::ChannelAttributesResult { attributes },
+        ))
+    }
+
+    pub(crate) async fn query_peers_online_status(
+        &mut self,
+        query: v1::QueryPeersOnlineStatusRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.status_bucket, "queryPeersOnlineStatus")?;
+        let peers = parse_peer_ids(&query.peer_ids, MAX_STATUS_QUERY)?;
+        let states = futures_util::future::try_join_all(peers.iter().map(|uid| {
+            edge.owner().presence(UserKey {
+                app: session.user.app.clone(),
+                uid: uid.clone(),
+            })
+        }))
+        .await?;
+        Ok(ReplyResult::QueryPeersOnlineStatus(
+            v1::QueryPeersOnlineStatusResult {
+                status: peers
+                    .iter()
+                    .zip(states)
+                    .map(|(uid, state)| (uid.to_string(), state != v1::PeerOnlineState::Offline))
+                    .collect(),
+            },
+        ))
+    }
+
+    /// Subscribes and returns the subscribed users' current states, which the caller sends as a
+    /// PeersOnlineStatusChanged event after the reply.
+    pub(crate) async fn subscribe_peers_online_status(
+        &mut self,
+        subscribe: v1::SubscribePeersOnlineStatusRequest,
+    ) -> Result<v1::PeersOnlineStatusChanged, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.status_bucket, "subscribePeersOnlineStatus")?;
+        let peers = parse_peer_ids(&subscribe.peer_ids, MAX_STATUS_SUBSCRIPTIONS)?;
+        let new: Vec<UserId> = peers
+            .into_iter()
+            .filter(|uid| !session.subscriptions.contains(uid))
+            .collect();
+        if session.subscriptions.len() + new.len() > MAX_STATUS_SUBSCRIPTIONS {
+            return Err(Error::new(
+                ErrorCode::ExceedLimit,
+                format!("at most {MAX_STATUS_SUBSCRIPTIONS} users may be watched at once"),
+            ));
+        }
+        let mut status = HashMap::new();
+        for uid in new {
+            let state = edge
+                .owner()
+                .subscribe_presence(
+                    UserKey {
+                        app: session.user.app.clone(),
+                        uid: uid.clone(),
+                    },
+                    session.session,
+                )
+                .await?;
+            status.insert(uid.to_string(), state as i32);
+            session.subscriptions.insert(uid);
+        }
+        Ok(v1::PeersOnlineStatusChanged { status })
+    }
+
+    pub(crate) async fn unsubscribe_peers_online_status(
+        &mut self,
+        unsubscribe: v1::UnsubscribePeersOnlineStatusRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.status_bucket, "unsubscribePeersOnlineStatus")?;
+        let peers = parse_peer_ids(&unsubscribe.peer_ids, MAX_STATUS_SUBSCRIPTIONS)?;
+        for uid in peers {
+            if session.subscriptions.remove(&uid) {
+                edge.owner()
+                    .unsubscribe_presence(
+                        UserKey {
+                            app: session.user.app.clone(),
+                            uid,
+                        },
+                        session.session,
+                    )
+                    .await?;
+            }
+        }
+        Ok(empty())
+    }
+
+    pub(crate) async fn query_history(
+        &mut self,
+        query: v1::QueryHistoryRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.history_bucket, "queryHistory")?;
+        let order = match query.order() {
+            v1::HistoryOrder::Desc => Order::Descending,
+            _ => Order::Ascending,
+        };
+        let conversation = conversation(
+            session,
+            query.conversation.map(|which| match which {
+                v1::query_history_request::Conversation::PeerId(peer) => Which::Peer(peer),
+                v1::query_history_request::Conversation::ChannelId(channel) => {
+                    Which::Channel(channel)
+                }
+            }),
+        )?;
+        check_time_range(query.start_time, query.end_time)?;
+        let limit = match query.limit {
+            0 => DEFAULT_HISTORY_PAGE,
+            limit if limit as usize <= MAX_HISTORY_PAGE => limit as usize,
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "limit must be at most {MAX_HISTORY_PAGE}"
+                )));
+            }
+        };
+
+        let after = if query.cursor.is_empty() {
+            None
+        } else {
+            Some(parse_cursor(&query.cursor)?)
+        };
+        let messages = edge
+            .owner()
+            .query_history(
+                session.user.app.clone(),
+                conversation,
+                HistoryQuery {
+                    start_ms: query.start_time,
+                    end_ms: query.end_time,
+                    limit,
+                    order,
+                    after,
+                },
+            )
+            .await?;
+        let next = match messages.last() {
+            Some(last) if messages.len() == limit => {
+                format!("{}:{}", last.server_received_ts, last.message_id)
+            }
+            _ => String::new(),
+        };
+        Ok(ReplyResult::QueryHistory(v1::QueryHistoryResult {
+            messages,
+            next,
+        }))
+    }
+
+    pub(crate) async fn count_history(
+        &mut self,
+        count: v1::CountHistoryRequest,
+    ) -> Result<ReplyResult, Error> {
+        let edge = self.edge.clone();
+        let session = self.logged_in()?;
+        take(&mut session.history_bucket, "countHistory")?;
+        let conversation = conversation(
+            session,
+            count.conversation.map(|which| match which {
+                v1::count_history_request::Conversation::PeerId(peer) => Which::Peer(peer),
+                v1::count_history_request::Conversation::ChannelId(channel) => {
+                    Which::Channel(channel)
+                }
+            }),
+        )?;
+        check_time_range(count.start_time, count.end_time)?;
+        let count = edge
+            .owner()
+            .count_history(
+                session.user.app.clone(),
+                conversation,
+                count.start_time,
+                count.end_time,
+            )
+            .await?;
+        Ok(ReplyResult::CountHistory(v1::CountHistoryResult { count }))
+    }
+}
+
+fn empty() -> ReplyResult {
+    ReplyResult::Empty(v1::Empty {})
+}
+
+/// Takes one token from a session's bucket, or fails with TOO_OFTEN.
+fn take(bucket: &mut TokenBucket, what: &str) -> Result<(), Error> {
+    if bucket.try_take(std::time::Instant::now()) {
+        Ok(())
+    } else {
+        Err(Error::too_often(what))
+    }
+}
+
+fn check_invitation_text(what: &str, text: &str) -> Result<(), Error> {
+    if text.len() > MAX_INVITATION_TEXT_BYTES {
+        Err(Error::new(
+            ErrorCode::SizeOverflow,
+            format!("invitation {what} is larger than {MAX_INVITATION_TEXT_BYTES} bytes"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_peer_ids(raw: &[String], max: usize) -> Result<Vec<UserId>, Error> {
+    if raw.is_empty() || raw.len() > max {
+        return Err(Error::invalid_argument(format!(
+            "between 1 and {max} peer ids are needed"
+        )));
+    }
+    raw.iter().map(|id| UserId::parse(id)).collect()
+}
+
+enum Which {
+    Peer(String),
+    Channel(String),
+}
+
+/// The conversation a history request names: with a peer, or in a channel the session joined.
+fn conversation(session: &LoggedIn, which: Option<Which>) -> Result<Conversation, Error> {
+    match which {
+        Some(Which::Peer(peer)) => Ok(Conversation::peers(
+            session.user.uid.clone(),
+            UserId::parse(&peer)?,
+        )),
+        Some(Which::Channel(channel)) => {
+            let channel = ChannelId::parse(&channel)?;
+            if !session.joined.contains(&channel) {
+                return Err(Error::new(
+                    ErrorCode::NotJoined,
+                    "join the channel to read its history",
+                ));
+            }
+            Ok(Conversation::Channel(channel))
+        }
+        None => Err(Error::invalid_argument("name a peerId or a channelId")),
+    }
+}
+
+fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
+    if start < 0 || end < 0 || (end > 0 && end <= start) {
+        Err(Error::invalid_argument(
+            "the time range is empty or negative",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a paging cursor: `timestamp:messageId` of the last message of the previous page.
+fn parse_cursor(cursor: &str) -> Result<(i64, u64), Error> {
+    let invalid = || Error::invalid_argument("cursor is not one this server gave out");
+    let (ts, id) = cursor.split_once(':').ok_or_else(invalid)?;
+    Ok((
+        ts.parse().map_err(|_| invalid())?,
+        id.parse().map_err(|_| invalid())?,
+    ))
+}
+
+fn validate_message(message: Option<v1::MessageBody>) -> Result<v1::MessageBody, Error> {
+    let invalid = |why: &str| Error::new(ErrorCode::InvalidMessage, why);
+    let message = message.ok_or_else(|| invalid("message is missing"))?;
+    let content_len = match &message.content {
+        None => return Err(invalid("message has neither text nor raw content")),
+        Some(v1::message_body::Content::Text(text)) if text.is_empty() => {
+            return Err(invalid("text message is empty"));
+        }
+        Some(v1::message_body::Content::Raw(raw)) if raw.is_empty() => {
+            return Err(invalid("raw message is empty"));
+        }
+        Some(v1::message_body::Content::Text(text)) => text.len(),
+        Some(v1::message_body::Content::Raw(raw)) => raw.len(),
+    };
+    if content_len + message.description.len() > MAX_MESSAGE_BYTES {
+        return Err(invalid(&format!(
+            "message is larger than {MAX_MESSAGE_BYTES} bytes"
+        )));
+    }
+    Ok(message)
+}
+
+pub(crate) fn channel_key(user: &UserKey, channel: &ChannelId) -> ChannelKey {
+    ChannelKey {
+        app: user.app.clone(),
+        channel: channel.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(text: &str) -> Option<v1::MessageBody> {
+        Some(v1::MessageBody {
+            content: Some(v1::message_body::Content::Text(text.into())),
+            description: String::new(),
+        })
+    }
+
+    #[test]
+    fn messages_up_to_32_kb_pass_and_larger_ones_do_not() {
+        assert!(validate_message(text(&"x".repeat(MAX_MESSAGE_BYTES))).is_ok());
+        let too_big = validate_message(text(&"x".repeat(MAX_MESSAGE_BYTES + 1))).unwrap_err();
+        assert_eq!(too_big.code, ErrorCode::InvalidMessage);
+        assert_eq!(
+            validate_message(text("")).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            validate_message(None).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+        let raw_with_description = Some(v1::MessageBody {
+            content: Some(v1::message_body::Content::Raw(vec![1; 32_000].into())),
+            description: "d".repeat(769),
+        });
+        assert!(
+            validate_message(raw_with_description).is_err(),
+            "description counts"
+        );
+    }
+}
