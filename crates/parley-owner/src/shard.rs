@@ -205,6 +205,9 @@ struct PendingInvitation {
     content: String,
     channel_id: String,
     response: String,
+    /// When it ended; ended invitations are kept a while so late calls get ALREADY_ACCEPTED or
+    /// ALREADY_ENDED rather than NOT_STARTED.
+    ended_at: Option<Instant>,
 }
 
 struct UserEntry {
@@ -1015,6 +1018,7 @@ impl Shard {
                 content: send.content,
                 channel_id: send.channel_id,
                 response: String::new(),
+                ended_at: None,
             },
         );
         self.timed_users.insert(callee.clone());
@@ -1169,10 +1173,12 @@ impl Shard {
             }
         }
         if pending.machine.is_over()
-            && let Some(entry) = self.users.get_mut(callee)
+            && let Some(pending) = self
+                .users
+                .get_mut(callee)
+                .and_then(|entry| entry.invitations.get_mut(&invitation_id))
         {
-            entry.invitations.remove(&invitation_id);
-            self.forget_user_if_idle(callee);
+            pending.ended_at.get_or_insert_with(now);
         }
     }
 
@@ -1231,6 +1237,12 @@ impl Shard {
                 entry.lost_until = None;
                 entry.attributes.clear();
             }
+            let keep_ended = self.config.invitation_timers.answer;
+            entry.invitations.retain(|_, pending| {
+                pending
+                    .ended_at
+                    .is_none_or(|ended_at| now.duration_since(ended_at) < keep_ended)
+            });
             let due: Vec<u64> = entry
                 .invitations
                 .iter()
