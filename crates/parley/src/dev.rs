@@ -89,18 +89,19 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("bind {}", options.http_addr))?;
     let addr = listener.local_addr()?;
 
-    println!("parley dev is listening on ws://{addr}/v1/ws (health: http://{addr}/healthz)");
-    println!("  app id:          {}", app.app_id);
+    // The banner is written once, ignoring errors: a closed stdout must not stop the server.
+    let mut banner = format!(
+        "parley dev is listening on ws://{addr}/v1/ws (health: http://{addr}/healthz)\n  app id:          {}\n",
+        app.app_id
+    );
     match &app.certificate {
-        Some(certificate) => {
-            println!("  app certificate: {certificate}");
-            println!(
-                "  a token for alice: parley token --app-id {} --app-certificate {certificate} --uid alice",
-                app.app_id
-            );
-        }
-        None => println!("  app certificate: none (logins need no token)"),
+        Some(certificate) => banner.push_str(&format!(
+            "  app certificate: {certificate}\n  a token for alice: parley token --app-id {} --app-certificate {certificate} --uid alice\n",
+            app.app_id
+        )),
+        None => banner.push_str("  app certificate: none (logins need no token)\n"),
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     let node = node(
         AppDirectory::new([app]),
