@@ -18,7 +18,6 @@ use parley_proto::v1::request::Op;
 use parley_proto::v1::server_frame::Kind as ServerKind;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::WebSocketStream;
@@ -33,6 +32,9 @@ use crate::ConnectionChangeReason as Reason;
 use crate::ConnectionState as State;
 use crate::ErrorCode;
 use crate::Event;
+use crate::Incoming;
+use crate::ReplyTo;
+use crate::Sink;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -44,11 +46,11 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) async fn start(
     config: ClientConfig,
     command_rx: mpsc::Receiver<Command>,
-    event_tx: mpsc::Sender<Event>,
+    sink: Sink,
 ) -> Result<(), ClientError> {
     let mut manager = Manager {
         config,
-        event_tx,
+        sink,
         pending: HashMap::new(),
         next_id: 1,
         joined: BTreeMap::new(),
@@ -74,7 +76,7 @@ enum SessionEnd {
 
 enum Pending {
     Caller {
-        reply_tx: oneshot::Sender<Result<ReplyResult, ClientError>>,
+        reply_to: ReplyTo,
         /// Remembered so the client knows which channels to re-join after a reconnect.
         effect: Effect,
     },
@@ -90,7 +92,7 @@ enum Effect {
 
 struct Manager {
     config: ClientConfig,
-    event_tx: mpsc::Sender<Event>,
+    sink: Sink,
     pending: HashMap<u64, Pending>,
     next_id: u64,
     /// Joined channels, with what is needed to resume them after a reconnect.
@@ -131,7 +133,7 @@ impl Manager {
     async fn run(mut self, mut socket: Socket, mut command_rx: mpsc::Receiver<Command>) {
         loop {
             let end = self.session(&mut socket, &mut command_rx).await;
-            self.fail_pending();
+            self.fail_pending().await;
             match end {
                 SessionEnd::Aborted(reason) => {
                     self.emit(state_changed(State::Aborted, reason)).await;
@@ -184,7 +186,7 @@ impl Manager {
         loop {
             tokio::select! {
                 command = command_rx.recv() => {
-                    let Some(Command { op, reply_tx }) = command else {
+                    let Some(Command { op, reply_to }) = command else {
                         return SessionEnd::Abandoned;
                     };
                     let effect = match &op {
@@ -194,7 +196,7 @@ impl Manager {
                         _ => Effect::None,
                     };
                     let id = self.take_id();
-                    self.pending.insert(id, Pending::Caller { reply_tx, effect });
+                    self.pending.insert(id, Pending::Caller { reply_to, effect });
                     if self.send_request(socket, id, op).await.is_err() {
                         return SessionEnd::Lost;
                     }
@@ -216,7 +218,7 @@ impl Manager {
                     };
                     match server_frame.kind {
                         Some(ServerKind::Reply(reply)) => {
-                            if let Some(end) = self.on_reply(reply) {
+                            if let Some(end) = self.on_reply(reply).await {
                                 return end;
                             }
                         }
@@ -242,8 +244,8 @@ impl Manager {
         }
     }
 
-    fn on_reply(&mut self, reply: v1::Reply) -> Option<SessionEnd> {
-        let Some(Pending::Caller { reply_tx, effect }) = self.pending.remove(&reply.id) else {
+    async fn on_reply(&mut self, reply: v1::Reply) -> Option<SessionEnd> {
+        let Some(Pending::Caller { reply_to, effect }) = self.pending.remove(&reply.id) else {
             return None;
         };
         let result = reply_result(reply);
@@ -270,8 +272,21 @@ impl Manager {
                 Effect::None => {}
             }
         }
-        let _ = reply_tx.send(result);
+        self.answer(reply_to, result).await;
         end
+    }
+
+    async fn answer(&self, reply_to: ReplyTo, result: Result<ReplyResult, ClientError>) {
+        // Whoever asked and went away no longer wants the answer.
+        match (reply_to, &self.sink) {
+            (ReplyTo::Caller(reply_tx), _) => {
+                let _ = reply_tx.send(result);
+            }
+            (ReplyTo::Stream(tag), Sink::Ordered(incoming_tx)) => {
+                let _ = incoming_tx.send(Incoming::Reply { tag, result }).await;
+            }
+            (ReplyTo::Stream(_), Sink::Events(_)) => {}
+        }
     }
 
     async fn on_event(&mut self, socket: &mut Socket, event: v1::Event) -> Option<SessionEnd> {
@@ -452,20 +467,28 @@ impl Manager {
         self.next_id
     }
 
-    fn fail_pending(&mut self) {
-        for (_, pending) in self.pending.drain() {
-            if let Pending::Caller { reply_tx, .. } = pending {
-                let _ = reply_tx.send(Err(ClientError::new(
-                    ErrorCode::Unavailable,
-                    "connection lost before the reply",
-                )));
+    async fn fail_pending(&mut self) {
+        let mut pending: Vec<(u64, Pending)> = self.pending.drain().collect();
+        pending.sort_by_key(|(id, _)| *id);
+        for (_, pending) in pending {
+            if let Pending::Caller { reply_to, .. } = pending {
+                let error =
+                    ClientError::new(ErrorCode::Unavailable, "connection lost before the reply");
+                self.answer(reply_to, Err(error)).await;
             }
         }
     }
 
     async fn emit(&self, event: Event) {
         // An application that dropped its receiver no longer wants events.
-        let _ = self.event_tx.send(event).await;
+        match &self.sink {
+            Sink::Events(event_tx) => {
+                let _ = event_tx.send(event).await;
+            }
+            Sink::Ordered(incoming_tx) => {
+                let _ = incoming_tx.send(Incoming::Event(event)).await;
+            }
+        }
     }
 }
 

@@ -159,7 +159,32 @@ impl PendingReply {
 
 pub(crate) struct Command {
     op: Op,
-    reply_tx: oneshot::Sender<Result<ReplyResult, ClientError>>,
+    reply_to: ReplyTo,
+}
+
+/// Where the reply to a request goes.
+pub(crate) enum ReplyTo {
+    /// To the caller that awaits it.
+    Caller(oneshot::Sender<Result<ReplyResult, ClientError>>),
+    /// Onto the ordered stream of [`Client::login_ordered`], with this tag.
+    Stream(u64),
+}
+
+/// What the ordered stream of [`Client::login_ordered`] carries: events and replies, in the
+/// order they arrived from the server.
+#[derive(Debug)]
+pub enum Incoming {
+    Event(Event),
+    Reply {
+        tag: u64,
+        result: Result<ReplyResult, ClientError>,
+    },
+}
+
+/// Where the connection task sends what arrives.
+pub(crate) enum Sink {
+    Events(mpsc::Sender<Event>),
+    Ordered(mpsc::Sender<Incoming>),
 }
 
 /// A logged-in client. Cheap to clone; the session ends when the last clone is dropped or on
@@ -176,24 +201,51 @@ impl Client {
     pub async fn login(
         config: ClientConfig,
     ) -> Result<(Client, mpsc::Receiver<Event>), ClientError> {
-        let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let client = Client::start(config, Sink::Events(event_tx)).await?;
+        Ok((client, event_rx))
+    }
+
+    /// Like [`Client::login`], but replies to requests made with [`Client::send_tagged`] arrive
+    /// on the same stream as events, in the order the server sent them (what `parley client`
+    /// needs to print "in arrival order").
+    pub async fn login_ordered(
+        config: ClientConfig,
+    ) -> Result<(Client, mpsc::Receiver<Incoming>), ClientError> {
+        let (incoming_tx, incoming_rx) = mpsc::channel(EVENT_QUEUE);
+        let client = Client::start(config, Sink::Ordered(incoming_tx)).await?;
+        Ok((client, incoming_rx))
+    }
+
+    async fn start(config: ClientConfig, sink: Sink) -> Result<Client, ClientError> {
+        let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let request_timeout = config.request_timeout;
-        connection::start(config, command_rx, event_tx).await?;
-        Ok((
-            Client {
-                command_tx,
-                request_timeout,
-            },
-            event_rx,
-        ))
+        connection::start(config, command_rx, sink).await?;
+        Ok(Client {
+            command_tx,
+            request_timeout,
+        })
+    }
+
+    /// Queues a request whose reply arrives on the ordered stream with `tag`.
+    pub async fn send_tagged(&self, op: Op, tag: u64) -> Result<(), ClientError> {
+        self.command_tx
+            .send(Command {
+                op,
+                reply_to: ReplyTo::Stream(tag),
+            })
+            .await
+            .map_err(|_| ClientError::new(ErrorCode::NotLoggedIn, "the session has ended"))
     }
 
     /// Queues a request; requests reach the server in the order this is called and awaited.
     pub async fn request(&self, op: Op) -> Result<PendingReply, ClientError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         self.command_tx
-            .send(Command { op, reply_tx })
+            .send(Command {
+                op,
+                reply_to: ReplyTo::Caller(reply_tx),
+            })
             .await
             .map_err(|_| ClientError::new(ErrorCode::NotLoggedIn, "the session has ended"))?;
         Ok(PendingReply {

@@ -1,6 +1,7 @@
 //! `parley client`: JSON lines in, JSON lines out, over the Rust SDK. The contract is
 //! docs/cli.md (kept identical to the product's CLI.md).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use parley_client::ClientError;
 use parley_client::ConnectionState;
 use parley_client::ErrorCode;
 use parley_client::Event;
+use parley_client::Incoming;
 use parley_proto::Codec;
 use parley_proto::v1;
 use parley_proto::v1::reply::Result as ReplyResult;
@@ -23,7 +25,6 @@ use serde_json::Map;
 use serde_json::Value;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
-use tokio::task::JoinSet;
 
 use crate::cli::ClientOptions;
 
@@ -54,7 +55,8 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
     let config = ClientConfig::new(&options.url, &options.app_id, &options.uid)
         .token(&options.token)
         .codec(codec);
-    let (client, mut events) = match Client::login(config).await {
+    // Replies and events come on one stream, so they print in the order they arrived.
+    let (client, mut incoming) = match Client::login_ordered(config).await {
         Ok(logged_in) => logged_in,
         Err(error) => {
             // A refused login leaves nothing to retry (ABORTED); anything else may work later.
@@ -71,29 +73,43 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    // The first line is the login outcome, before any reply.
-    if let Some(first) = events.recv().await {
-        printer.print(&event_json(&first));
-    }
 
+    let requests = Requests::default();
     let (aborted_tx, mut aborted_rx) = tokio::sync::watch::channel(false);
-    let event_printer = printer.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            event_printer.print(&event_json(&event));
-            if let Event::ConnectionStateChanged(changed) = &event
-                && changed.state() == ConnectionState::Aborted
-            {
-                let _ = aborted_tx.send(true);
+    {
+        let printer = printer.clone();
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            while let Some(item) = incoming.recv().await {
+                match item {
+                    Incoming::Event(event) => {
+                        printer.print(&event_json(&event));
+                        if let Event::ConnectionStateChanged(changed) = &event
+                            && changed.state() == ConnectionState::Aborted
+                        {
+                            let _ = aborted_tx.send(true);
+                        }
+                    }
+                    Incoming::Reply { tag, result } => {
+                        let Some((id, op)) = requests.finish(tag) else {
+                            continue;
+                        };
+                        let line = match result {
+                            Ok(result) => success(&id, &op, result_fields(result)),
+                            Err(error) => failure(&id, Some(&op), error.code, &error.message),
+                        };
+                        printer.print(&line);
+                        requests.printed();
+                    }
+                }
             }
-        }
-    });
+        });
+    }
 
     // SIGTERM and SIGINT log out cleanly whenever they come.
     let termination = termination();
     tokio::pin!(termination);
     let mut terminated = false;
-    let mut in_flight = JoinSet::new();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         let line = tokio::select! {
@@ -108,15 +124,12 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
-        match handle_line(&client, &printer, &line, &mut in_flight).await {
+        match handle_line(&client, &printer, &requests, &line).await {
             LineOutcome::Continue => {}
-            LineOutcome::LoggedOut => {
-                while in_flight.join_next().await.is_some() {}
-                return Ok(ExitCode::SUCCESS);
-            }
+            LineOutcome::LoggedOut => return Ok(ExitCode::SUCCESS),
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    requests.all_printed().await;
 
     if options.stay && !terminated {
         tokio::select! {
@@ -130,6 +143,53 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Requests sent and not yet answered, by tag, with the `id` and `op` their reply must echo.
+#[derive(Clone, Default)]
+struct Requests {
+    // A std lock: held for an insert or a remove, never across an await.
+    waiting: Arc<Mutex<(u64, HashMap<u64, (Value, String)>)>>,
+    printed: Arc<tokio::sync::Notify>,
+}
+
+impl Requests {
+    fn start(&self, id: Value, op: String) -> u64 {
+        let mut waiting = self.waiting.lock().expect("request table lock poisoned");
+        waiting.0 += 1;
+        let tag = waiting.0;
+        waiting.1.insert(tag, (id, op));
+        tag
+    }
+
+    fn finish(&self, tag: u64) -> Option<(Value, String)> {
+        self.waiting
+            .lock()
+            .expect("request table lock poisoned")
+            .1
+            .remove(&tag)
+    }
+
+    fn printed(&self) {
+        self.printed.notify_waiters();
+    }
+
+    /// Waits until every request sent so far has had its reply printed.
+    async fn all_printed(&self) {
+        loop {
+            let notified = self.printed.notified();
+            if self
+                .waiting
+                .lock()
+                .expect("request table lock poisoned")
+                .1
+                .is_empty()
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 enum LineOutcome {
     Continue,
     LoggedOut,
@@ -138,8 +198,8 @@ enum LineOutcome {
 async fn handle_line(
     client: &Client,
     printer: &Printer,
+    requests: &Requests,
     line: &str,
-    in_flight: &mut JoinSet<()>,
 ) -> LineOutcome {
     let request: Map<String, Value> = match serde_json::from_str(line) {
         Ok(Value::Object(request)) => request,
@@ -173,7 +233,7 @@ async fn handle_line(
         }
         "logout" => {
             // Replies to earlier requests come first.
-            while in_flight.join_next().await.is_some() {}
+            requests.all_printed().await;
             match client.logout().await {
                 Ok(()) => printer.print(&success(&id, &op_name, Map::new())),
                 Err(error) => {
@@ -197,20 +257,12 @@ async fn handle_line(
             return LineOutcome::Continue;
         }
     };
-    // Queued here, in input order; the reply is awaited on the side.
-    let pending = client.request(op).await;
-    let printer = printer.clone();
-    in_flight.spawn(async move {
-        let result = match pending {
-            Ok(pending) => pending.wait().await,
-            Err(error) => Err(error),
-        };
-        let line = match result {
-            Ok(result) => success(&id, &op_name, result_fields(result)),
-            Err(error) => failure(&id, Some(&op_name), error.code, &error.message),
-        };
-        printer.print(&line);
-    });
+    // Queued here, in input order; the reply is printed when it arrives.
+    let tag = requests.start(id.clone(), op_name.clone());
+    if let Err(error) = client.send_tagged(op, tag).await {
+        requests.finish(tag);
+        printer.print(&failure(&id, Some(&op_name), error.code, &error.message));
+    }
     LineOutcome::Continue
 }
 

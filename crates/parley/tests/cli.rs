@@ -399,3 +399,95 @@ async fn parley_dev_and_parley_token_end_to_end() {
     assert!(same_app.ends_with(&app_id));
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The operations and events added for invitations, attributes, status and history, through two
+/// `parley client` processes.
+#[tokio::test]
+async fn invitations_attributes_status_and_history_through_the_cli() {
+    let server = TestServer::start().await;
+    let mut bob = CliClient::spawn(&server, "bob", &server.token("bob"), &["--stay"]);
+    assert_eq!(bob.line().await["state"], "CONNECTED");
+    bob.write(&[
+        r#"{"id":"b1","op":"join","channelId":"room"}"#,
+        r#"{"id":"b2","op":"subscribePeersOnlineStatus","peerIds":["alice"]}"#,
+    ])
+    .await;
+    bob.line_where(|line| line["id"] == "b2").await;
+    let initial = bob
+        .line_where(|line| line["event"] == "PeersOnlineStatusChanged")
+        .await;
+    assert_eq!(initial["status"]["alice"], "OFFLINE");
+
+    let mut alice = CliClient::spawn(&server, "alice", &server.token("alice"), &["--stay"]);
+    assert_eq!(alice.line().await["state"], "CONNECTED");
+    let online = bob
+        .line_where(|line| line["event"] == "PeersOnlineStatusChanged")
+        .await;
+    assert_eq!(online["status"]["alice"], "ONLINE");
+
+    alice
+        .write(&[
+            r#"{"id":1,"op":"sendLocalInvitation","calleeId":"bob","content":"call?","channelId":"call"}"#,
+        ])
+        .await;
+    let sent = alice.line_where(|line| line["id"] == 1).await;
+    let invitation_id = sent["invitationId"]
+        .as_str()
+        .expect("invitationId")
+        .to_owned();
+    let received = bob
+        .line_where(|line| line["event"] == "RemoteInvitationReceived")
+        .await;
+    assert_eq!(
+        received,
+        json!({"event": "RemoteInvitationReceived", "invitationId": invitation_id,
+               "callerId": "alice", "content": "call?", "channelId": "call"})
+    );
+    alice
+        .line_where(|line| line["event"] == "LocalInvitationReceivedByPeer")
+        .await;
+    bob.write(&[&format!(
+        r#"{{"id":"b3","op":"acceptRemoteInvitation","invitationId":"{invitation_id}","response":"yes"}}"#
+    )])
+    .await;
+    let accepted = alice
+        .line_where(|line| line["event"] == "LocalInvitationAccepted")
+        .await;
+    assert_eq!(accepted["response"], "yes");
+    assert_eq!(accepted["calleeId"], "bob");
+    bob.line_where(|line| line["event"] == "RemoteInvitationAccepted")
+        .await;
+
+    alice
+        .write(&[
+            r#"{"id":2,"op":"setLocalUserAttributes","attributes":{"mood":"calm"}}"#,
+            r#"{"id":3,"op":"join","channelId":"room"}"#,
+            r#"{"id":4,"op":"setChannelAttributes","channelId":"room","attributes":{"topic":"cli"},"enableNotificationToChannelMembers":true}"#,
+            r#"{"id":5,"op":"sendMessage","channelId":"room","text":"kept","enableHistoricalMessaging":true}"#,
+            r#"{"id":6,"op":"getChannelAttributesByKeys","channelId":"room","keys":["topic"]}"#,
+            r#"{"id":7,"op":"queryHistory","channelId":"room","limit":10,"order":"desc"}"#,
+            r#"{"id":8,"op":"queryPeersOnlineStatus","peerIds":["bob","nobody"]}"#,
+            r#"{"id":9,"op":"countHistory","channelId":"room"}"#,
+        ])
+        .await;
+    let six = alice.line_where(|line| line["id"] == 6).await;
+    assert_eq!(six["attributes"]["topic"]["value"], "cli");
+    assert_eq!(six["attributes"]["topic"]["lastUpdateUserId"], "alice");
+    assert!(six["attributes"]["topic"]["lastUpdateTs"].as_i64().unwrap() > 0);
+    let seven = alice.line_where(|line| line["id"] == 7).await;
+    assert_eq!(seven["messages"][0]["text"], "kept");
+    assert_eq!(seven["messages"][0]["from"], "alice");
+    assert_eq!(seven["next"], Value::Null);
+    let eight = alice.line_where(|line| line["id"] == 8).await;
+    assert_eq!(eight["status"], json!({"bob": true, "nobody": false}));
+    assert_eq!(alice.line_where(|line| line["id"] == 9).await["count"], 1);
+
+    let updated = bob
+        .line_where(|line| line["event"] == "AttributesUpdated")
+        .await;
+    assert_eq!(updated["attributes"]["topic"]["value"], "cli");
+    bob.write(&[r#"{"id":"b4","op":"getUserAttributes","userId":"alice"}"#])
+        .await;
+    let attributes = bob.line_where(|line| line["id"] == "b4").await;
+    assert_eq!(attributes["attributes"], json!({"mood": "calm"}));
+}
