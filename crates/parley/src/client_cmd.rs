@@ -147,9 +147,12 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
 #[derive(Clone, Default)]
 struct Requests {
     // A std lock: held for an insert or a remove, never across an await.
-    waiting: Arc<Mutex<(u64, HashMap<u64, (Value, String)>)>>,
+    waiting: Arc<Mutex<Waiting>>,
     printed: Arc<tokio::sync::Notify>,
 }
+
+/// The last tag given out, and the requests still waiting for their reply.
+type Waiting = (u64, HashMap<u64, (Value, String)>);
 
 impl Requests {
     fn start(&self, id: Value, op: String) -> u64 {
