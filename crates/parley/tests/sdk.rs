@@ -244,3 +244,58 @@ async fn when_a_node_stops_the_client_moves_to_another() {
     bob.join("room").await.unwrap();
     assert_eq!(bob.get_members("room").await.unwrap(), ["alice", "bob"]);
 }
+
+#[tokio::test]
+async fn messages_sent_while_disconnected_are_recovered_once() {
+    let server = TestServer::builder()
+        .owner(|owner| owner.member_grace = Duration::from_secs(5))
+        .start()
+        .await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = parley_client::ClientConfig::new(proxy.ws_url(), server.app_id(), "alice")
+        .token(server.token("alice"));
+    let (alice, mut alice_events) = Client::login(config).await.unwrap();
+    let (bob, _bob_events) = Client::login(server.client_config("bob")).await.unwrap();
+    alice.join("room").await.unwrap();
+    bob.join("room").await.unwrap();
+    bob.send_message("room", Message::text("one"))
+        .await
+        .unwrap();
+    next_matching(&mut alice_events, |event| {
+        matches!(event, Event::ChannelMessage(_))
+    })
+    .await;
+
+    proxy.cut_all();
+    for body in ["two", "three"] {
+        bob.send_message("room", Message::text(body)).await.unwrap();
+    }
+    // Everything up to ChannelRecovered: the missed messages, each once, in order.
+    let mut missed = Vec::new();
+    let recovered = loop {
+        match tokio::time::timeout(PROMPTLY, alice_events.recv()).await {
+            Ok(Some(Event::ChannelMessage(message))) => missed.push(message.message.unwrap()),
+            Ok(Some(Event::ChannelRecovered(recovered))) => break recovered,
+            Ok(Some(_)) => {}
+            other => panic!("no ChannelRecovered: {other:?}"),
+        }
+    };
+    assert!(recovered.complete);
+    assert_eq!(missed, [Message::text("two").0, Message::text("three").0]);
+    bob.send_message("room", Message::text("four"))
+        .await
+        .unwrap();
+    let mut texts = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(300), alice_events.recv()).await
+    {
+        if let Event::ChannelMessage(message) = event {
+            texts.push(message.message.unwrap());
+        }
+    }
+    assert_eq!(
+        texts,
+        [Message::text("four").0],
+        "after recovery, only new messages"
+    );
+}
