@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: nothing here ships in the `parley` binary.
 
+pub mod ops;
 mod proxy;
 mod raw;
 mod server;

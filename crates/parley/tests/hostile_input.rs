@@ -13,21 +13,10 @@ use parley_proto::v1::event::Kind as EventKind;
 use parley_proto::v1::request::Op;
 use parley_testkit::RawClient;
 use parley_testkit::TestServer;
+use parley_testkit::ops::error_code;
+use parley_testkit::ops::join;
+use parley_testkit::ops::text;
 use tokio_tungstenite::tungstenite::Message;
-
-fn text(text: &str) -> Option<v1::MessageBody> {
-    Some(v1::MessageBody {
-        content: Some(v1::message_body::Content::Text(text.into())),
-        description: String::new(),
-    })
-}
-
-fn join(channel: &str) -> Op {
-    Op::Join(v1::JoinRequest {
-        channel_id: channel.into(),
-        resume_after_seq: None,
-    })
-}
 
 fn to_channel(channel: &str, body: Option<v1::MessageBody>) -> Op {
     Op::SendMessage(v1::SendMessageRequest {
@@ -35,10 +24,6 @@ fn to_channel(channel: &str, body: Option<v1::MessageBody>) -> Op {
         message: body,
         ..Default::default()
     })
-}
-
-fn error_code(reply: &v1::Reply) -> Option<ErrorCode> {
-    reply.error.as_ref().map(|error| error.code())
 }
 
 async fn still_alive(client: &mut RawClient) {

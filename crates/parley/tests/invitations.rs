@@ -13,6 +13,7 @@ use parley_proto::v1::event::Kind as EventKind;
 use parley_proto::v1::request::Op;
 use parley_testkit::RawClient;
 use parley_testkit::TestServer;
+use parley_testkit::ops::error_code;
 
 async fn server() -> TestServer {
     TestServer::builder()
@@ -41,10 +42,6 @@ async fn send_invitation(caller: &mut RawClient, callee: &str) -> u64 {
         Some(v1::reply::Result::SendLocalInvitation(sent)) => sent.invitation_id,
         _ => panic!("sendLocalInvitation failed: {:?}", reply.error),
     }
-}
-
-fn error_code(reply: &v1::Reply) -> Option<ErrorCode> {
-    reply.error.as_ref().map(|error| error.code())
 }
 
 async fn received(callee: &mut RawClient) -> v1::RemoteInvitationReceived {

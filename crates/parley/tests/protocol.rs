@@ -10,53 +10,15 @@ use parley_proto::v1::reply::Result as ReplyResult;
 use parley_proto::v1::request::Op;
 use parley_testkit::RawClient;
 use parley_testkit::TestServer;
+use parley_testkit::ops::error_code;
+use parley_testkit::ops::join;
+use parley_testkit::ops::leave;
+use parley_testkit::ops::ok;
+use parley_testkit::ops::text;
+use parley_testkit::ops::to_channel;
+use parley_testkit::ops::to_peer;
 
 const CODECS: [Codec; 2] = [Codec::Json, Codec::Proto];
-
-fn text(text: &str) -> Option<v1::MessageBody> {
-    Some(v1::MessageBody {
-        content: Some(v1::message_body::Content::Text(text.into())),
-        description: String::new(),
-    })
-}
-
-fn join(channel: &str) -> Op {
-    Op::Join(v1::JoinRequest {
-        channel_id: channel.into(),
-        resume_after_seq: None,
-    })
-}
-
-fn leave(channel: &str) -> Op {
-    Op::Leave(v1::LeaveRequest {
-        channel_id: channel.into(),
-    })
-}
-
-fn to_peer(peer: &str, body: &str) -> Op {
-    Op::SendMessageToPeer(v1::SendMessageToPeerRequest {
-        peer_id: peer.into(),
-        message: text(body),
-        ..Default::default()
-    })
-}
-
-fn to_channel(channel: &str, body: &str) -> Op {
-    Op::SendMessage(v1::SendMessageRequest {
-        channel_id: channel.into(),
-        message: text(body),
-        ..Default::default()
-    })
-}
-
-fn error_code(reply: &v1::Reply) -> Option<ErrorCode> {
-    reply.error.as_ref().map(|error| error.code())
-}
-
-fn ok(reply: v1::Reply) -> ReplyResult {
-    assert!(reply.error.is_none(), "request failed: {reply:?}");
-    reply.result.expect("a successful reply carries a result")
-}
 
 #[tokio::test]
 async fn peer_and_channel_messaging_in_both_framings() {

@@ -11,24 +11,8 @@ use parley_proto::v1::event::Kind as EventKind;
 use parley_proto::v1::request::Op;
 use parley_testkit::RawClient;
 use parley_testkit::TestServer;
-
-fn to_peer(peer: &str, body: &str) -> Op {
-    Op::SendMessageToPeer(v1::SendMessageToPeerRequest {
-        peer_id: peer.into(),
-        message: Some(v1::MessageBody {
-            content: Some(v1::message_body::Content::Text(body.into())),
-            description: String::new(),
-        }),
-        ..Default::default()
-    })
-}
-
-fn join(channel: &str) -> Op {
-    Op::Join(v1::JoinRequest {
-        channel_id: channel.into(),
-        resume_after_seq: None,
-    })
-}
+use parley_testkit::ops::join;
+use parley_testkit::ops::to_peer;
 
 fn aborted(reason: Reason) -> EventKind {
     state_changed(State::Aborted, reason)

@@ -13,42 +13,17 @@ use parley_proto::v1::reply::Result as ReplyResult;
 use parley_proto::v1::request::Op;
 use parley_testkit::RawClient;
 use parley_testkit::TestServer;
-
-fn text(text: &str) -> Option<v1::MessageBody> {
-    Some(v1::MessageBody {
-        content: Some(v1::message_body::Content::Text(text.into())),
-        description: String::new(),
-    })
-}
-
-fn join(channel: &str) -> Op {
-    Op::Join(v1::JoinRequest {
-        channel_id: channel.into(),
-        resume_after_seq: None,
-    })
-}
-
-fn error_code(reply: &v1::Reply) -> Option<ErrorCode> {
-    reply.error.as_ref().map(|error| error.code())
-}
-
-fn ok(reply: v1::Reply) -> ReplyResult {
-    assert!(reply.error.is_none(), "request failed: {:?}", reply.error);
-    reply.result.expect("a successful reply carries a result")
-}
+use parley_testkit::ops::error_code;
+use parley_testkit::ops::join;
+use parley_testkit::ops::ok;
+use parley_testkit::ops::text;
+use parley_testkit::ops::text_of;
 
 fn pairs(items: &[(&str, &str)]) -> HashMap<String, String> {
     items
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect()
-}
-
-fn message_text(message: &Option<v1::MessageBody>) -> String {
-    match message.as_ref().and_then(|body| body.content.as_ref()) {
-        Some(v1::message_body::Content::Text(text)) => text.clone(),
-        _ => String::new(),
-    }
 }
 
 // ---- user attributes -------------------------------------------------------------------------
@@ -464,7 +439,7 @@ async fn offline_messages_wait_in_order_within_their_limits() {
         };
         assert!(message.is_offline_message);
         assert_eq!(message.peer_id, "alice");
-        got.push(message_text(&message.message));
+        got.push(text_of(&message.message));
         bob.receipt(message.message_id).await;
     }
     assert_eq!(got, ["m3", "m4", "m5"]);
@@ -537,7 +512,7 @@ async fn history_pages_counts_and_refuses_bad_queries() {
     let texts = |page: &v1::QueryHistoryResult| {
         page.messages
             .iter()
-            .map(|message| message_text(&message.message))
+            .map(|message| text_of(&message.message))
             .collect::<Vec<_>>()
     };
     assert_eq!(texts(&first), ["c1", "c2"]);
@@ -659,7 +634,7 @@ async fn a_rejoin_replays_what_was_missed_then_says_so() {
         else {
             unreachable!()
         };
-        replayed.push((message.seq, message_text(&message.message)));
+        replayed.push((message.seq, text_of(&message.message)));
     }
     assert_eq!(
         replayed,
