@@ -638,8 +638,9 @@ impl Shard {
         };
         if send.enable_history {
             let conversation = Conversation::peers(send.from.uid.clone(), receiver.uid.clone());
+            let retention_ms = self.limits(&receiver.app).history_retention.as_millis() as i64;
             self.store
-                .append(&receiver.app, &conversation, stored.clone())
+                .append(&receiver.app, &conversation, stored.clone(), retention_ms)
                 .await
                 .map_err(storage_error)?;
         }
@@ -703,13 +704,19 @@ impl Shard {
                 .high_water(&key.app, &key.channel)
                 .await
                 .map_err(storage_error)?;
+            // Reserve the first block now, so sending needs the store only once per block.
+            let reserved_seq = high_water + SEQUENCE_BLOCK;
+            self.store
+                .set_high_water(&key.app, &key.channel, reserved_seq)
+                .await
+                .map_err(storage_error)?;
             // The channel has a member again: its attributes no longer expire.
             self.set_attribute_expiry(&key, 0).await?;
             self.channels.insert(
                 key.clone(),
                 ChannelEntry {
                     last_seq: high_water,
-                    reserved_seq: high_water,
+                    reserved_seq,
                     ..ChannelEntry::default()
                 },
             );
@@ -786,6 +793,7 @@ impl Shard {
     async fn send_channel(&mut self, send: ChannelSend) -> Result<ChannelSent, Error> {
         let store = self.store.clone();
         let recovery_window = self.config.recovery_window;
+        let retention_ms = self.limits(&send.channel.app).history_retention.as_millis() as i64;
         let entry = self
             .channels
             .get_mut(&send.channel)
@@ -812,7 +820,7 @@ impl Shard {
             };
             let conversation = Conversation::Channel(send.channel.channel.clone());
             store
-                .append(&send.channel.app, &conversation, stored)
+                .append(&send.channel.app, &conversation, stored, retention_ms)
                 .await
                 .map_err(storage_error)?;
         }

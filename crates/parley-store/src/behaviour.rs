@@ -50,12 +50,23 @@ fn texts(messages: &[HistoryMessage]) -> Vec<String> {
         .collect()
 }
 
+/// History retention long enough not to matter.
+const KEEP: i64 = 1_000_000_000;
+
 /// Runs every behaviour check against `store`, which must be empty.
 pub async fn all(store: &dyn Store) {
     inbox_keeps_order_and_limits(store).await;
     history_pages_in_both_orders_and_counts(store).await;
+    history_appends_drop_what_retention_excludes(store).await;
     channel_attributes_round_trip_and_expire(store).await;
     sequence_high_water_marks_persist(store).await;
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
 }
 
 pub async fn inbox_keeps_order_and_limits(store: &dyn Store) {
@@ -103,12 +114,17 @@ pub async fn history_pages_in_both_orders_and_counts(store: &dyn Store) {
     assert_eq!(pair, Conversation::peers(uid("alice"), uid("bob")));
     for n in 1..=7u64 {
         store
-            .append(&app(), &room, message(n, n as i64 * 100, &format!("c{n}")))
+            .append(
+                &app(),
+                &room,
+                message(n, n as i64 * 100, &format!("c{n}")),
+                KEEP,
+            )
             .await
             .unwrap();
     }
     store
-        .append(&app(), &pair, message(100, 150, "p1"))
+        .append(&app(), &pair, message(100, 150, "p1"), KEEP)
         .await
         .unwrap();
 
@@ -159,14 +175,54 @@ pub async fn history_pages_in_both_orders_and_counts(store: &dyn Store) {
     assert_eq!(store.count(&app(), &room, 200, 700).await.unwrap(), 5);
     assert_eq!(store.count(&app(), &room, 0, 0).await.unwrap(), 7);
     assert_eq!(store.count(&app(), &pair, 0, 0).await.unwrap(), 1);
+}
 
-    assert_eq!(
-        store.purge(&app(), 350).await.unwrap(),
-        4,
-        "c1, c2, c3 and p1"
-    );
-    assert_eq!(store.count(&app(), &room, 0, 0).await.unwrap(), 4);
-    assert_eq!(store.count(&app(), &pair, 0, 0).await.unwrap(), 0);
+pub async fn history_appends_drop_what_retention_excludes(store: &dyn Store) {
+    let talk = Conversation::Channel(channel("retained"));
+    for n in 1..=3u64 {
+        store
+            .append(
+                &app(),
+                &talk,
+                message(n, n as i64 * 100, &format!("r{n}")),
+                KEEP,
+            )
+            .await
+            .unwrap();
+    }
+    // A message at t=1_000 with a retention of 750 ms: what came before t=250 goes.
+    store
+        .append(&app(), &talk, message(4, 1_000, "r4"), 750)
+        .await
+        .unwrap();
+    let query = HistoryQuery {
+        start_ms: 0,
+        end_ms: 0,
+        limit: 10,
+        order: Order::Ascending,
+        after: None,
+    };
+    let kept = store.query(&app(), &talk, query).await.unwrap();
+    assert_eq!(texts(&kept), ["r3", "r4"]);
+}
+
+/// For stores whose retention needs a sweep (the embedded one): old history goes on `purge`.
+pub async fn purge_drops_old_history(store: &dyn Store) {
+    let old = Conversation::Channel(channel("purged"));
+    for n in 1..=3u64 {
+        store
+            .append(
+                &app(),
+                &old,
+                message(n, n as i64 * 100, &format!("o{n}")),
+                KEEP,
+            )
+            .await
+            .unwrap();
+    }
+    // The purge covers the whole app, so earlier checks' old entries may go too.
+    assert!(store.purge(&app(), 250).await.unwrap() >= 2);
+    assert_eq!(store.count(&app(), &old, 0, 0).await.unwrap(), 1);
 }
 
 pub async fn channel_attributes_round_trip_and_expire(store: &dyn Store) {
@@ -184,22 +240,27 @@ pub async fn channel_attributes_round_trip_and_expire(store: &dyn Store) {
         .put(&app(), &channel("a"), record("one", 0))
         .await
         .unwrap();
+    // Expiry is wall-clock time: a backend may enforce it by itself (Redis TTLs) or on `expire`.
+    let expires_at = wall_clock_ms() + 300;
     store
-        .put(&app(), &channel("b"), record("two", 1_000))
+        .put(&app(), &channel("b"), record("two", expires_at))
         .await
         .unwrap();
     assert_eq!(
         store.get(&app(), &channel("a")).await.unwrap(),
         Some(record("one", 0))
     );
-    assert_eq!(store.expire(999, None).await.unwrap(), 0);
-    assert_eq!(store.expire(1_000, None).await.unwrap(), 1);
+    assert_eq!(
+        store.get(&app(), &channel("b")).await.unwrap(),
+        Some(record("two", expires_at))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    store.expire(wall_clock_ms(), None).await.unwrap();
     assert_eq!(store.get(&app(), &channel("b")).await.unwrap(), None);
-    // At start-up, records without expiry get one.
-    assert_eq!(store.expire(1_000, Some(5_000)).await.unwrap(), 0);
     assert_eq!(
         store.get(&app(), &channel("a")).await.unwrap(),
-        Some(record("one", 5_000))
+        Some(record("one", 0)),
+        "a record without expiry stays"
     );
     // An empty set deletes the record.
     store
@@ -227,7 +288,38 @@ pub async fn sequence_high_water_marks_persist(store: &dyn Store) {
 
 #[cfg(test)]
 mod tests {
+    use crate::ChannelAttribute;
+    use crate::ChannelAttributeStore;
     use crate::EmbeddedStore;
+    use crate::StoredChannelAttributes;
+
+    /// At start-up the embedded store gives records left without expiry by a crash one.
+    #[tokio::test]
+    async fn embedded_store_adopts_orphaned_attributes() {
+        let dir = temp_dir("orphans");
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let record = StoredChannelAttributes {
+            attributes: vec![ChannelAttribute {
+                key: "k".into(),
+                value: "v".into(),
+                last_update_user_id: "u".into(),
+                last_update_ts: 1,
+            }],
+            expires_at_ms: 0,
+        };
+        let app = super::app();
+        store.put(&app, &super::channel("o"), record).await.unwrap();
+        assert_eq!(store.expire(1_000, Some(5_000)).await.unwrap(), 0);
+        let adopted = store
+            .get(&app, &super::channel("o"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(adopted.expires_at_ms, 5_000);
+        assert_eq!(store.expire(5_000, None).await.unwrap(), 1);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("parley-store-{name}-{}", std::process::id()));
@@ -240,6 +332,7 @@ mod tests {
         let dir = temp_dir("behaviour");
         let store = EmbeddedStore::open(&dir).unwrap();
         super::all(&store).await;
+        super::purge_drops_old_history(&store).await;
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -264,15 +264,21 @@ impl HistoryStore for EmbeddedStore {
         app: &AppId,
         conversation: &Conversation,
         message: HistoryMessage,
+        retention_ms: i64,
     ) -> StoreResult<()> {
-        let key = with_suffix(
-            &conversation_prefix(app, conversation),
-            message.server_received_ts,
-            message.message_id,
-        );
+        let prefix = conversation_prefix(app, conversation);
+        let key = with_suffix(&prefix, message.server_received_ts, message.message_id);
+        let cutoff = with_suffix(&prefix, message.server_received_ts - retention_ms, 0);
         self.write(move |txn| {
-            txn.open_table(HISTORY)?
-                .insert(key.as_slice(), message.encode_to_vec().as_slice())?;
+            let mut table = txn.open_table(HISTORY)?;
+            table.insert(key.as_slice(), message.encode_to_vec().as_slice())?;
+            let mut old = Vec::new();
+            for entry in table.range(prefix.as_slice()..cutoff.as_slice())? {
+                old.push(entry?.0.value().to_vec());
+            }
+            for key in &old {
+                table.remove(key.as_slice())?;
+            }
             Ok(())
         })
         .await

@@ -1,6 +1,6 @@
 //! What must survive a node: offline inboxes, message history, channel attributes and channel
 //! sequence high-water marks. One trait per concern; [`EmbeddedStore`] implements them all on a
-//! local redb file (the default of `parley dev`), and the Redis backend implements the same traits.
+//! local redb file (the default of `parley dev`), [`RedisStore`] on Redis or Redis Cluster.
 //! [`behaviour`] is the one test suite every implementation must pass.
 //!
 //! Architecture invariant: this crate knows nothing of the network or of sessions; it stores and
@@ -9,6 +9,7 @@
 pub mod behaviour;
 mod embedded;
 mod keys;
+mod redis_store;
 
 use async_trait::async_trait;
 use parley_core::ids::AppId;
@@ -18,6 +19,7 @@ pub use parley_proto::v1::ChannelAttribute;
 pub use parley_proto::v1::HistoryMessage;
 
 pub use embedded::EmbeddedStore;
+pub use redis_store::RedisStore;
 
 #[derive(Debug, thiserror::Error)]
 #[error("storage failed: {0}")]
@@ -97,11 +99,14 @@ pub struct HistoryQuery {
 
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
+    /// Stores `message`, and drops the conversation's messages older than `retention_ms` before
+    /// it.
     async fn append(
         &self,
         app: &AppId,
         conversation: &Conversation,
         message: HistoryMessage,
+        retention_ms: i64,
     ) -> StoreResult<()>;
     async fn query(
         &self,
@@ -116,7 +121,9 @@ pub trait HistoryStore: Send + Sync + 'static {
         start_ms: i64,
         end_ms: i64,
     ) -> StoreResult<u64>;
-    /// Drops every message of `app` received before `cutoff_ms`. Returns how many.
+    /// Drops every message of `app` received before `cutoff_ms` (for conversations that no
+    /// append has trimmed lately). Returns how many. Backends that expire keys by themselves do
+    /// nothing here.
     async fn purge(&self, app: &AppId, cutoff_ms: i64) -> StoreResult<u64>;
 }
 

@@ -1,15 +1,22 @@
 //! Test support: real Parley nodes on 127.0.0.1:0 ([`TestServer`]), a raw protocol client that
-//! speaks either framing ([`RawClient`]), and a TCP proxy that can cut connections ([`Proxy`]).
+//! speaks either framing ([`RawClient`]), a TCP proxy that can cut connections ([`Proxy`]), and
+//! real Redis servers and clusters ([`RedisServer`], [`RedisCluster`]).
+//!
+//! `PARLEY_TEST_STORE=redis` makes every [`TestServer`] keep its state in a Redis server of its
+//! own instead of the embedded store; `scripts/test` runs the end-to-end suites both ways.
 //!
 //! Architecture invariant: nothing here ships in the `parley` binary.
 
 pub mod ops;
 mod proxy;
 mod raw;
+mod redis;
 mod server;
 
 pub use proxy::Proxy;
 pub use raw::RawClient;
+pub use redis::RedisCluster;
+pub use redis::RedisServer;
 pub use server::TestServer;
 pub use server::TestServerBuilder;
 pub use server::fresh_temp_dir;

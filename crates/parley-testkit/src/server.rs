@@ -18,11 +18,14 @@ use parley_owner::OwnerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::RedisServer;
+
 pub const APP_ID: &str = "0123456789abcdef0123456789ABCDEF";
 pub const CERTIFICATE: &str = "fedcba9876543210fedcba9876543210";
 
 pub struct TestServerBuilder {
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     certificate: Option<String>,
     multi_login: MultiLogin,
     limits: Limits,
@@ -40,6 +43,12 @@ impl TestServerBuilder {
     /// Keeps state in `dir` (left in place) instead of a temporary directory.
     pub fn data_dir(mut self, dir: PathBuf) -> Self {
         self.data_dir = Some(dir);
+        self
+    }
+
+    /// Keeps state in this store (`redis://…`, `redis-cluster://…`) whatever the environment says.
+    pub fn store(mut self, url: String) -> Self {
+        self.store = Some(url);
         self
     }
 
@@ -75,14 +84,20 @@ impl TestServerBuilder {
             Some(dir) => DataDir::Kept(dir),
             None => DataDir::Temporary(fresh_temp_dir()),
         };
-        let node = parley::dev::node(
-            AppDirectory::new([app]),
-            self.owner,
-            self.edge,
-            data_dir.path(),
-        )
-        .await
-        .expect("start a node");
+        let redis = (self.store.is_none()
+            && std::env::var("PARLEY_TEST_STORE").as_deref() == Ok("redis"))
+        .then(RedisServer::start);
+        let store_url = match (&self.store, &redis) {
+            (Some(url), _) => url.clone(),
+            (None, Some(redis)) => redis.url(),
+            (None, None) => "embedded".to_owned(),
+        };
+        let store = parley::dev::open_store(&store_url, data_dir.path())
+            .await
+            .expect("open the store");
+        let node = parley::dev::node(AppDirectory::new([app]), self.owner, self.edge, store)
+            .await
+            .expect("start a node");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -97,6 +112,7 @@ impl TestServerBuilder {
             shutdown_tx,
             serving,
             _data_dir: data_dir,
+            _redis: redis,
         }
     }
 }
@@ -105,6 +121,8 @@ impl TestServerBuilder {
 pub struct TestServer {
     pub addr: SocketAddr,
     _data_dir: DataDir,
+    /// The Redis server holding this node's state, with `PARLEY_TEST_STORE=redis`.
+    _redis: Option<RedisServer>,
     certificate: Option<String>,
     shutdown_tx: oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -115,6 +133,7 @@ impl TestServer {
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder {
             data_dir: None,
+            store: None,
             certificate: Some(CERTIFICATE.to_owned()),
             multi_login: MultiLogin::Replace,
             limits: Limits::default(),

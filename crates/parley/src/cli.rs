@@ -31,9 +31,14 @@ pub struct DevOptions {
     /// Address for HTTP and WebSocket clients.
     #[arg(long, env = "PARLEY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// Where state is kept between runs (the development app, and later inboxes and history).
+    /// Where state is kept between runs: the development app, and with the embedded store the
+    /// offline inboxes, history and channel attributes.
     #[arg(long, env = "PARLEY_DATA_DIR", default_value = ".parley")]
     pub data_dir: PathBuf,
+    /// Where durable state lives: `embedded` (in the data dir), `redis://HOST:PORT`, or
+    /// `redis-cluster://HOST:PORT,HOST:PORT,…`.
+    #[arg(long, env = "PARLEY_STORE", default_value = "embedded")]
+    pub store: String,
     /// App ID to serve; without it a development app is created (and kept in the data dir).
     #[arg(long, env = "PARLEY_APP_ID")]
     pub app_id: Option<String>,

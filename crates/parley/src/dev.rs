@@ -18,6 +18,8 @@ use parley_owner::Owner;
 use parley_owner::OwnerConfig;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::EmbeddedStore;
+use parley_store::RedisStore;
+use parley_store::Store;
 use tokio::net::TcpListener;
 
 use crate::cli::DevOptions;
@@ -29,17 +31,34 @@ pub struct Node {
     pub router: Router,
 }
 
-/// Wires an owner and an edge together in one process, with state kept in `data_dir`.
+/// Opens the store `--store` names: `embedded` (a file in `data_dir`), `redis://HOST:PORT` or
+/// `redis-cluster://HOST:PORT,HOST:PORT,…`.
+pub async fn open_store(store: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    if store == "embedded" {
+        let store = EmbeddedStore::open(data_dir)
+            .with_context(|| format!("open the store in {}", data_dir.display()))?;
+        Ok(Arc::new(store))
+    } else if store.starts_with("redis://") || store.starts_with("redis-cluster://") {
+        let redis = RedisStore::connect(store)
+            .await
+            .with_context(|| format!("connect to {store}"))?;
+        Ok(Arc::new(redis))
+    } else {
+        anyhow::bail!(
+            "--store must be embedded, redis://HOST:PORT or redis-cluster://HOST:PORT,…, not {store:?}"
+        )
+    }
+}
+
+/// Wires an owner and an edge together in one process.
 pub async fn node(
     apps: AppDirectory,
     owner_config: OwnerConfig,
     edge_config: EdgeConfig,
-    data_dir: &Path,
+    store: Arc<dyn Store>,
 ) -> anyhow::Result<Node> {
     let apps = Arc::new(apps);
-    let store = EmbeddedStore::open(data_dir)
-        .with_context(|| format!("open the store in {}", data_dir.display()))?;
-    let owner = Owner::start(owner_config, apps.clone(), Arc::new(store))
+    let owner = Owner::start(owner_config, apps.clone(), store)
         .await
         .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
     let edge = Edge::new(edge_config, apps, owner.clone());
@@ -103,13 +122,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
     }
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
-    let node = node(
-        AppDirectory::new([app]),
-        owner_config,
-        edge_config,
-        &options.data_dir,
-    )
-    .await?;
+    let store = open_store(&options.store, &options.data_dir).await?;
+    let node = node(AppDirectory::new([app]), owner_config, edge_config, store).await?;
     serve(node, listener, shutdown_signal()).await?;
     tracing::info!("parley dev stopped");
     Ok(ExitCode::SUCCESS)

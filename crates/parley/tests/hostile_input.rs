@@ -282,7 +282,15 @@ async fn an_oversized_frame_closes_with_protocol_error() {
 
 #[tokio::test]
 async fn joins_and_queries_are_rate_limited_too() {
-    let server = TestServer::start().await;
+    // Bursts as in production; refills slowed so the edge does not depend on how fast the joins
+    // run (each join of a new channel reads and writes the store).
+    let server = TestServer::builder()
+        .limits(|limits| {
+            limits.join_rate = Rate::new(50, 0.01);
+            limits.query_rate = Rate::new(10, 0.01);
+        })
+        .start()
+        .await;
     let mut alice = RawClient::login(&server, "alice", Codec::Json).await;
     // Joins and leaves share a budget of 50 per 3 s.
     let mut codes = Vec::new();

@@ -1,0 +1,393 @@
+//! [`RedisStore`]: every storage trait on Redis, a single server or a Redis Cluster.
+//!
+//! - Keys of one user, channel or conversation share a hash tag, so they live in one slot.
+//! - Inboxes and histories are sorted sets ordered by member bytes: big-endian timestamp, message
+//!   id, then the protobuf record — so time ranges and paging are lexicographic ranges, and
+//!   writes that must be atomic (insert, trim by age and count, refresh the TTL) are one script.
+//! - Retention is Redis's own doing: each write trims what is too old and sets the key's TTL, so
+//!   nothing ever scans for old data.
+//! - Connections are multiplexed and reconnect by themselves; every call is bounded by
+//!   [`OPERATION_TIMEOUT`], so an unreachable Redis turns into prompt errors, not hung clients.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parley_core::ids::AppId;
+use parley_core::ids::ChannelId;
+use parley_core::ids::UserId;
+use prost::Message;
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+
+use crate::ChannelAttributeStore;
+use crate::Conversation;
+use crate::HistoryMessage;
+use crate::HistoryQuery;
+use crate::HistoryStore;
+use crate::InboxLimits;
+use crate::InboxStore;
+use crate::Order;
+use crate::SequenceStore;
+use crate::StoreError;
+use crate::StoreResult;
+use crate::StoredChannelAttributes;
+
+/// The longest any one Redis call may take before it counts as failed.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Adds a member, drops members older than the cutoff and beyond the count, refreshes the TTL.
+/// KEYS[1] the sorted set; ARGV: member, exclusive lex cutoff, max count (0 = no limit), ttl ms.
+const APPEND_AND_TRIM: &str = r"
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[2])
+local max = tonumber(ARGV[3])
+if max > 0 then
+  local excess = redis.call('ZCARD', KEYS[1]) - max
+  if excess > 0 then
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 0
+";
+
+/// Raises a high-water mark, never lowers it. KEYS[1] the mark; ARGV[1] the new value.
+const RAISE: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+}
+
+fn failed(error: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("redis: {error}"))
+}
+
+impl RedisStore {
+    /// Connects to `redis://HOST:PORT` (one server) or `redis-cluster://H1:P1,H2:P2,…` (a
+    /// cluster, given any of its nodes).
+    pub async fn connect(url: &str) -> StoreResult<RedisStore> {
+        let connection = if let Some(nodes) = url.strip_prefix("redis-cluster://") {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .map(|node| format!("redis://{}", node.trim()))
+                .collect();
+            let client = redis::cluster::ClusterClient::new(nodes).map_err(failed)?;
+            let connection = tokio::time::timeout(OPERATION_TIMEOUT, client.get_async_connection())
+                .await
+                .map_err(|_| failed("timed out connecting to the cluster"))?
+                .map_err(failed)?;
+            Connection::Cluster(connection)
+        } else {
+            let client = redis::Client::open(url).map_err(failed)?;
+            let manager = tokio::time::timeout(OPERATION_TIMEOUT, ConnectionManager::new(client))
+                .await
+                .map_err(|_| failed("timed out connecting"))?
+                .map_err(failed)?;
+            Connection::Single(manager)
+        };
+        Ok(RedisStore { connection })
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> StoreResult<T> {
+        let call = async {
+            match self.connection.clone() {
+                Connection::Single(mut connection) => command.query_async(&mut connection).await,
+                Connection::Cluster(mut connection) => command.query_async(&mut connection).await,
+            }
+        };
+        tokio::time::timeout(OPERATION_TIMEOUT, call)
+            .await
+            .map_err(|_| failed("timed out"))?
+            .map_err(failed)
+    }
+
+    async fn script(&self, source: &str, key: &str, args: &[&[u8]]) -> StoreResult<()> {
+        let script = redis::Script::new(source);
+        let mut invocation = script.key(key);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let call = async {
+            match self.connection.clone() {
+                Connection::Single(mut connection) => {
+                    invocation.invoke_async::<()>(&mut connection).await
+                }
+                Connection::Cluster(mut connection) => {
+                    invocation.invoke_async::<()>(&mut connection).await
+                }
+            }
+        };
+        tokio::time::timeout(OPERATION_TIMEOUT, call)
+            .await
+            .map_err(|_| failed("timed out"))?
+            .map_err(failed)
+    }
+}
+
+fn inbox_key(app: &AppId, uid: &UserId) -> String {
+    format!("parley:{{{app}:u:{uid}}}:inbox")
+}
+
+fn history_key(app: &AppId, conversation: &Conversation) -> String {
+    match conversation {
+        Conversation::Peer(a, b) => format!("parley:{{{app}:p:{a}:{b}}}:history"),
+        Conversation::Channel(channel) => format!("parley:{{{app}:c:{channel}}}:history"),
+    }
+}
+
+fn channel_key(app: &AppId, channel: &ChannelId, what: &str) -> String {
+    format!("parley:{{{app}:c:{channel}}}:{what}")
+}
+
+/// The sort prefix of a member: big-endian timestamp and message id.
+fn prefix(ts: i64, id: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&(ts.max(0) as u64).to_be_bytes());
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes
+}
+
+fn member(message: &HistoryMessage) -> Vec<u8> {
+    let mut bytes = prefix(message.server_received_ts, message.message_id);
+    message.encode(&mut bytes).expect("a Vec grows as needed");
+    bytes
+}
+
+fn from_member(bytes: &[u8]) -> StoreResult<HistoryMessage> {
+    let record = bytes
+        .get(16..)
+        .ok_or_else(|| failed("short sorted-set member"))?;
+    HistoryMessage::decode(record).map_err(failed)
+}
+
+/// A lex range bound: `[` inclusive or `(` exclusive, then the bytes.
+fn bound(inclusive: bool, bytes: &[u8]) -> Vec<u8> {
+    let mut bound = vec![if inclusive { b'[' } else { b'(' }];
+    bound.extend_from_slice(bytes);
+    bound
+}
+
+#[async_trait]
+impl InboxStore for RedisStore {
+    async fn push(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        message: HistoryMessage,
+        limits: InboxLimits,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let cutoff = bound(false, &prefix(now_ms - limits.max_age_ms, 0));
+        self.script(
+            APPEND_AND_TRIM,
+            &inbox_key(app, uid),
+            &[
+                &member(&message),
+                &cutoff,
+                limits.max_count.to_string().as_bytes(),
+                limits.max_age_ms.max(1).to_string().as_bytes(),
+            ],
+        )
+        .await
+    }
+
+    async fn list(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        max_age_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<HistoryMessage>> {
+        let members: Vec<Vec<u8>> = self
+            .query(
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(inbox_key(app, uid))
+                    .arg(bound(true, &prefix(now_ms - max_age_ms, 0)))
+                    .arg("+"),
+            )
+            .await?;
+        members.iter().map(|member| from_member(member)).collect()
+    }
+
+    async fn remove(&self, app: &AppId, uid: &UserId, message: &HistoryMessage) -> StoreResult<()> {
+        self.query::<()>(
+            redis::cmd("ZREM")
+                .arg(inbox_key(app, uid))
+                .arg(member(message)),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl HistoryStore for RedisStore {
+    async fn append(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        message: HistoryMessage,
+        retention_ms: i64,
+    ) -> StoreResult<()> {
+        let cutoff = bound(false, &prefix(message.server_received_ts - retention_ms, 0));
+        self.script(
+            APPEND_AND_TRIM,
+            &history_key(app, conversation),
+            &[
+                &member(&message),
+                &cutoff,
+                b"0",
+                retention_ms.max(1).to_string().as_bytes(),
+            ],
+        )
+        .await
+    }
+
+    async fn query(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        query: HistoryQuery,
+    ) -> StoreResult<Vec<HistoryMessage>> {
+        let mut low = bound(true, &prefix(query.start_ms, 0));
+        let mut high = if query.end_ms > 0 {
+            bound(false, &prefix(query.end_ms, 0))
+        } else {
+            b"+".to_vec()
+        };
+        match (query.order, query.after) {
+            (Order::Ascending, Some((ts, id))) => {
+                let after = prefix(ts, id.saturating_add(1));
+                if after > prefix(query.start_ms, 0) {
+                    low = bound(true, &after);
+                }
+            }
+            (Order::Descending, Some((ts, id))) => {
+                let before = prefix(ts, id);
+                if query.end_ms <= 0 || before < prefix(query.end_ms, 0) {
+                    high = bound(false, &before);
+                }
+            }
+            (_, None) => {}
+        }
+        let key = history_key(app, conversation);
+        let mut command = match query.order {
+            Order::Ascending => {
+                let mut command = redis::cmd("ZRANGEBYLEX");
+                command.arg(&key).arg(low).arg(high);
+                command
+            }
+            Order::Descending => {
+                let mut command = redis::cmd("ZREVRANGEBYLEX");
+                command.arg(&key).arg(high).arg(low);
+                command
+            }
+        };
+        command.arg("LIMIT").arg(0).arg(query.limit);
+        let members: Vec<Vec<u8>> = self.query(&command).await?;
+        members.iter().map(|member| from_member(member)).collect()
+    }
+
+    async fn count(
+        &self,
+        app: &AppId,
+        conversation: &Conversation,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> StoreResult<u64> {
+        let high = if end_ms > 0 {
+            bound(false, &prefix(end_ms, 0))
+        } else {
+            b"+".to_vec()
+        };
+        self.query(
+            redis::cmd("ZLEXCOUNT")
+                .arg(history_key(app, conversation))
+                .arg(bound(true, &prefix(start_ms, 0)))
+                .arg(high),
+        )
+        .await
+    }
+
+    /// Nothing to do: every append trims its conversation and sets its TTL.
+    async fn purge(&self, _app: &AppId, _cutoff_ms: i64) -> StoreResult<u64> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl ChannelAttributeStore for RedisStore {
+    async fn get(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+    ) -> StoreResult<Option<StoredChannelAttributes>> {
+        let bytes: Option<Vec<u8>> = self
+            .query(redis::cmd("GET").arg(channel_key(app, channel, "attributes")))
+            .await?;
+        bytes
+            .map(|bytes| StoredChannelAttributes::decode(bytes.as_slice()).map_err(failed))
+            .transpose()
+    }
+
+    async fn put(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        record: StoredChannelAttributes,
+    ) -> StoreResult<()> {
+        let key = channel_key(app, channel, "attributes");
+        if record.attributes.is_empty() {
+            return self.query::<()>(redis::cmd("DEL").arg(key)).await;
+        }
+        let mut command = redis::cmd("SET");
+        command.arg(&key).arg(record.encode_to_vec());
+        if record.expires_at_ms > 0 {
+            // Redis forgets the record at its expiry time by itself.
+            command.arg("PXAT").arg(record.expires_at_ms);
+        }
+        self.query::<()>(&command).await
+    }
+
+    /// Nothing to do: records carry their expiry as a Redis TTL. A record left without one by a
+    /// crashed owner gets it when its channel next empties.
+    async fn expire(&self, _now_ms: i64, _orphans_expire_at: Option<i64>) -> StoreResult<u64> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl SequenceStore for RedisStore {
+    async fn high_water(&self, app: &AppId, channel: &ChannelId) -> StoreResult<u64> {
+        let value: Option<u64> = self
+            .query(redis::cmd("GET").arg(channel_key(app, channel, "seq")))
+            .await?;
+        Ok(value.unwrap_or(0))
+    }
+
+    async fn set_high_water(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        high_water: u64,
+    ) -> StoreResult<()> {
+        self.script(
+            RAISE,
+            &channel_key(app, channel, "seq"),
+            &[high_water.to_string().as_bytes()],
+        )
+        .await
+    }
+}
