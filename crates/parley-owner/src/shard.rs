@@ -60,6 +60,8 @@ type Reply<T> = oneshot::Sender<T>;
 
 /// Sequence numbers reserved in the store at a time, so a restart never reuses one.
 const SEQUENCE_BLOCK: u64 = 1000;
+/// Compare-and-set attempts of one attribute write before it gives up.
+const CAS_ATTEMPTS: usize = 8;
 
 pub(crate) enum Command {
     OpenSession {
@@ -918,58 +920,70 @@ impl Shard {
         op: &AttributeOp,
         notify_members: bool,
     ) -> Result<(), Error> {
-        let record = self
-            .store
-            .get(&key.app, &key.channel)
-            .await
-            .map_err(storage_error)?
-            .unwrap_or_default();
-        let current: BTreeMap<String, v1::ChannelAttribute> = record
-            .attributes
-            .into_iter()
-            .map(|attribute| (attribute.key.clone(), attribute))
-            .collect();
-        let now_ms = unix_ms();
-        let next = op.apply(
-            &current,
-            MAX_CHANNEL_TOTAL_BYTES,
-            |attribute| attribute.value.as_str(),
-            |value| v1::ChannelAttribute {
-                key: String::new(),
-                value: value.to_owned(),
-                last_update_user_id: by.to_string(),
-                last_update_ts: now_ms,
-            },
-        )?;
-        let attributes: Vec<v1::ChannelAttribute> = next
-            .into_iter()
-            .map(|(key, mut attribute)| {
-                attribute.key = key;
-                attribute
-            })
-            .collect();
         let has_members = self.channels.contains_key(key);
         let ttl = self.limits(&key.app).channel_attributes_ttl;
-        let record = StoredChannelAttributes {
-            attributes: attributes.clone(),
-            expires_at_ms: if has_members {
-                0
-            } else {
-                now_ms + ttl.as_millis() as i64
-            },
-        };
-        self.store
-            .put(&key.app, &key.channel, record)
-            .await
-            .map_err(storage_error)?;
-        if notify_members && let Some(entry) = self.channels.get(key) {
-            let frame = SharedFrame::event(EventKind::AttributesUpdated(v1::AttributesUpdated {
-                channel_id: key.channel.to_string(),
-                attributes,
-            }));
-            self.fan_out(&entry.membership, None, frame);
+        // Read, apply, compare-and-set: another writer in between (another owner during a
+        // hand-over) makes the write start over, so the limits hold across writers.
+        for _ in 0..CAS_ATTEMPTS {
+            let current_record = self
+                .store
+                .get(&key.app, &key.channel)
+                .await
+                .map_err(storage_error)?;
+            let current: BTreeMap<String, v1::ChannelAttribute> = current_record
+                .iter()
+                .flat_map(|record| record.attributes.iter().cloned())
+                .map(|attribute| (attribute.key.clone(), attribute))
+                .collect();
+            let now_ms = unix_ms();
+            let next = op.apply(
+                &current,
+                MAX_CHANNEL_TOTAL_BYTES,
+                |attribute| attribute.value.as_str(),
+                |value| v1::ChannelAttribute {
+                    key: String::new(),
+                    value: value.to_owned(),
+                    last_update_user_id: by.to_string(),
+                    last_update_ts: now_ms,
+                },
+            )?;
+            let attributes: Vec<v1::ChannelAttribute> = next
+                .into_iter()
+                .map(|(key, mut attribute)| {
+                    attribute.key = key;
+                    attribute
+                })
+                .collect();
+            let record = StoredChannelAttributes {
+                attributes: attributes.clone(),
+                expires_at_ms: if has_members {
+                    0
+                } else {
+                    now_ms + ttl.as_millis() as i64
+                },
+            };
+            let swapped = self
+                .store
+                .replace(&key.app, &key.channel, current_record, record)
+                .await
+                .map_err(storage_error)?;
+            if !swapped {
+                continue;
+            }
+            if notify_members && let Some(entry) = self.channels.get(key) {
+                let frame =
+                    SharedFrame::event(EventKind::AttributesUpdated(v1::AttributesUpdated {
+                        channel_id: key.channel.to_string(),
+                        attributes,
+                    }));
+                self.fan_out(&entry.membership, None, frame);
+            }
+            return Ok(());
         }
-        Ok(())
+        Err(Error::new(
+            ErrorCode::Unavailable,
+            "the channel attributes kept changing, retry",
+        ))
     }
 
     /// Sets when a channel's stored attributes expire (0: never), if it has any.
@@ -978,21 +992,35 @@ impl Shard {
         key: &ChannelKey,
         expires_at_ms: i64,
     ) -> Result<(), Error> {
-        let record = self
-            .store
-            .get(&key.app, &key.channel)
-            .await
-            .map_err(storage_error)?;
-        if let Some(mut record) = record
-            && record.expires_at_ms != expires_at_ms
-        {
-            record.expires_at_ms = expires_at_ms;
-            self.store
-                .put(&key.app, &key.channel, record)
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self
+                .store
+                .get(&key.app, &key.channel)
                 .await
                 .map_err(storage_error)?;
+            let Some(record) = current.clone() else {
+                return Ok(());
+            };
+            if record.expires_at_ms == expires_at_ms {
+                return Ok(());
+            }
+            let updated = StoredChannelAttributes {
+                expires_at_ms,
+                ..record
+            };
+            if self
+                .store
+                .replace(&key.app, &key.channel, current, updated)
+                .await
+                .map_err(storage_error)?
+            {
+                return Ok(());
+            }
         }
-        Ok(())
+        Err(Error::new(
+            ErrorCode::Unavailable,
+            "the channel attributes kept changing, retry",
+        ))
     }
 
     // ---- invitations -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! The behaviour every [`Store`](crate::Store) implementation must show, written once and run
 //! against each backend (see the tests at the bottom, and the Redis backend's).
 
+use futures_util::future::join_all;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
 use parley_core::ids::UserId;
@@ -60,6 +61,7 @@ pub async fn all(store: &dyn Store) {
     history_appends_drop_what_retention_excludes(store).await;
     channel_attributes_round_trip_and_expire(store).await;
     sequence_high_water_marks_persist(store).await;
+    concurrent_writes_keep_their_invariants(store).await;
 }
 
 fn wall_clock_ms() -> i64 {
@@ -283,6 +285,85 @@ pub async fn sequence_high_water_marks_persist(store: &dyn Store) {
     assert_eq!(
         store.high_water(&app(), &channel("other")).await.unwrap(),
         0
+    );
+}
+
+/// Many writers at once: limits and orders hold, and compare-and-set lets exactly one through.
+pub async fn concurrent_writes_keep_their_invariants(store: &dyn Store) {
+    let limits = InboxLimits {
+        max_count: 50,
+        max_age_ms: 1_000_000,
+    };
+    let crowd = uid("crowd");
+    let pushes = (1..=200u64).map(|n| {
+        let crowd = crowd.clone();
+        async move {
+            store
+                .push(
+                    &app(),
+                    &crowd,
+                    message(n, n as i64, &format!("x{n}")),
+                    limits,
+                    200,
+                )
+                .await
+        }
+    });
+    for pushed in join_all(pushes).await {
+        pushed.unwrap();
+    }
+    let kept = store
+        .list(&app(), &crowd, limits.max_age_ms, 200)
+        .await
+        .unwrap();
+    let expected: Vec<String> = (151..=200).map(|n| format!("x{n}")).collect();
+    assert_eq!(texts(&kept), expected, "exactly the newest 50, in order");
+
+    let (the_app, race) = (app(), channel("race"));
+    let marks = (1..=100u64).map(|n| store.set_high_water(&the_app, &race, n * 7 % 1000));
+    for marked in join_all(marks).await {
+        marked.unwrap();
+    }
+    let highest = (1..=100u64).map(|n| n * 7 % 1000).max().unwrap();
+    assert_eq!(
+        store.high_water(&app(), &channel("race")).await.unwrap(),
+        highest
+    );
+
+    let record = |value: &str| StoredChannelAttributes {
+        attributes: vec![ChannelAttribute {
+            key: "k".into(),
+            value: value.into(),
+            last_update_user_id: "u".into(),
+            last_update_ts: 1,
+        }],
+        expires_at_ms: 0,
+    };
+    let cas = channel("cas");
+    let attempts =
+        (0..20).map(|n| store.replace(&the_app, &cas, None, record(&format!("writer {n}"))));
+    let winners = join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|swapped| *swapped.as_ref().unwrap())
+        .count();
+    assert_eq!(
+        winners, 1,
+        "only one writer replaces the same starting state"
+    );
+    let current = store.get(&app(), &channel("cas")).await.unwrap();
+    assert!(
+        !store
+            .replace(&app(), &channel("cas"), None, record("late"))
+            .await
+            .unwrap(),
+        "a stale expectation is refused"
+    );
+    assert!(
+        store
+            .replace(&app(), &channel("cas"), current, record("next"))
+            .await
+            .unwrap()
     );
 }
 

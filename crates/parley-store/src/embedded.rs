@@ -417,6 +417,36 @@ impl ChannelAttributeStore for EmbeddedStore {
         .await
     }
 
+    async fn replace(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        expected: Option<StoredChannelAttributes>,
+        record: StoredChannelAttributes,
+    ) -> StoreResult<bool> {
+        let key = channel_key(app, channel);
+        let expected = expected.map(|expected| expected.encode_to_vec());
+        let (done_tx, done_rx) = oneshot::channel();
+        self.write(move |txn| {
+            let mut table = txn.open_table(CHANNEL_ATTRIBUTES)?;
+            let current = table
+                .get(key.as_slice())?
+                .map(|value| value.value().to_vec());
+            let swapped = current == expected;
+            if swapped {
+                if record.attributes.is_empty() {
+                    table.remove(key.as_slice())?;
+                } else {
+                    table.insert(key.as_slice(), record.encode_to_vec().as_slice())?;
+                }
+            }
+            let _ = done_tx.send(swapped);
+            Ok(())
+        })
+        .await?;
+        Ok(done_rx.await.unwrap_or(false))
+    }
+
     async fn expire(&self, now_ms: i64, orphans_expire_at: Option<i64>) -> StoreResult<u64> {
         let (done_tx, done_rx) = oneshot::channel();
         self.write(move |txn| {

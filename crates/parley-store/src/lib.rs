@@ -152,6 +152,16 @@ pub trait ChannelAttributeStore: Send + Sync + 'static {
         channel: &ChannelId,
         record: StoredChannelAttributes,
     ) -> StoreResult<()>;
+    /// Replaces the record only if it is still `expected` (`None`: there is none), atomically.
+    /// Returns whether it did; a read-modify-write retries on `false`, so concurrent writers
+    /// cannot break the attribute limits between them.
+    async fn replace(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        expected: Option<StoredChannelAttributes>,
+        record: StoredChannelAttributes,
+    ) -> StoreResult<bool>;
     /// Deletes records whose `expires_at_ms` has passed. At start-up, when no channel has
     /// members, `orphans_expire_at` gives every record without an expiry (left so by a crash)
     /// that expiry. Returns how many records were deleted.

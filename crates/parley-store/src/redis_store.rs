@@ -51,6 +51,27 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 0
 ";
 
+/// Compare-and-set of a record. KEYS[1] the record; ARGV: '1' if a current value is expected
+/// (else none), the expected bytes, the new bytes ('' deletes), the expiry in ms since the epoch
+/// (0: none). Returns 1 if it replaced the record.
+const COMPARE_AND_SET: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+  if tonumber(ARGV[4]) > 0 then
+    redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+  end
+end
+return 1
+";
+
 /// Raises a high-water mark, never lowers it. KEYS[1] the mark; ARGV[1] the new value.
 const RAISE: &str = r"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -114,7 +135,12 @@ impl RedisStore {
             .map_err(failed)
     }
 
-    async fn script(&self, source: &str, key: &str, args: &[&[u8]]) -> StoreResult<()> {
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        source: &str,
+        key: &str,
+        args: &[&[u8]],
+    ) -> StoreResult<T> {
         let script = redis::Script::new(source);
         let mut invocation = script.key(key);
         for arg in args {
@@ -123,10 +149,10 @@ impl RedisStore {
         let call = async {
             match self.connection.clone() {
                 Connection::Single(mut connection) => {
-                    invocation.invoke_async::<()>(&mut connection).await
+                    invocation.invoke_async::<T>(&mut connection).await
                 }
                 Connection::Cluster(mut connection) => {
-                    invocation.invoke_async::<()>(&mut connection).await
+                    invocation.invoke_async::<T>(&mut connection).await
                 }
             }
         };
@@ -359,6 +385,37 @@ impl ChannelAttributeStore for RedisStore {
             command.arg("PXAT").arg(record.expires_at_ms);
         }
         self.query::<()>(&command).await
+    }
+
+    async fn replace(
+        &self,
+        app: &AppId,
+        channel: &ChannelId,
+        expected: Option<StoredChannelAttributes>,
+        record: StoredChannelAttributes,
+    ) -> StoreResult<bool> {
+        let (has_expected, expected) = match expected {
+            Some(expected) => (b"1".as_slice(), expected.encode_to_vec()),
+            None => (b"0".as_slice(), Vec::new()),
+        };
+        let new = if record.attributes.is_empty() {
+            Vec::new()
+        } else {
+            record.encode_to_vec()
+        };
+        let swapped: i64 = self
+            .script(
+                COMPARE_AND_SET,
+                &channel_key(app, channel, "attributes"),
+                &[
+                    has_expected,
+                    &expected,
+                    &new,
+                    record.expires_at_ms.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(swapped == 1)
     }
 
     /// Nothing to do: records carry their expiry as a Redis TTL. A record left without one by a
