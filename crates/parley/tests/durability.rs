@@ -28,10 +28,15 @@ const CERTIFICATE: &str = "00112233445566778899aabbccddeeff";
 
 /// Starts `parley dev` on a free port; returns the process and its WebSocket URL.
 async fn start_dev(data_dir: &Path) -> (Child, String) {
+    start_dev_with(data_dir, &[]).await
+}
+
+async fn start_dev_with(data_dir: &Path, extra: &[&str]) -> (Child, String) {
     let mut dev = Command::new(env!("CARGO_BIN_EXE_parley"))
         .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(["--app-id", APP_ID, "--app-certificate", CERTIFICATE])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -229,5 +234,51 @@ async fn sigkill_mid_traffic_loses_nothing_acknowledged() {
         last == acknowledged_last || last == acknowledged_last + 1,
         "attribute went back from {acknowledged_last} to {last}"
     );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// `parley dev --store redis://…` as a user runs it: what was acknowledged survives the process.
+#[tokio::test]
+async fn parley_dev_on_redis_keeps_state_across_a_sigkill() {
+    let redis = parley_testkit::RedisServer::start();
+    let data_dir = parley_testkit::fresh_temp_dir();
+    let store = ["--store", &redis.url()];
+    let (mut dev, url) = start_dev_with(&data_dir, &store).await;
+    let (alice, _events) = Client::login(config(&url, "alice")).await.unwrap();
+    let options = PeerMessageOptions {
+        enable_offline_messaging: true,
+        enable_historical_messaging: true,
+    };
+    let sent = alice
+        .send_message_to_peer("bob", Message::text("kept in redis"), options)
+        .await
+        .unwrap();
+    assert_eq!(sent.result(), PeerMessageResult::CachedByServer);
+    dev.start_kill().unwrap();
+    dev.wait().await.unwrap();
+
+    let (_dev, url) = start_dev_with(&data_dir, &store).await;
+    let (bob, mut bob_events) = Client::login(config(&url, "bob")).await.unwrap();
+    let event = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            if let Some(Event::MessageFromPeer(message)) = bob_events.recv().await {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("the offline message arrives");
+    assert!(event.is_offline_message);
+    assert_eq!(text_of(&event.message), "kept in redis");
+    let op = Op::CountHistory(v1::CountHistoryRequest {
+        conversation: Some(v1::count_history_request::Conversation::PeerId(
+            "alice".into(),
+        )),
+        ..Default::default()
+    });
+    let Ok(ReplyResult::CountHistory(count)) = bob.request(op).await.unwrap().wait().await else {
+        panic!("history count failed");
+    };
+    assert_eq!(count.count, 1);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
