@@ -12,6 +12,7 @@ pub mod ids;
 pub mod invitation;
 pub mod limits;
 pub mod rate;
+pub mod ring;
 pub mod token;
 
 pub use error::Error;
