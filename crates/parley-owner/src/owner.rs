@@ -467,9 +467,16 @@ impl OwnerApi for Owner {
         user: UserKey,
         keys: Vec<String>,
     ) -> Result<BTreeMap<String, String>, Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::UserAttributes { user, keys, reply })
+        let stored = self
+            .store
+            .user_attributes(&user.app, &user.uid)
             .await
+            .map_err(storage_error)?;
+        Ok(stored
+            .attributes
+            .into_iter()
+            .filter(|(key, _)| keys.is_empty() || keys.contains(key))
+            .collect())
     }
 
     async fn update_channel_attributes(

@@ -40,6 +40,7 @@ use parley_store::Conversation;
 use parley_store::InboxLimits;
 use parley_store::Store;
 use parley_store::StoredChannelAttributes;
+use parley_store::StoredUserAttributes;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -122,11 +123,6 @@ pub(crate) enum Command {
         user: UserKey,
         op: AttributeOp,
         reply: Reply<Result<(), Error>>,
-    },
-    UserAttributes {
-        user: UserKey,
-        keys: Vec<String>,
-        reply: Reply<BTreeMap<String, String>>,
     },
     UpdateChannelAttributes {
         channel: ChannelKey,
@@ -219,7 +215,6 @@ struct UserEntry {
     /// The state last told to subscribers.
     announced: PeerOnlineState,
     subscribers: BTreeSet<SessionRef>,
-    attributes: BTreeMap<String, String>,
     /// Invitations to this user, by id.
     invitations: BTreeMap<u64, PendingInvitation>,
 }
@@ -231,7 +226,6 @@ impl Default for UserEntry {
             lost_until: None,
             announced: PeerOnlineState::Offline,
             subscribers: BTreeSet::new(),
-            attributes: BTreeMap::new(),
             invitations: BTreeMap::new(),
         }
     }
@@ -252,7 +246,6 @@ impl UserEntry {
         self.sessions.is_empty()
             && self.lost_until.is_none()
             && self.subscribers.is_empty()
-            && self.attributes.is_empty()
             && self.invitations.is_empty()
     }
 }
@@ -322,7 +315,7 @@ impl Shard {
         // A caller that went away no longer wants its reply, so failed sends are ignored.
         match command {
             Command::OpenSession { open, reply } => {
-                self.open_session(open);
+                self.open_session(open).await;
                 let _ = reply.send(());
             }
             Command::SessionReady {
@@ -338,7 +331,7 @@ impl Shard {
                 reason,
                 reply,
             } => {
-                self.close_session(&user, session, reason);
+                self.close_session(&user, session, reason).await;
                 let _ = reply.send(());
             }
             Command::SetReachable {
@@ -401,22 +394,7 @@ impl Shard {
                 let _ = reply.send(u32::try_from(count).unwrap_or(u32::MAX));
             }
             Command::UpdateUserAttributes { user, op, reply } => {
-                let _ = reply.send(self.update_user_attributes(user, &op));
-            }
-            Command::UserAttributes { user, keys, reply } => {
-                let attributes = self
-                    .users
-                    .get(&user)
-                    .map(|entry| {
-                        entry
-                            .attributes
-                            .iter()
-                            .filter(|(key, _)| keys.is_empty() || keys.contains(key))
-                            .map(|(key, value)| (key.clone(), value.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let _ = reply.send(attributes);
+                let _ = reply.send(self.update_user_attributes(user, &op).await);
             }
             Command::UpdateChannelAttributes {
                 channel,
@@ -502,13 +480,15 @@ impl Shard {
 
     // ---- sessions and presence -------------------------------------------------------------
 
-    fn open_session(&mut self, open: OpenSession) {
+    async fn open_session(&mut self, open: OpenSession) {
         let entry = self.users.entry(open.user.clone()).or_default();
+        let mut replaced = Vec::new();
         if open.multi_login == MultiLogin::Replace {
             for old in entry.sessions.drain(..) {
                 if let Some(edge) = self.edges.get(old.session.edge) {
                     edge.end_session(old.session.session, Reason::RemoteLogin);
                 }
+                replaced.push(old.session);
             }
         }
         entry.sessions.push(UserSession {
@@ -517,6 +497,17 @@ impl Shard {
         });
         entry.lost_until = None;
         self.announce_presence(&open.user);
+        // The directory is for a node that takes the user over later; a failed write only costs
+        // that node a re-registration, so it does not fail the login.
+        let (app, uid) = (&open.user.app, &open.user.uid);
+        for old in replaced {
+            if let Err(error) = self.store.unregister_session(app, uid, old).await {
+                tracing::warn!(%error, "session directory update failed");
+            }
+        }
+        if let Err(error) = self.store.register_session(app, uid, open.session).await {
+            tracing::warn!(%error, "session directory update failed");
+        }
     }
 
     /// Delivers what waited for the user: the offline inbox (oldest first, each removed once its
@@ -571,24 +562,45 @@ impl Shard {
         Ok(())
     }
 
-    fn close_session(&mut self, user: &UserKey, session: SessionRef, reason: LeaveReason) {
+    async fn close_session(&mut self, user: &UserKey, session: SessionRef, reason: LeaveReason) {
         let offline_after = self.limits(&user.app).offline_after;
         let Some(entry) = self.users.get_mut(user) else {
             return;
         };
         let before = entry.sessions.len();
         entry.sessions.retain(|known| known.session != session);
+        let mut logged_out = false;
         if entry.sessions.len() < before && entry.sessions.is_empty() {
             match reason {
                 LeaveReason::ConnectionLost => {
                     entry.lost_until = Some(now() + offline_after);
                     self.timed_users.insert(user.clone());
                 }
-                // Logged out: OFFLINE at once, and attributes go (Agora's behaviour).
-                LeaveReason::Left => entry.attributes.clear(),
+                LeaveReason::Left => logged_out = true,
             }
         }
         self.announce_presence(user);
+        if let Err(error) = self
+            .store
+            .unregister_session(&user.app, &user.uid, session)
+            .await
+        {
+            tracing::warn!(%error, "session directory update failed");
+        }
+        if logged_out {
+            // Logged out: OFFLINE at once, and attributes go (Agora's behaviour).
+            self.clear_user_attributes(user).await;
+        }
+    }
+
+    async fn clear_user_attributes(&self, user: &UserKey) {
+        let cleared = self
+            .store
+            .set_user_attributes(&user.app, &user.uid, StoredUserAttributes::default())
+            .await;
+        if let Err(error) = cleared {
+            tracing::warn!(%error, uid = %user.uid, "clearing user attributes failed");
+        }
     }
 
     /// Tells subscribers if the user's state changed since they last heard, then forgets an idle
@@ -898,19 +910,44 @@ impl Shard {
 
     // ---- attributes ------------------------------------------------------------------------
 
-    fn update_user_attributes(&mut self, user: UserKey, op: &AttributeOp) -> Result<(), Error> {
-        let entry = self
+    /// The user's owner is the only writer of its attributes, so read-apply-write is enough.
+    async fn update_user_attributes(
+        &mut self,
+        user: UserKey,
+        op: &AttributeOp,
+    ) -> Result<(), Error> {
+        if self
             .users
-            .get_mut(&user)
-            .filter(|entry| !entry.sessions.is_empty())
-            .ok_or_else(|| Error::new(ErrorCode::NotLoggedIn, "the user has no session"))?;
-        entry.attributes = op.apply(
-            &entry.attributes,
+            .get(&user)
+            .is_none_or(|entry| entry.sessions.is_empty())
+        {
+            return Err(Error::new(
+                ErrorCode::NotLoggedIn,
+                "the user has no session",
+            ));
+        }
+        let stored = self
+            .store
+            .user_attributes(&user.app, &user.uid)
+            .await
+            .map_err(storage_error)?;
+        let current: BTreeMap<String, String> = stored.attributes.into_iter().collect();
+        let next = op.apply(
+            &current,
             MAX_USER_TOTAL_BYTES,
             String::as_str,
             str::to_owned,
         )?;
-        Ok(())
+        self.store
+            .set_user_attributes(
+                &user.app,
+                &user.uid,
+                StoredUserAttributes {
+                    attributes: next.into_iter().collect(),
+                },
+            )
+            .await
+            .map_err(storage_error)
     }
 
     async fn update_channel_attributes(
@@ -1268,10 +1305,10 @@ impl Shard {
                 self.timed_users.remove(&user);
                 continue;
             };
-            if entry.lost_until.is_some_and(|until| now >= until) {
+            let gone_offline = entry.lost_until.is_some_and(|until| now >= until);
+            if gone_offline {
                 // The lost connection did not come back: OFFLINE, and attributes go.
                 entry.lost_until = None;
-                entry.attributes.clear();
             }
             let keep_ended = self.config.invitation_timers.answer;
             entry.invitations.retain(|_, pending| {
@@ -1295,6 +1332,9 @@ impl Shard {
                 self.timed_users.remove(&user);
             }
             self.announce_presence(&user);
+            if gone_offline {
+                self.clear_user_attributes(&user).await;
+            }
         }
     }
 

@@ -4,6 +4,9 @@
 use futures_util::future::join_all;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
+use parley_core::ids::NodeId;
+use parley_core::ids::SessionId;
+use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_proto::v1;
 
@@ -15,6 +18,7 @@ use crate::InboxLimits;
 use crate::Order;
 use crate::Store;
 use crate::StoredChannelAttributes;
+use crate::StoredUserAttributes;
 
 fn app() -> AppId {
     AppId::parse("0123456789abcdef0123456789abcdef").unwrap()
@@ -61,7 +65,89 @@ pub async fn all(store: &dyn Store) {
     history_appends_drop_what_retention_excludes(store).await;
     channel_attributes_round_trip_and_expire(store).await;
     sequence_high_water_marks_persist(store).await;
+    user_attributes_round_trip(store).await;
+    session_directory_tracks_sessions(store).await;
     concurrent_writes_keep_their_invariants(store).await;
+}
+
+pub async fn user_attributes_round_trip(store: &dyn Store) {
+    let dana = uid("dana");
+    assert!(
+        store
+            .user_attributes(&app(), &dana)
+            .await
+            .unwrap()
+            .attributes
+            .is_empty()
+    );
+    let set = StoredUserAttributes {
+        attributes: [("mood".to_owned(), "calm".to_owned())]
+            .into_iter()
+            .collect(),
+    };
+    store
+        .set_user_attributes(&app(), &dana, set.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.user_attributes(&app(), &dana).await.unwrap(), set);
+    assert!(
+        store
+            .user_attributes(&app(), &uid("erin"))
+            .await
+            .unwrap()
+            .attributes
+            .is_empty()
+    );
+    store
+        .set_user_attributes(&app(), &dana, StoredUserAttributes::default())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .user_attributes(&app(), &dana)
+            .await
+            .unwrap()
+            .attributes
+            .is_empty()
+    );
+}
+
+pub async fn session_directory_tracks_sessions(store: &dyn Store) {
+    let frank = uid("frank");
+    let session = |edge, session| SessionRef {
+        edge: NodeId(edge),
+        session: SessionId(session),
+    };
+    assert!(store.sessions(&app(), &frank).await.unwrap().is_empty());
+    store
+        .register_session(&app(), &frank, session(1, 10))
+        .await
+        .unwrap();
+    store
+        .register_session(&app(), &frank, session(2, 20))
+        .await
+        .unwrap();
+    store
+        .register_session(&app(), &frank, session(1, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sessions(&app(), &frank).await.unwrap(),
+        [session(1, 10), session(2, 20)]
+    );
+    store
+        .unregister_session(&app(), &frank, session(1, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sessions(&app(), &frank).await.unwrap(),
+        [session(2, 20)]
+    );
+    store
+        .unregister_session(&app(), &frank, session(2, 20))
+        .await
+        .unwrap();
+    assert!(store.sessions(&app(), &frank).await.unwrap().is_empty());
 }
 
 fn wall_clock_ms() -> i64 {

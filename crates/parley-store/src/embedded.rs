@@ -5,12 +5,15 @@
 //! fsync rather than one each. Reads run on tokio's blocking pool against MVCC snapshots and never
 //! wait for the writer.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
+use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use prost::Message;
 use redb::Database;
@@ -30,9 +33,12 @@ use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
 use crate::SequenceStore;
+use crate::SessionDirectory;
 use crate::StoreError;
 use crate::StoreResult;
 use crate::StoredChannelAttributes;
+use crate::StoredUserAttributes;
+use crate::UserAttributeStore;
 use crate::keys::Key;
 use crate::keys::prefix_end;
 use crate::keys::u64_at_end;
@@ -42,6 +48,7 @@ const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 const CHANNEL_ATTRIBUTES: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("channel_attributes");
 const SEQUENCES: TableDefinition<&[u8], u64> = TableDefinition::new("sequences");
+const USER_ATTRIBUTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("user_attributes");
 
 /// Writes queued for the writer thread. Overflow policy: callers wait.
 const WRITE_QUEUE: usize = 1024;
@@ -59,7 +66,13 @@ struct WriteJob {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     write_tx: mpsc::Sender<WriteJob>,
+    /// The session directory lives in memory: in one process, sessions die with it.
+    // A std lock: short inserts and removes, never held across an await.
+    sessions: Arc<Mutex<SessionTable>>,
 }
+
+/// Sessions by user.
+type SessionTable = HashMap<(AppId, UserId), Vec<SessionRef>>;
 
 fn failed(error: impl std::fmt::Display) -> StoreError {
     StoreError(error.to_string())
@@ -78,6 +91,10 @@ impl EmbeddedStore {
             txn.open_table(HISTORY).map_err(failed)?;
             txn.open_table(CHANNEL_ATTRIBUTES).map_err(failed)?;
             txn.open_table(SEQUENCES).map_err(failed)?;
+            // Sessions do not outlive the process that held them, and user attributes go with
+            // their user's sessions: a (re)start begins without either.
+            txn.delete_table(USER_ATTRIBUTES).map_err(failed)?;
+            txn.open_table(USER_ATTRIBUTES).map_err(failed)?;
             txn.commit().map_err(failed)?;
         }
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
@@ -86,7 +103,11 @@ impl EmbeddedStore {
             .name("parley-store-writer".into())
             .spawn(move || write_loop(&writer_db, write_rx))
             .map_err(failed)?;
-        Ok(EmbeddedStore { db, write_tx })
+        Ok(EmbeddedStore {
+            db,
+            write_tx,
+            sessions: Arc::default(),
+        })
     }
 
     async fn write(
@@ -499,10 +520,111 @@ impl SequenceStore for EmbeddedStore {
     ) -> StoreResult<()> {
         let key = channel_key(app, channel);
         self.write(move |txn| {
-            txn.open_table(SEQUENCES)?
-                .insert(key.as_slice(), high_water)?;
+            let mut table = txn.open_table(SEQUENCES)?;
+            let current = table.get(key.as_slice())?.map_or(0, |value| value.value());
+            // Marks only ever rise, whatever order concurrent writers commit in.
+            if high_water > current {
+                table.insert(key.as_slice(), high_water)?;
+            }
             Ok(())
         })
         .await
+    }
+}
+
+fn user_key(app: &AppId, uid: &UserId) -> Vec<u8> {
+    Key::new(b'u')
+        .str(app.as_str())
+        .str(uid.as_str())
+        .into_bytes()
+}
+
+#[async_trait]
+impl UserAttributeStore for EmbeddedStore {
+    async fn user_attributes(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+    ) -> StoreResult<StoredUserAttributes> {
+        let key = user_key(app, uid);
+        self.read(move |txn| {
+            let table = txn.open_table(USER_ATTRIBUTES)?;
+            match table.get(key.as_slice())? {
+                Some(value) => StoredUserAttributes::decode(value.value())
+                    .map_err(|error| redb::Error::Corrupted(error.to_string())),
+                None => Ok(StoredUserAttributes::default()),
+            }
+        })
+        .await
+    }
+
+    async fn set_user_attributes(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        attributes: StoredUserAttributes,
+    ) -> StoreResult<()> {
+        let key = user_key(app, uid);
+        self.write(move |txn| {
+            let mut table = txn.open_table(USER_ATTRIBUTES)?;
+            if attributes.attributes.is_empty() {
+                table.remove(key.as_slice())?;
+            } else {
+                table.insert(key.as_slice(), attributes.encode_to_vec().as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionDirectory for EmbeddedStore {
+    async fn register_session(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        session: SessionRef,
+    ) -> StoreResult<()> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .expect("session directory lock poisoned");
+        let known = sessions.entry((app.clone(), uid.clone())).or_default();
+        if !known.contains(&session) {
+            known.push(session);
+        }
+        Ok(())
+    }
+
+    async fn unregister_session(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        session: SessionRef,
+    ) -> StoreResult<()> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .expect("session directory lock poisoned");
+        let key = (app.clone(), uid.clone());
+        if let Some(known) = sessions.get_mut(&key) {
+            known.retain(|existing| *existing != session);
+            if known.is_empty() {
+                sessions.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn sessions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<SessionRef>> {
+        let sessions = self
+            .sessions
+            .lock()
+            .expect("session directory lock poisoned");
+        Ok(sessions
+            .get(&(app.clone(), uid.clone()))
+            .cloned()
+            .unwrap_or_default())
     }
 }

@@ -1,5 +1,5 @@
-//! What must survive a node: offline inboxes, message history, channel attributes and channel
-//! sequence high-water marks. One trait per concern; [`EmbeddedStore`] implements them all on a
+//! What must survive a node: offline inboxes, message history, user and channel attributes,
+//! channel sequence high-water marks, and the session directory (which edge holds which user). One trait per concern; [`EmbeddedStore`] implements them all on a
 //! local redb file (the default of `parley dev`), [`RedisStore`] on Redis or Redis Cluster.
 //! [`behaviour`] is the one test suite every implementation must pass.
 //!
@@ -14,6 +14,7 @@ mod redis_store;
 use async_trait::async_trait;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
+use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 pub use parley_proto::v1::ChannelAttribute;
 pub use parley_proto::v1::HistoryMessage;
@@ -172,6 +173,7 @@ pub trait ChannelAttributeStore: Send + Sync + 'static {
 #[async_trait]
 pub trait SequenceStore: Send + Sync + 'static {
     async fn high_water(&self, app: &AppId, channel: &ChannelId) -> StoreResult<u64>;
+    /// Raises the mark to `high_water`; a lower value leaves it as it is.
     async fn set_high_water(
         &self,
         app: &AppId,
@@ -180,7 +182,62 @@ pub trait SequenceStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 }
 
-/// Everything an owner stores.
-pub trait Store: InboxStore + HistoryStore + ChannelAttributeStore + SequenceStore {}
+/// A user's attributes, so they outlive the owner node that holds the user.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredUserAttributes {
+    #[prost(map = "string, string", tag = "1")]
+    pub attributes: std::collections::HashMap<String, String>,
+}
 
-impl<T: InboxStore + HistoryStore + ChannelAttributeStore + SequenceStore> Store for T {}
+#[async_trait]
+pub trait UserAttributeStore: Send + Sync + 'static {
+    async fn user_attributes(&self, app: &AppId, uid: &UserId)
+    -> StoreResult<StoredUserAttributes>;
+    /// Replaces them; an empty set deletes the record.
+    async fn set_user_attributes(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        attributes: StoredUserAttributes,
+    ) -> StoreResult<()>;
+}
+
+/// Where a user's sessions are (edge node and session), so a node taking over the user knows.
+#[async_trait]
+pub trait SessionDirectory: Send + Sync + 'static {
+    async fn register_session(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        session: SessionRef,
+    ) -> StoreResult<()>;
+    async fn unregister_session(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        session: SessionRef,
+    ) -> StoreResult<()>;
+    async fn sessions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<SessionRef>>;
+}
+
+/// Everything an owner stores.
+pub trait Store:
+    InboxStore
+    + HistoryStore
+    + ChannelAttributeStore
+    + SequenceStore
+    + UserAttributeStore
+    + SessionDirectory
+{
+}
+
+impl<
+    T: InboxStore
+        + HistoryStore
+        + ChannelAttributeStore
+        + SequenceStore
+        + UserAttributeStore
+        + SessionDirectory,
+> Store for T
+{
+}

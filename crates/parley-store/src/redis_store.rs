@@ -14,6 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
+use parley_core::ids::NodeId;
+use parley_core::ids::SessionId;
+use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use prost::Message;
 use redis::aio::ConnectionManager;
@@ -28,9 +31,12 @@ use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
 use crate::SequenceStore;
+use crate::SessionDirectory;
 use crate::StoreError;
 use crate::StoreResult;
 use crate::StoredChannelAttributes;
+use crate::StoredUserAttributes;
+use crate::UserAttributeStore;
 
 /// The longest any one Redis call may take before it counts as failed.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -446,5 +452,94 @@ impl SequenceStore for RedisStore {
             &[high_water.to_string().as_bytes()],
         )
         .await
+    }
+}
+
+fn user_key(app: &AppId, uid: &UserId, what: &str) -> String {
+    format!("parley:{{{app}:u:{uid}}}:{what}")
+}
+
+#[async_trait]
+impl UserAttributeStore for RedisStore {
+    async fn user_attributes(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+    ) -> StoreResult<StoredUserAttributes> {
+        let bytes: Option<Vec<u8>> = self
+            .query(redis::cmd("GET").arg(user_key(app, uid, "attributes")))
+            .await?;
+        match bytes {
+            Some(bytes) => StoredUserAttributes::decode(bytes.as_slice()).map_err(failed),
+            None => Ok(StoredUserAttributes::default()),
+        }
+    }
+
+    async fn set_user_attributes(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        attributes: StoredUserAttributes,
+    ) -> StoreResult<()> {
+        let key = user_key(app, uid, "attributes");
+        if attributes.attributes.is_empty() {
+            return self.query::<()>(redis::cmd("DEL").arg(key)).await;
+        }
+        self.query::<()>(redis::cmd("SET").arg(key).arg(attributes.encode_to_vec()))
+            .await
+    }
+}
+
+/// A directory entry: `edge:session`, both in decimal.
+fn session_entry(session: SessionRef) -> String {
+    format!("{}:{}", session.edge.0, session.session.0)
+}
+
+#[async_trait]
+impl SessionDirectory for RedisStore {
+    async fn register_session(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        session: SessionRef,
+    ) -> StoreResult<()> {
+        self.query::<()>(
+            redis::cmd("SADD")
+                .arg(user_key(app, uid, "sessions"))
+                .arg(session_entry(session)),
+        )
+        .await
+    }
+
+    async fn unregister_session(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        session: SessionRef,
+    ) -> StoreResult<()> {
+        self.query::<()>(
+            redis::cmd("SREM")
+                .arg(user_key(app, uid, "sessions"))
+                .arg(session_entry(session)),
+        )
+        .await
+    }
+
+    async fn sessions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<SessionRef>> {
+        let entries: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(user_key(app, uid, "sessions")))
+            .await?;
+        let mut sessions: Vec<SessionRef> = entries
+            .iter()
+            .filter_map(|entry| {
+                let (edge, session) = entry.split_once(':')?;
+                Some(SessionRef {
+                    edge: NodeId(edge.parse().ok()?),
+                    session: SessionId(session.parse().ok()?),
+                })
+            })
+            .collect();
+        sessions.sort();
+        Ok(sessions)
     }
 }
