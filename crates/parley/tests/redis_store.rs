@@ -73,6 +73,12 @@ async fn a_redis_restart_mid_traffic_loses_nothing_acknowledged() {
         .await;
     let (alice, _events) = Client::login(server.client_config("alice")).await.unwrap();
     alice.join("room").await.unwrap();
+    let user_attributes = Op::SetLocalUserAttributes(v1::SetLocalUserAttributesRequest {
+        attributes: [("status".to_owned(), "live".to_owned())]
+            .into_iter()
+            .collect(),
+    });
+    call(&alice, user_attributes).await.unwrap();
 
     let mut offline_acked = BTreeSet::new();
     let mut history_acked = BTreeSet::new();
@@ -156,6 +162,19 @@ async fn a_redis_restart_mid_traffic_loses_nothing_acknowledged() {
         Some(attributes.attributes[0].value.clone()),
         attribute_acked
     );
+
+    let ReplyResult::UserAttributes(user) = call(
+        &alice,
+        Op::GetUserAttributes(v1::GetUserAttributesRequest {
+            user_id: "alice".into(),
+            keys: Vec::new(),
+        }),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(user.attributes["status"], "live");
 }
 
 #[tokio::test]
