@@ -4,12 +4,17 @@
 //! - Inboxes and histories are sorted sets ordered by member bytes: big-endian timestamp, message
 //!   id, then the protobuf record — so time ranges and paging are lexicographic ranges, and
 //!   writes that must be atomic (insert, trim by age and count, refresh the TTL) are one script.
+//! - A hung Redis trips a breaker: after one call times out, calls fail at once for a second, so
+//!   callers are not held up one timeout each.
 //! - Retention is Redis's own doing: each write trims what is too old and sets the key's TTL, so
 //!   nothing ever scans for old data.
 //! - Connections are multiplexed and reconnect by themselves; every call is bounded by
 //!   [`OPERATION_TIMEOUT`], so an unreachable Redis turns into prompt errors, not hung clients.
 
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use parley_core::ids::AppId;
@@ -39,7 +44,10 @@ use crate::StoredUserAttributes;
 use crate::UserAttributeStore;
 
 /// The longest any one Redis call may take before it counts as failed.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a call times out, calls fail at once for this long instead of waiting out the timeout
+/// each (a circuit breaker), so a hung Redis costs callers one timeout, not one per call.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 
 /// Adds a member, drops members older than the cutoff and beyond the count, refreshes the TTL.
 /// KEYS[1] the sorted set; ARGV: member, exclusive lex cutoff, max count (0 = no limit), ttl ms.
@@ -96,6 +104,9 @@ enum Connection {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    /// Until when calls fail at once after a timeout. A std lock: read and set, never held
+    /// across an await.
+    breaker: Arc<Mutex<Option<Instant>>>,
 }
 
 fn failed(error: impl std::fmt::Display) -> StoreError {
@@ -125,7 +136,41 @@ impl RedisStore {
                 .map_err(failed)?;
             Connection::Single(manager)
         };
-        Ok(RedisStore { connection })
+        Ok(RedisStore {
+            connection,
+            breaker: Arc::default(),
+        })
+    }
+
+    /// Runs one Redis call within [`OPERATION_TIMEOUT`], behind the breaker.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> StoreResult<T> {
+        let open_until = *self.breaker.lock().expect("breaker lock poisoned");
+        if open_until.is_some_and(|until| Instant::now() < until) {
+            return Err(failed("not answering (recent calls timed out)"));
+        }
+        let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) if !unreachable(&error) => Err(failed(error)),
+            Ok(Err(error)) => {
+                self.trip();
+                Err(failed(error))
+            }
+            Err(_) => {
+                self.trip();
+                Err(failed("timed out"))
+            }
+        };
+        if outcome.is_ok() && open_until.is_some() {
+            *self.breaker.lock().expect("breaker lock poisoned") = None;
+        }
+        outcome
+    }
+
+    fn trip(&self) {
+        *self.breaker.lock().expect("breaker lock poisoned") = Some(Instant::now() + BREAKER_OPEN);
     }
 
     async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> StoreResult<T> {
@@ -135,10 +180,7 @@ impl RedisStore {
                 Connection::Cluster(mut connection) => command.query_async(&mut connection).await,
             }
         };
-        tokio::time::timeout(OPERATION_TIMEOUT, call)
-            .await
-            .map_err(|_| failed("timed out"))?
-            .map_err(failed)
+        self.bounded(call).await
     }
 
     async fn script<T: redis::FromRedisValue>(
@@ -162,11 +204,14 @@ impl RedisStore {
                 }
             }
         };
-        tokio::time::timeout(OPERATION_TIMEOUT, call)
-            .await
-            .map_err(|_| failed("timed out"))?
-            .map_err(failed)
+        self.bounded(call).await
     }
+}
+
+/// Whether an error says Redis did not answer in time, which is what trips the breaker. (A
+/// refused or dropped connection fails fast by itself and needs no breaker.)
+fn unreachable(error: &redis::RedisError) -> bool {
+    error.is_timeout()
 }
 
 fn inbox_key(app: &AppId, uid: &UserId) -> String {

@@ -234,3 +234,47 @@ async fn with_redis_down_storage_fails_fast_the_rest_works_and_it_recovers() {
     }
     call(&alice, history_send("kept")).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hung_redis_costs_one_timeout_not_one_per_request() {
+    let redis = RedisServer::start();
+    let server = TestServer::builder().store(redis.url()).start().await;
+    let (alice, _alice_events) = Client::login(server.client_config("alice")).await.unwrap();
+    let (_bob, _bob_events) = Client::login(server.client_config("bob")).await.unwrap();
+    alice.join("room").await.unwrap();
+
+    redis.pause();
+    let started = Instant::now();
+    let error = alice
+        .send_message_to_peer("carol", Message::text("for later"), offline())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    let first = started.elapsed();
+    assert!(first < Duration::from_secs(3), "bounded: {first:?}");
+    // The breaker is open: storage requests now fail at once, and the rest is not held up.
+    let started = Instant::now();
+    for n in 0..5 {
+        let error = call(&alice, history_send(&format!("h{n}")))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unavailable);
+    }
+    let sent = alice
+        .send_message_to_peer("bob", Message::text("live"), PeerMessageOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(sent.result(), PeerMessageResult::ReceivedByPeer);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "requests waited on the hung store: {:?}",
+        started.elapsed()
+    );
+
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&alice, history_send("back")).await.is_err() {
+        assert!(Instant::now() < deadline, "the store did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
