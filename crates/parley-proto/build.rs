@@ -6,20 +6,24 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [proto_root.join("parley/v1/client.proto")];
+    let files = [
+        proto_root.join("parley/v1/client.proto"),
+        proto_root.join("parley/cluster/v1/cluster.proto"),
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     let descriptors = protox::compile(&files, [&proto_root])?;
     let descriptor_bytes = descriptors.encode_to_vec();
 
-    prost_build::Config::new()
-        .bytes(["."])
+    tonic_prost_build::configure()
+        .bytes(".")
         .compile_fds(descriptors)?;
+    // JSON is for clients only; the cluster API speaks protobuf.
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         // An unknown operation then decodes with its request id intact, so the reply can name it.
         .ignore_unknown_fields()
-        .build(&[".parley"])?;
+        .build(&[".parley.v1"])?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! (joined channels, rate buckets) exists to police and clean up that session, and can be rebuilt
 //! by the client re-joining.
 
+pub mod cluster;
 mod connection;
 mod edge;
 mod http;

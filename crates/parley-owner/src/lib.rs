@@ -7,8 +7,10 @@
 //! Architecture invariant: this crate never parses client frames and never touches a socket.
 
 mod api;
+pub mod cluster;
 mod owner;
 mod shard;
+mod wire;
 
 pub use api::ChannelKey;
 pub use api::ChannelSend;

@@ -9,6 +9,14 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/parley.v1.serde.rs"));
 }
 
+/// The cluster's internal gRPC API (proto/parley/cluster/v1/cluster.proto).
+pub mod cluster {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic)]
+        include!(concat!(env!("OUT_DIR"), "/parley.cluster.v1.rs"));
+    }
+}
+
 mod codec;
 
 pub use codec::Codec;

@@ -4,19 +4,22 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::SystemTime;
 
+use parley::cluster::Member;
 use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
 use parley_core::app::MultiLogin;
 use parley_core::ids::AppId;
+use parley_core::ids::NodeId;
 use parley_core::limits::Limits;
 use parley_edge::EdgeConfig;
 use parley_owner::OwnerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::RedisServer;
 
@@ -84,52 +87,119 @@ impl TestServerBuilder {
             Some(dir) => DataDir::Kept(dir),
             None => DataDir::Temporary(fresh_temp_dir()),
         };
+        let cluster = std::env::var("PARLEY_TEST_CLUSTER").as_deref() == Ok("1");
+        // A cluster shares its state through Redis.
         let redis = (self.store.is_none()
-            && std::env::var("PARLEY_TEST_STORE").as_deref() == Ok("redis"))
+            && (cluster || std::env::var("PARLEY_TEST_STORE").as_deref() == Ok("redis")))
         .then(RedisServer::start);
         let store_url = match (&self.store, &redis) {
             (Some(url), _) => url.clone(),
             (None, Some(redis)) => redis.url(),
             (None, None) => "embedded".to_owned(),
         };
-        let store = parley::dev::open_store(&store_url, data_dir.path())
-            .await
-            .expect("open the store");
-        let node = parley::dev::node(AppDirectory::new([app]), self.owner, self.edge, store)
-            .await
-            .expect("start a node");
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let serving = tokio::spawn(parley::dev::serve(node, listener, async move {
-            let _ = shutdown_rx.await;
-        }));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut shutdown_rx = shutdown_rx.clone();
+            async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut edges = Vec::new();
+        let mut serving = Vec::new();
+        if cluster {
+            // Two owners (nodes 1 and 2) and two edges (nodes 3 and 4), each on its own sockets.
+            let mut grpc = Vec::new();
+            for _ in 0..4 {
+                grpc.push(TcpListener::bind("127.0.0.1:0").await.expect("bind grpc"));
+            }
+            let members: Vec<Member> = grpc
+                .iter()
+                .enumerate()
+                .map(|(index, listener)| Member {
+                    node: NodeId(index as u64 + 1),
+                    grpc_address: listener.local_addr().expect("grpc addr").to_string(),
+                    owner: index < 2,
+                    edge: index >= 2,
+                })
+                .collect();
+            for (member, grpc) in members.iter().zip(grpc) {
+                let store = parley::dev::open_store(&store_url, data_dir.path())
+                    .await
+                    .expect("open the store");
+                let node = parley::cluster::node(
+                    member.node,
+                    &members,
+                    AppDirectory::new([app.clone()]),
+                    self.owner.clone(),
+                    self.edge.clone(),
+                    store,
+                )
+                .await
+                .expect("start a cluster node");
+                let http = if member.edge {
+                    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+                    edges.push(listener.local_addr().expect("http addr"));
+                    Some(listener)
+                } else {
+                    None
+                };
+                serving.push(tokio::spawn(parley::cluster::serve(
+                    node,
+                    grpc,
+                    http,
+                    stopped(),
+                )));
+            }
+        } else {
+            let store = parley::dev::open_store(&store_url, data_dir.path())
+                .await
+                .expect("open the store");
+            let node = parley::dev::node(AppDirectory::new([app]), self.owner, self.edge, store)
+                .await
+                .expect("start a node");
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0");
+            edges.push(listener.local_addr().expect("local addr"));
+            let stop = stopped();
+            serving.push(tokio::spawn(async move {
+                parley::dev::serve(node, listener, stop)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }));
+        }
         TestServer {
-            addr,
+            addr: edges[0],
+            edges,
+            next_edge: AtomicUsize::new(0),
+            _data_dir: data_dir,
+            _redis: redis,
             certificate,
             shutdown_tx,
             serving,
-            _data_dir: data_dir,
-            _redis: redis,
         }
     }
 }
 
-/// A running node; stops when dropped.
+/// A running node (or cluster); stops when dropped.
 pub struct TestServer {
+    /// The first edge's address.
     pub addr: SocketAddr,
+    /// Every edge's address; `ws_url` hands them out in turn.
+    edges: Vec<SocketAddr>,
+    next_edge: AtomicUsize,
     _data_dir: DataDir,
-    /// The Redis server holding this node's state, with `PARLEY_TEST_STORE=redis`.
+    /// The Redis server holding this node's state, with `PARLEY_TEST_STORE=redis` or a cluster.
     _redis: Option<RedisServer>,
     certificate: Option<String>,
-    shutdown_tx: oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown_tx: watch::Sender<bool>,
+    serving: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestServer {
-    /// Default settings, with timers short enough for tests.
+    /// Default settings, with timers short enough for tests. With `PARLEY_TEST_CLUSTER=1` the
+    /// server is a cluster of two owners and two edges sharing a Redis, and clients are spread
+    /// over both edges.
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder {
             data_dir: None,
@@ -153,11 +223,13 @@ impl TestServer {
 
     /// Stops the node the way SIGTERM stops `parley dev`, and waits until it has.
     pub async fn stop(self) {
-        let _ = self.shutdown_tx.send(());
-        self.serving
-            .await
-            .expect("server task")
-            .expect("server ran without error");
+        let _ = self.shutdown_tx.send(true);
+        for serving in self.serving {
+            serving
+                .await
+                .expect("server task")
+                .expect("server ran without error");
+        }
     }
 
     pub fn app_id(&self) -> &'static str {
@@ -168,8 +240,10 @@ impl TestServer {
         self.certificate.as_deref()
     }
 
+    /// The WebSocket URL of an edge: each call names the next edge, so clients spread out.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
+        let next = self.next_edge.fetch_add(1, Ordering::Relaxed) % self.edges.len();
+        format!("ws://{}/v1/ws", self.edges[next])
     }
 
     /// A valid "007" token for `uid`, expiring in `expire_secs` (empty without certificate).

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod client_cmd;
+pub mod cluster;
 pub mod dev;
 
 use std::process::ExitCode;

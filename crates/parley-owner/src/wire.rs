@@ -1,0 +1,192 @@
+//! Conversions between the owner API's types and the cluster protocol's, and between errors and
+//! gRPC statuses. Validation happens here too: an ID that arrives over the wire is parsed like
+//! one from a client.
+
+use std::collections::BTreeMap;
+
+use parley_core::Error;
+use parley_core::ErrorCode;
+use parley_core::attributes::AttributeOp;
+use parley_core::ids::AppId;
+use parley_core::ids::ChannelId;
+use parley_core::ids::NodeId;
+use parley_core::ids::SessionId;
+use parley_core::ids::SessionRef;
+use parley_core::ids::UserId;
+use parley_proto::cluster::v1 as wire;
+use parley_store::Conversation;
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+
+use crate::api::ChannelKey;
+use crate::api::PeerOutcome;
+use crate::api::UserKey;
+
+const ERROR_CODE_KEY: &str = "parley-error-code";
+/// Metadata naming the node that owns a key, on a FAILED_PRECONDITION answer.
+pub(crate) const OWNER_KEY: &str = "parley-owner";
+
+pub(crate) fn status_of(error: Error) -> Status {
+    let code = match error.code {
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::Internal => tonic::Code::Internal,
+        ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
+        _ => tonic::Code::InvalidArgument,
+    };
+    let mut status = Status::new(code, error.message);
+    status
+        .metadata_mut()
+        .insert(ERROR_CODE_KEY, MetadataValue::from(error.code as i32));
+    status
+}
+
+pub(crate) fn error_of(status: &Status) -> Error {
+    let code = status
+        .metadata()
+        .get(ERROR_CODE_KEY)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .and_then(|value| ErrorCode::try_from(value).ok());
+    match code {
+        Some(code) => Error::new(code, status.message()),
+        None => {
+            tracing::warn!(status = %status, "cluster call failed");
+            Error::new(
+                ErrorCode::Unavailable,
+                "a cluster node did not answer, retry",
+            )
+        }
+    }
+}
+
+/// A malformed request between nodes: a bug or a version mismatch, never a client's fault.
+pub(crate) fn malformed(what: &str) -> Status {
+    status_of(Error::internal(format!(
+        "malformed cluster request: {what}"
+    )))
+}
+
+pub(crate) fn user_key(user: &UserKey) -> wire::UserKey {
+    wire::UserKey {
+        app_id: user.app.to_string(),
+        uid: user.uid.to_string(),
+    }
+}
+
+pub(crate) fn from_user_key(user: Option<wire::UserKey>) -> Result<UserKey, Status> {
+    let user = user.ok_or_else(|| malformed("user"))?;
+    Ok(UserKey {
+        app: AppId::parse(&user.app_id).map_err(status_of)?,
+        uid: UserId::parse(&user.uid).map_err(status_of)?,
+    })
+}
+
+pub(crate) fn channel_key(channel: &ChannelKey) -> wire::ChannelKey {
+    wire::ChannelKey {
+        app_id: channel.app.to_string(),
+        channel_id: channel.channel.to_string(),
+    }
+}
+
+pub(crate) fn from_channel_key(channel: Option<wire::ChannelKey>) -> Result<ChannelKey, Status> {
+    let channel = channel.ok_or_else(|| malformed("channel"))?;
+    Ok(ChannelKey {
+        app: AppId::parse(&channel.app_id).map_err(status_of)?,
+        channel: ChannelId::parse(&channel.channel_id).map_err(status_of)?,
+    })
+}
+
+pub(crate) fn session_ref(session: SessionRef) -> wire::SessionRef {
+    wire::SessionRef {
+        edge: session.edge.0,
+        session: session.session.0,
+    }
+}
+
+pub(crate) fn from_session_ref(session: Option<wire::SessionRef>) -> Result<SessionRef, Status> {
+    let session = session.ok_or_else(|| malformed("session"))?;
+    Ok(SessionRef {
+        edge: NodeId(session.edge),
+        session: SessionId(session.session),
+    })
+}
+
+pub(crate) fn uid(raw: &str) -> Result<UserId, Status> {
+    UserId::parse(raw).map_err(status_of)
+}
+
+pub(crate) fn attribute_op(op: &AttributeOp) -> wire::AttributeOp {
+    use wire::attribute_op::Op;
+    let pairs = |pairs: &BTreeMap<String, String>| wire::Pairs {
+        pairs: pairs.clone().into_iter().collect(),
+    };
+    wire::AttributeOp {
+        op: Some(match op {
+            AttributeOp::Set(set) => Op::Set(pairs(set)),
+            AttributeOp::AddOrUpdate(add) => Op::AddOrUpdate(pairs(add)),
+            AttributeOp::DeleteKeys(keys) => Op::DeleteKeys(wire::Keys { keys: keys.clone() }),
+            AttributeOp::Clear => Op::Clear(wire::Done {}),
+        }),
+    }
+}
+
+pub(crate) fn from_attribute_op(op: Option<wire::AttributeOp>) -> Result<AttributeOp, Status> {
+    use wire::attribute_op::Op;
+    Ok(
+        match op
+            .and_then(|op| op.op)
+            .ok_or_else(|| malformed("attribute op"))?
+        {
+            Op::Set(set) => AttributeOp::Set(set.pairs.into_iter().collect()),
+            Op::AddOrUpdate(add) => AttributeOp::AddOrUpdate(add.pairs.into_iter().collect()),
+            Op::DeleteKeys(keys) => AttributeOp::DeleteKeys(keys.keys),
+            Op::Clear(_) => AttributeOp::Clear,
+        },
+    )
+}
+
+pub(crate) fn conversation(conversation: &Conversation) -> wire::Conversation {
+    use wire::conversation::With;
+    wire::Conversation {
+        with: Some(match conversation {
+            Conversation::Peer(a, b) => With::Peers(wire::PeerPair {
+                a: a.to_string(),
+                b: b.to_string(),
+            }),
+            Conversation::Channel(channel) => With::ChannelId(channel.to_string()),
+        }),
+    }
+}
+
+pub(crate) fn from_conversation(
+    conversation: Option<wire::Conversation>,
+) -> Result<Conversation, Status> {
+    use wire::conversation::With;
+    match conversation
+        .and_then(|conversation| conversation.with)
+        .ok_or_else(|| malformed("conversation"))?
+    {
+        With::Peers(pair) => Ok(Conversation::peers(uid(&pair.a)?, uid(&pair.b)?)),
+        With::ChannelId(channel) => Ok(Conversation::Channel(
+            ChannelId::parse(&channel).map_err(status_of)?,
+        )),
+    }
+}
+
+pub(crate) fn peer_outcome(outcome: PeerOutcome) -> wire::PeerOutcome {
+    match outcome {
+        PeerOutcome::Received => wire::PeerOutcome::Received,
+        PeerOutcome::Cached => wire::PeerOutcome::Cached,
+        PeerOutcome::Unreachable => wire::PeerOutcome::Unreachable,
+        PeerOutcome::TimedOut => wire::PeerOutcome::TimedOut,
+    }
+}
+
+pub(crate) fn from_peer_outcome(outcome: wire::PeerOutcome) -> PeerOutcome {
+    match outcome {
+        wire::PeerOutcome::Received => PeerOutcome::Received,
+        wire::PeerOutcome::Cached => PeerOutcome::Cached,
+        wire::PeerOutcome::TimedOut => PeerOutcome::TimedOut,
+        wire::PeerOutcome::Unreachable | wire::PeerOutcome::Unspecified => PeerOutcome::Unreachable,
+    }
+}

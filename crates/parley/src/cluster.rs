@@ -1,0 +1,173 @@
+//! A node of a cluster: any of the edge and owner roles, talking to the other nodes over gRPC,
+//! with the ring and addresses given up front (a static topology; meta and openraft come next).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use parley_core::app::AppDirectory;
+use parley_core::ids::NodeId;
+use parley_core::ring::DEFAULT_VIRTUAL_NODES;
+use parley_core::ring::Ring;
+use parley_edge::Edge;
+use parley_edge::EdgeConfig;
+use parley_edge::cluster::EdgeService;
+use parley_owner::EdgeSink;
+use parley_owner::Owner;
+use parley_owner::OwnerApi;
+use parley_owner::OwnerConfig;
+use parley_owner::cluster::OwnerService;
+use parley_owner::cluster::RemoteEdge;
+use parley_owner::cluster::RemoteOwners;
+use parley_owner::cluster::SharedTopology;
+use parley_owner::cluster::Topology;
+use parley_proto::v1::connection_state_changed::Reason;
+use parley_store::Store;
+use tokio::net::TcpListener;
+
+/// How long sessions get to say goodbye when the node stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// One node of the cluster as the others know it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub node: NodeId,
+    pub grpc_address: String,
+    pub edge: bool,
+    pub owner: bool,
+}
+
+/// The ring of the owners among `members`, with every member's address.
+pub fn topology(members: &[Member], epoch: u64) -> Topology {
+    let owners: Vec<NodeId> = members
+        .iter()
+        .filter(|member| member.owner)
+        .map(|member| member.node)
+        .collect();
+    Topology {
+        ring: Ring::new(epoch, &owners, DEFAULT_VIRTUAL_NODES),
+        addresses: members
+            .iter()
+            .map(|member| (member.node, member.grpc_address.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// What a running node serves.
+pub struct ClusterNode {
+    pub node: NodeId,
+    pub topology: SharedTopology,
+    pub edge: Option<Arc<Edge>>,
+    pub owner: Option<Arc<Owner>>,
+    /// The client-facing router when this node is an edge.
+    pub router: Option<parley_edge::Router>,
+}
+
+/// Builds node `me` of `members`. Every node must be given the same members.
+pub async fn node(
+    me: NodeId,
+    members: &[Member],
+    apps: AppDirectory,
+    mut owner_config: OwnerConfig,
+    mut edge_config: EdgeConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<ClusterNode> {
+    let this = members
+        .iter()
+        .find(|member| member.node == me)
+        .ok_or_else(|| anyhow::anyhow!("node {} is not among the members", me.0))?
+        .clone();
+    let apps = Arc::new(apps);
+    let shared: SharedTopology = Arc::new(RwLock::new(topology(members, 1)));
+
+    let owner = if this.owner {
+        owner_config.node = me;
+        let owner = Owner::start(owner_config, apps.clone(), store)
+            .await
+            .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
+        Some(owner)
+    } else {
+        None
+    };
+    let edge = if this.edge {
+        edge_config.node = me;
+        let local = owner.clone().map(|owner| (me, owner as Arc<dyn OwnerApi>));
+        let owners = Arc::new(RemoteOwners::new(shared.clone(), local));
+        Some(Edge::new(edge_config, apps, owners))
+    } else {
+        None
+    };
+    if let Some(owner) = &owner {
+        for member in members.iter().filter(|member| member.edge) {
+            let sink: Arc<dyn EdgeSink> = match &edge {
+                Some(edge) if member.node == me => edge.clone(),
+                _ => RemoteEdge::connect(member.node, &member.grpc_address)
+                    .map_err(|error| anyhow::anyhow!("edge {}: {error}", member.node.0))?,
+            };
+            owner.register_edge(member.node, sink);
+        }
+    }
+    let router = edge.clone().map(parley_edge::router);
+    Ok(ClusterNode {
+        node: me,
+        topology: shared,
+        edge,
+        owner,
+        router,
+    })
+}
+
+/// Serves the node's gRPC API on `grpc`, and its clients on `http` when it is an edge, until
+/// `shutdown` completes.
+pub async fn serve(
+    node: ClusterNode,
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc_addr: SocketAddr = grpc.local_addr()?;
+    tracing::info!(node = node.node.0, %grpc_addr, "cluster api listening");
+    let owner_service = node.owner.clone().map(|owner| {
+        OwnerService::new(node.node, owner as Arc<dyn OwnerApi>, node.topology.clone())
+    });
+    let mut grpc_stop = stop_rx.clone();
+    let grpc_server = tonic::transport::Server::builder()
+        .add_optional_service(owner_service)
+        .add_optional_service(node.edge.clone().map(EdgeService::new))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc),
+            async move {
+                let _ = grpc_stop.wait_for(|stop| *stop).await;
+            },
+        );
+    let http_server = async {
+        match (node.router, http) {
+            (Some(router), Some(listener)) => {
+                let mut http_stop = stop_rx.clone();
+                parley_edge::serve(listener, router, async move {
+                    let _ = http_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+            }
+            _ => Ok(()),
+        }
+    };
+    let edge = node.edge.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // Clients first, so they hear SERVER_SHUTDOWN and reconnect elsewhere.
+        if let Some(edge) = edge {
+            edge.end_all_sessions(Reason::ServerShutdown, SHUTDOWN_GRACE)
+                .await;
+        }
+        let _ = stop_tx.send(true);
+    });
+    let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
+    grpc_result?;
+    http_result?;
+    Ok(())
+}
