@@ -21,5 +21,10 @@ pub use server::TestServer;
 pub use server::TestServerBuilder;
 pub use server::fresh_temp_dir;
 
+/// The app every test server serves.
+pub fn server_app_id() -> &'static str {
+    server::APP_ID
+}
+
 /// How long a test waits for something that should happen promptly.
 pub const PROMPTLY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -27,6 +27,8 @@ pub const APP_ID: &str = "0123456789abcdef0123456789ABCDEF";
 pub const CERTIFICATE: &str = "fedcba9876543210fedcba9876543210";
 
 pub struct TestServerBuilder {
+    /// Run as a cluster whatever the environment says.
+    cluster: bool,
     data_dir: Option<PathBuf>,
     store: Option<String>,
     certificate: Option<String>,
@@ -40,6 +42,12 @@ impl TestServerBuilder {
     /// Logins need no token.
     pub fn without_certificate(mut self) -> Self {
         self.certificate = None;
+        self
+    }
+
+    /// Two owners and two edges sharing a Redis, instead of one `parley dev` node.
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
         self
     }
 
@@ -87,7 +95,7 @@ impl TestServerBuilder {
             Some(dir) => DataDir::Kept(dir),
             None => DataDir::Temporary(fresh_temp_dir()),
         };
-        let cluster = std::env::var("PARLEY_TEST_CLUSTER").as_deref() == Ok("1");
+        let cluster = self.cluster || std::env::var("PARLEY_TEST_CLUSTER").as_deref() == Ok("1");
         // A cluster shares its state through Redis.
         let redis = (self.store.is_none()
             && (cluster || std::env::var("PARLEY_TEST_STORE").as_deref() == Ok("redis")))
@@ -202,6 +210,7 @@ impl TestServer {
     /// over both edges.
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder {
+            cluster: false,
             data_dir: None,
             store: None,
             certificate: Some(CERTIFICATE.to_owned()),
@@ -238,6 +247,14 @@ impl TestServer {
 
     pub fn certificate(&self) -> Option<&str> {
         self.certificate.as_deref()
+    }
+
+    /// The WebSocket URL of every edge.
+    pub fn edge_urls(&self) -> Vec<String> {
+        self.edges
+            .iter()
+            .map(|edge| format!("ws://{edge}/v1/ws"))
+            .collect()
     }
 
     /// The WebSocket URL of an edge: each call names the next edge, so clients spread out.

@@ -1,0 +1,139 @@
+//! A cluster of two owners and two edges (in-process nodes on real sockets, gRPC between them,
+//! state in Redis): users on different edges, whose channels and users live on different owners,
+//! see what they would see on one node.
+
+use std::time::Duration;
+
+use parley_client::Client;
+use parley_client::ClientConfig;
+use parley_client::Event;
+use parley_client::Message;
+use parley_client::PeerMessageOptions;
+use parley_client::PeerMessageResult;
+use parley_core::ids::AppId;
+use parley_core::ids::ChannelId;
+use parley_core::ids::NodeId;
+use parley_core::ring::DEFAULT_VIRTUAL_NODES;
+use parley_core::ring::Ring;
+use parley_testkit::PROMPTLY;
+use parley_testkit::TestServer;
+use tokio::sync::mpsc;
+
+async fn next_matching(
+    events: &mut mpsc::Receiver<Event>,
+    matches: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(PROMPTLY, async {
+        loop {
+            let event = events.recv().await.expect("event stream ended");
+            if matches(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("expected event did not arrive")
+}
+
+fn on_edge(server: &TestServer, edge: usize, uid: &str) -> ClientConfig {
+    ClientConfig::new(server.edge_urls()[edge].clone(), server.app_id(), uid)
+        .token(server.token(uid))
+}
+
+/// Names that the ring places on owner 1 and owner 2 (the testkit's owners).
+fn placed(prefix: &str, on: NodeId, channel: bool) -> String {
+    let ring = Ring::new(1, &[NodeId(1), NodeId(2)], DEFAULT_VIRTUAL_NODES);
+    let app = AppId::parse(parley_testkit::server_app_id()).unwrap();
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|name| {
+            let owner = if channel {
+                ring.channel_owner(&app, &ChannelId::parse(name).unwrap())
+            } else {
+                ring.user_owner(&app, &parley_core::ids::UserId::parse(name).unwrap())
+            };
+            owner == Some(on)
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn users_on_different_edges_and_owners_talk() {
+    let server = TestServer::builder().cluster().start().await;
+    assert_eq!(server.edge_urls().len(), 2);
+    // Alice's user lives on owner 1 and she connects to edge 0; Bob's on owner 2, edge 1.
+    let alice_uid = placed("alice", NodeId(1), false);
+    let bob_uid = placed("bob", NodeId(2), false);
+    let (alice, mut alice_events) = Client::login(on_edge(&server, 0, &alice_uid))
+        .await
+        .unwrap();
+    let (bob, mut bob_events) = Client::login(on_edge(&server, 1, &bob_uid)).await.unwrap();
+
+    // A peer message crosses edge 0 → owner 2 → edge 1 and the receipt comes back.
+    let sent = alice
+        .send_message_to_peer(
+            &bob_uid,
+            Message::text("across"),
+            PeerMessageOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.result(), PeerMessageResult::ReceivedByPeer);
+    let Event::MessageFromPeer(received) = next_matching(&mut bob_events, |event| {
+        matches!(event, Event::MessageFromPeer(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(received.peer_id, alice_uid);
+
+    // Channels on either owner fan out to both edges.
+    for owner in [NodeId(1), NodeId(2)] {
+        let room = placed("room", owner, true);
+        alice.join(&room).await.unwrap();
+        bob.join(&room).await.unwrap();
+        let sent = bob
+            .send_message(&room, Message::text("hello"))
+            .await
+            .unwrap();
+        let Event::ChannelMessage(message) = next_matching(
+            &mut alice_events,
+            |event| matches!(event, Event::ChannelMessage(message) if message.channel_id == room),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(message.seq, sent.seq);
+        let mut members = alice.get_members(&room).await.unwrap();
+        members.sort();
+        let mut expected = vec![alice_uid.clone(), bob_uid.clone()];
+        expected.sort();
+        assert_eq!(members, expected);
+    }
+
+    // Offline messages cached by one owner reach a user who logs in on the other edge.
+    let carol_uid = placed("carol", NodeId(1), false);
+    let options = PeerMessageOptions {
+        enable_offline_messaging: true,
+        enable_historical_messaging: false,
+    };
+    let sent = bob
+        .send_message_to_peer(&carol_uid, Message::text("later"), options)
+        .await
+        .unwrap();
+    assert_eq!(sent.result(), PeerMessageResult::CachedByServer);
+    let (_carol, mut carol_events) = Client::login(on_edge(&server, 1, &carol_uid))
+        .await
+        .unwrap();
+    let Event::MessageFromPeer(offline) = next_matching(&mut carol_events, |event| {
+        matches!(event, Event::MessageFromPeer(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(offline.is_offline_message);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
