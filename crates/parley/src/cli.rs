@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run every role in one process on embedded storage.
     Dev(DevOptions),
+    /// Run one node of a cluster with the roles given (static membership for now).
+    Run(RunOptions),
     /// Print a "007" RTM token for development.
     Token(TokenOptions),
     /// A scriptable JSON-lines client (see docs/cli.md).
@@ -55,6 +57,43 @@ pub struct DevOptions {
     #[arg(long, env = "PARLEY_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
     /// Log format: text or json.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct RunOptions {
+    /// This node's id; it must appear in `--members`.
+    #[arg(long, env = "PARLEY_NODE_ID")]
+    pub node_id: u64,
+    /// This node's roles, comma-separated: edge, owner.
+    #[arg(long, env = "PARLEY_ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Every node of the cluster: `ID=ROLES@HOST:PORT`, comma-separated, roles joined by `+`
+    /// (e.g. `1=owner@10.0.0.1:7100,2=edge+owner@10.0.0.2:7100`). HOST:PORT is the node's
+    /// cluster (gRPC) address. Every node must be given the same list.
+    #[arg(long, env = "PARLEY_MEMBERS")]
+    pub members: String,
+    /// Where this node listens for the cluster API; by default its address in `--members`.
+    #[arg(long, env = "PARLEY_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Where an edge listens for clients.
+    #[arg(long, env = "PARLEY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Durable state: `redis://…` or `redis-cluster://…` (shared by every owner), or `embedded`
+    /// for a cluster with a single owner.
+    #[arg(long, env = "PARLEY_STORE")]
+    pub store: String,
+    /// Where the embedded store keeps its file.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = ".parley")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "PARLEY_APP_ID")]
+    pub app_id: String,
+    /// Without it the app takes logins without a token (development only).
+    #[arg(long, env = "PARLEY_APP_CERTIFICATE")]
+    pub app_certificate: Option<String>,
+    #[arg(long, env = "PARLEY_ALLOW_MULTI_LOGIN")]
+    pub allow_multi_login: bool,
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 }

@@ -168,7 +168,7 @@ fn random_hex32() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client_cmd;
 pub mod cluster;
 pub mod dev;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Dev(options) => {
             init_logging(&options.log_format);
             runtime.block_on(dev::run(options))
+        }
+        Command::Run(options) => {
+            init_logging(&options.log_format);
+            runtime.block_on(run::run(options))
         }
         Command::Token(options) => {
             println!("{}", options.build());
