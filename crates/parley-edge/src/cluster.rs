@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_core::ids::MessageId;
+use parley_core::ids::NodeId;
 use parley_core::ids::SessionId;
 use parley_owner::EdgeSink;
+use parley_owner::cluster::RemoteOwners;
 use parley_proto::SharedFrame;
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::edge_server;
@@ -23,11 +25,13 @@ const RECEIPT_WAIT: Duration = Duration::from_secs(30);
 
 pub struct EdgeService {
     edge: Arc<Edge>,
+    /// How receipts get back to the owner node that asked for them.
+    owners: Arc<RemoteOwners>,
 }
 
 impl EdgeService {
-    pub fn new(edge: Arc<Edge>) -> edge_server::EdgeServer<EdgeService> {
-        edge_server::EdgeServer::new(EdgeService { edge })
+    pub fn new(edge: Arc<Edge>, owners: Arc<RemoteOwners>) -> edge_server::EdgeServer<EdgeService> {
+        edge_server::EdgeServer::new(EdgeService { edge, owners })
     }
 }
 
@@ -44,26 +48,32 @@ impl edge_server::Edge for EdgeService {
         request: Request<wire::DeliverRequest>,
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
-        let sessions: Vec<SessionId> = request.sessions.into_iter().map(SessionId).collect();
-        self.edge.deliver(&sessions, frame(&request.frame)?);
+        let frame = frame(&request.frame)?;
+        if request.receipt_id == 0 {
+            let sessions: Vec<SessionId> = request.sessions.into_iter().map(SessionId).collect();
+            self.edge.deliver(&sessions, frame);
+            return Ok(Response::new(wire::Done {}));
+        }
+        // Queued now, in order; the receipt is reported back when it comes.
+        let session = *request
+            .sessions
+            .first()
+            .ok_or_else(|| Status::invalid_argument("a receipt needs a session"))?;
+        let receipt =
+            self.edge
+                .deliver_peer(SessionId(session), MessageId(request.receipt_id), frame);
+        let owners = self.owners.clone();
+        let owner = NodeId(request.receipt_to);
+        tokio::spawn(async move {
+            let received = matches!(
+                tokio::time::timeout(RECEIPT_WAIT, receipt).await,
+                Ok(Ok(()))
+            );
+            owners
+                .report_receipt(owner, request.receipt_id, received)
+                .await;
+        });
         Ok(Response::new(wire::Done {}))
-    }
-
-    async fn deliver_peer(
-        &self,
-        request: Request<wire::DeliverPeerRequest>,
-    ) -> Result<Response<wire::DeliverPeerReply>, Status> {
-        let request = request.into_inner();
-        let receipt = self.edge.deliver_peer(
-            SessionId(request.session),
-            MessageId(request.receipt_id),
-            frame(&request.frame)?,
-        );
-        let received = matches!(
-            tokio::time::timeout(RECEIPT_WAIT, receipt).await,
-            Ok(Ok(()))
-        );
-        Ok(Response::new(wire::DeliverPeerReply { received }))
     }
 
     async fn end_session(

@@ -65,6 +65,40 @@ pub struct Topology {
 
 pub type SharedTopology = Arc<RwLock<Topology>>;
 
+/// Receipts this owner node waits for from edges on other nodes, by receipt id.
+#[derive(Default)]
+pub struct Receipts {
+    // A std lock: an insert or a remove per delivery, never held across an await.
+    waiting: std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>,
+}
+
+/// Waiting receipts kept before abandoned ones are swept.
+const RECEIPT_SWEEP_AT: usize = 4096;
+
+impl Receipts {
+    fn wait(&self, receipt_id: u64) -> oneshot::Receiver<()> {
+        let (receipt_tx, receipt_rx) = oneshot::channel();
+        let mut waiting = self.waiting.lock().expect("receipt lock poisoned");
+        if waiting.len() >= RECEIPT_SWEEP_AT {
+            waiting.retain(|_, sender| !sender.is_closed());
+        }
+        waiting.insert(receipt_id, receipt_tx);
+        receipt_rx
+    }
+
+    /// Completes (received) or drops (not received) the wait for `receipt_id`.
+    fn settle(&self, receipt_id: u64, received: bool) {
+        let waiting = self
+            .waiting
+            .lock()
+            .expect("receipt lock poisoned")
+            .remove(&receipt_id);
+        if let (Some(sender), true) = (waiting, received) {
+            let _ = sender.send(());
+        }
+    }
+}
+
 fn lazy_channel(address: &str) -> Result<Channel, Error> {
     tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map(|endpoint| endpoint.connect_lazy())
@@ -78,6 +112,7 @@ pub struct OwnerService {
     node: NodeId,
     owner: Arc<dyn OwnerApi>,
     topology: SharedTopology,
+    receipts: Arc<Receipts>,
 }
 
 impl OwnerService {
@@ -85,11 +120,13 @@ impl OwnerService {
         node: NodeId,
         owner: Arc<dyn OwnerApi>,
         topology: SharedTopology,
+        receipts: Arc<Receipts>,
     ) -> owner_server::OwnerServer<OwnerService> {
         owner_server::OwnerServer::new(OwnerService {
             node,
             owner,
             topology,
+            receipts,
         })
     }
 
@@ -545,6 +582,15 @@ impl owner_server::Owner for OwnerService {
             .map_err(status_of)?;
         Ok(Response::new(wire::CountHistoryReply { count }))
     }
+
+    async fn receipt(
+        &self,
+        request: Request<wire::ReceiptRequest>,
+    ) -> Result<Response<wire::Done>, Status> {
+        let request = request.into_inner();
+        self.receipts.settle(request.receipt_id, request.received);
+        done()
+    }
 }
 
 // ---- client ------------------------------------------------------------------------------------
@@ -629,6 +675,24 @@ impl RemoteOwners {
             .expect("topology lock poisoned")
             .ring
             .epoch()
+    }
+
+    /// Tells owner node `node` how a delivery it asked a receipt for ended.
+    pub async fn report_receipt(&self, node: NodeId, receipt_id: u64, received: bool) {
+        let reported = match self.client(node) {
+            Ok(mut client) => client
+                .receipt(wire::ReceiptRequest {
+                    receipt_id,
+                    received,
+                })
+                .await
+                .map(drop)
+                .map_err(|status| status.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = reported {
+            tracing::warn!(owner = node.0, %error, "reporting a receipt failed");
+        }
     }
 
     /// Calls `node`; if it answers that another node owns the key, calls that one instead.
@@ -1330,19 +1394,27 @@ enum EdgeCall {
     End(wire::EndSessionRequest),
 }
 
-/// An edge on another node, as an owner delivers to it: one ordered stream of calls, and peer
-/// deliveries that wait for their receipt on the side.
+/// An edge on another node, as an owner delivers to it: one ordered stream of calls (peer
+/// deliveries included, so they keep their order too); receipts come back through
+/// `Owner.Receipt` into [`Receipts`].
 pub struct RemoteEdge {
     node: NodeId,
+    /// The owner node delivering, which the edge reports receipts to.
+    owner: NodeId,
+    receipts: Arc<Receipts>,
     calls_tx: mpsc::Sender<EdgeCall>,
-    client: EdgeClient<Channel>,
 }
 
 impl RemoteEdge {
-    pub fn connect(node: NodeId, address: &str) -> Result<Arc<RemoteEdge>, Error> {
+    pub fn connect(
+        node: NodeId,
+        address: &str,
+        owner: NodeId,
+        receipts: Arc<Receipts>,
+    ) -> Result<Arc<RemoteEdge>, Error> {
         let client = EdgeClient::new(lazy_channel(address)?);
         let (calls_tx, mut calls_rx) = mpsc::channel(EDGE_QUEUE);
-        let mut sender = client.clone();
+        let mut sender = client;
         tokio::spawn(async move {
             while let Some(call) = calls_rx.recv().await {
                 let sent = match call {
@@ -1356,8 +1428,9 @@ impl RemoteEdge {
         });
         Ok(Arc::new(RemoteEdge {
             node,
+            owner,
+            receipts,
             calls_tx,
-            client,
         }))
     }
 
@@ -1373,6 +1446,8 @@ impl EdgeSink for RemoteEdge {
         self.queue(EdgeCall::Deliver(wire::DeliverRequest {
             sessions: sessions.iter().map(|session| session.0).collect(),
             frame: frame.message().encode_to_vec().into(),
+            receipt_id: 0,
+            receipt_to: 0,
         }));
     }
 
@@ -1382,20 +1457,13 @@ impl EdgeSink for RemoteEdge {
         receipt_id: MessageId,
         frame: Arc<SharedFrame>,
     ) -> oneshot::Receiver<()> {
-        let (receipt_tx, receipt_rx) = oneshot::channel();
-        let mut client = self.client.clone();
-        let request = wire::DeliverPeerRequest {
-            session: session.0,
-            receipt_id: receipt_id.0,
+        let receipt_rx = self.receipts.wait(receipt_id.0);
+        self.queue(EdgeCall::Deliver(wire::DeliverRequest {
+            sessions: vec![session.0],
             frame: frame.message().encode_to_vec().into(),
-        };
-        tokio::spawn(async move {
-            if let Ok(reply) = client.deliver_peer(request).await
-                && reply.into_inner().received
-            {
-                let _ = receipt_tx.send(());
-            }
-        });
+            receipt_id: receipt_id.0,
+            receipt_to: self.owner.0,
+        }));
         receipt_rx
     }
 

@@ -54,7 +54,12 @@ async fn a_stale_ring_costs_one_redirect() {
             ring: current.clone(),
             addresses: BTreeMap::new(),
         }));
-        let service = OwnerService::new(node, owner.clone() as Arc<dyn OwnerApi>, topology);
+        let service = OwnerService::new(
+            node,
+            owner.clone() as Arc<dyn OwnerApi>,
+            topology,
+            Arc::default(),
+        );
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)

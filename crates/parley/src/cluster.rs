@@ -20,6 +20,7 @@ use parley_owner::Owner;
 use parley_owner::OwnerApi;
 use parley_owner::OwnerConfig;
 use parley_owner::cluster::OwnerService;
+use parley_owner::cluster::Receipts;
 use parley_owner::cluster::RemoteEdge;
 use parley_owner::cluster::RemoteOwners;
 use parley_owner::cluster::SharedTopology;
@@ -60,6 +61,10 @@ pub fn topology(members: &[Member], epoch: u64) -> Topology {
 pub struct ClusterNode {
     pub node: NodeId,
     pub topology: SharedTopology,
+    /// Receipts this node's owner awaits from edges on other nodes.
+    receipts: Arc<Receipts>,
+    /// This node's edge's view of the owners.
+    owners: Option<Arc<RemoteOwners>>,
     pub edge: Option<Arc<Edge>>,
     pub owner: Option<Arc<Owner>>,
     /// The client-facing router when this node is an edge.
@@ -92,19 +97,23 @@ pub async fn node(
     } else {
         None
     };
-    let edge = if this.edge {
+    let (edge, owners) = if this.edge {
         edge_config.node = me;
         let local = owner.clone().map(|owner| (me, owner as Arc<dyn OwnerApi>));
         let owners = Arc::new(RemoteOwners::new(shared.clone(), local));
-        Some(Edge::new(edge_config, apps, owners))
+        (
+            Some(Edge::new(edge_config, apps, owners.clone())),
+            Some(owners),
+        )
     } else {
-        None
+        (None, None)
     };
+    let receipts = Arc::new(Receipts::default());
     if let Some(owner) = &owner {
         for member in members.iter().filter(|member| member.edge) {
             let sink: Arc<dyn EdgeSink> = match &edge {
                 Some(edge) if member.node == me => edge.clone(),
-                _ => RemoteEdge::connect(member.node, &member.grpc_address)
+                _ => RemoteEdge::connect(member.node, &member.grpc_address, me, receipts.clone())
                     .map_err(|error| anyhow::anyhow!("edge {}: {error}", member.node.0))?,
             };
             owner.register_edge(member.node, sink);
@@ -114,6 +123,8 @@ pub async fn node(
     Ok(ClusterNode {
         node: me,
         topology: shared,
+        receipts,
+        owners,
         edge,
         owner,
         router,
@@ -132,12 +143,21 @@ pub async fn serve(
     let grpc_addr: SocketAddr = grpc.local_addr()?;
     tracing::info!(node = node.node.0, %grpc_addr, "cluster api listening");
     let owner_service = node.owner.clone().map(|owner| {
-        OwnerService::new(node.node, owner as Arc<dyn OwnerApi>, node.topology.clone())
+        OwnerService::new(
+            node.node,
+            owner as Arc<dyn OwnerApi>,
+            node.topology.clone(),
+            node.receipts.clone(),
+        )
     });
+    let edge_service = match (&node.edge, &node.owners) {
+        (Some(edge), Some(owners)) => Some(EdgeService::new(edge.clone(), owners.clone())),
+        _ => None,
+    };
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
         .add_optional_service(owner_service)
-        .add_optional_service(node.edge.clone().map(EdgeService::new))
+        .add_optional_service(edge_service)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             async move {
