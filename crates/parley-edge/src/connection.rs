@@ -24,6 +24,7 @@ use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_core::rate::TokenBucket;
 use parley_owner::LeaveReason;
+use parley_owner::OpenSession;
 use parley_owner::UserKey;
 use parley_proto::Codec;
 use parley_proto::Frame;
@@ -152,7 +153,10 @@ impl Connection {
                         return ending;
                     }
                 }
-                Some(Control::End(reason)) = control_rx.recv() => return Ending::Server(reason),
+                Some(control) = control_rx.recv() => match control {
+                    Control::End(reason) => return Ending::Server(reason),
+                    Control::Reregister => self.reregister().await,
+                },
                 () = tokio::time::sleep_until(deadline) => {
                     if let Some(ending) = self.on_timer().await {
                         return ending;
@@ -389,6 +393,47 @@ impl Connection {
         };
         self.reply(id, result);
         None
+    }
+
+    /// Registers the session, its channels and its subscriptions with the owners again (after a
+    /// ring change). Registrations the owner already has are no-ops.
+    async fn reregister(&mut self) {
+        let Some(session) = &self.session else { return };
+        let owner = self.edge.owner();
+        let opened = owner
+            .open_session(OpenSession {
+                user: session.user.clone(),
+                session: session.session,
+                multi_login: session.app.multi_login,
+            })
+            .await;
+        if let Err(error) = opened {
+            tracing::warn!(%error, "re-registering a session failed");
+        }
+        for channel in &session.joined {
+            let joined = owner
+                .join(
+                    crate::requests::channel_key(&session.user, channel),
+                    session.user.uid.clone(),
+                    session.session,
+                    None,
+                )
+                .await;
+            match joined {
+                Ok(_) => {}
+                Err(error) if error.code == ErrorCode::AlreadyJoined => {}
+                Err(error) => tracing::warn!(%error, channel = %channel, "re-join failed"),
+            }
+        }
+        for uid in &session.subscriptions {
+            let watched = UserKey {
+                app: session.user.app.clone(),
+                uid: uid.clone(),
+            };
+            if let Err(error) = owner.subscribe_presence(watched, session.session).await {
+                tracing::warn!(%error, "re-subscribing failed");
+            }
+        }
     }
 
     /// Tells the owner the login reply is out, so it may deliver what waited for the user.

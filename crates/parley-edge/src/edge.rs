@@ -63,6 +63,8 @@ pub(crate) enum Outbound {
 /// What the rest of the node may ask of a connection's task.
 pub(crate) enum Control {
     End(Reason),
+    /// The ring changed: tell the (possibly new) owners about this session again.
+    Reregister,
 }
 
 /// A live session as other tasks see it.
@@ -147,6 +149,22 @@ impl Edge {
             .read()
             .expect("session table lock poisoned")
             .len()
+    }
+
+    /// After a ring change: every session registers itself, its channels and its status
+    /// subscriptions with the owners again, so owners that took keys over know them.
+    pub fn reregister_all(&self) {
+        let handles: Vec<Arc<SessionHandle>> = self
+            .sessions
+            .read()
+            .expect("session table lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for handle in handles {
+            // A full control queue means the session is ending anyway.
+            let _ = handle.control_tx.try_send(Control::Reregister);
+        }
     }
 
     /// Ends every session (on shutdown) and waits up to `grace` for them to be gone.

@@ -482,6 +482,14 @@ impl Shard {
 
     async fn open_session(&mut self, open: OpenSession) {
         let entry = self.users.entry(open.user.clone()).or_default();
+        // A session registering again (after a ring change) is already here: nothing to do.
+        if entry
+            .sessions
+            .iter()
+            .any(|known| known.session == open.session)
+        {
+            return;
+        }
         let mut replaced = Vec::new();
         if open.multi_login == MultiLogin::Replace {
             for old in entry.sessions.drain(..) {

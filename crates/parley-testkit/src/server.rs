@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::SystemTime;
 
+use parley::cluster::ClusterHandle;
 use parley::cluster::Member;
 use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
@@ -105,15 +106,17 @@ impl TestServerBuilder {
             (None, Some(redis)) => redis.url(),
             (None, None) => "embedded".to_owned(),
         };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut shutdown_rx = shutdown_rx.clone();
+        let mut shutdowns = Vec::new();
+        let mut stopped = || {
+            let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+            shutdowns.push(shutdown_tx);
             async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;
             }
         };
         let mut edges = Vec::new();
         let mut serving = Vec::new();
+        let mut cluster_state = None;
         if cluster {
             // Two owners (nodes 1 and 2) and two edges (nodes 3 and 4), each on its own sockets.
             let mut grpc = Vec::new();
@@ -130,6 +133,7 @@ impl TestServerBuilder {
                     edge: index >= 2,
                 })
                 .collect();
+            let mut handles = Vec::new();
             for (member, grpc) in members.iter().zip(grpc) {
                 let store = parley::dev::open_store(&store_url, data_dir.path())
                     .await
@@ -144,6 +148,7 @@ impl TestServerBuilder {
                 )
                 .await
                 .expect("start a cluster node");
+                handles.push((member.node, node.handle()));
                 let http = if member.edge {
                     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
                     edges.push(listener.local_addr().expect("http addr"));
@@ -151,13 +156,14 @@ impl TestServerBuilder {
                 } else {
                     None
                 };
-                serving.push(tokio::spawn(parley::cluster::serve(
+                serving.push(Some(tokio::spawn(parley::cluster::serve(
                     node,
                     grpc,
                     http,
                     stopped(),
-                )));
+                ))));
             }
+            cluster_state = Some(ClusterState { members, handles });
         } else {
             let store = parley::dev::open_store(&store_url, data_dir.path())
                 .await
@@ -170,11 +176,11 @@ impl TestServerBuilder {
                 .expect("bind 127.0.0.1:0");
             edges.push(listener.local_addr().expect("local addr"));
             let stop = stopped();
-            serving.push(tokio::spawn(async move {
+            serving.push(Some(tokio::spawn(async move {
                 parley::dev::serve(node, listener, stop)
                     .await
                     .map_err(anyhow::Error::from)
-            }));
+            })));
         }
         TestServer {
             addr: edges[0],
@@ -183,8 +189,9 @@ impl TestServerBuilder {
             _data_dir: data_dir,
             _redis: redis,
             certificate,
-            shutdown_tx,
+            shutdowns,
             serving,
+            cluster: cluster_state,
         }
     }
 }
@@ -200,8 +207,16 @@ pub struct TestServer {
     /// The Redis server holding this node's state, with `PARLEY_TEST_STORE=redis` or a cluster.
     _redis: Option<RedisServer>,
     certificate: Option<String>,
-    shutdown_tx: watch::Sender<bool>,
-    serving: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// One per node, in node order.
+    shutdowns: Vec<watch::Sender<bool>>,
+    serving: Vec<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    cluster: Option<ClusterState>,
+}
+
+/// The nodes of a test cluster.
+struct ClusterState {
+    members: Vec<Member>,
+    handles: Vec<(NodeId, ClusterHandle)>,
 }
 
 impl TestServer {
@@ -232,12 +247,39 @@ impl TestServer {
 
     /// Stops the node the way SIGTERM stops `parley dev`, and waits until it has.
     pub async fn stop(self) {
-        let _ = self.shutdown_tx.send(true);
-        for serving in self.serving {
+        for shutdown in &self.shutdowns {
+            let _ = shutdown.send(true);
+        }
+        for serving in self.serving.into_iter().flatten() {
             serving
                 .await
                 .expect("server task")
                 .expect("server ran without error");
+        }
+    }
+
+    /// In a cluster: stops owner `node` and gives the remaining nodes a ring without it (what
+    /// the meta role will do when an owner stops heartbeating).
+    pub async fn fail_owner(&mut self, node: NodeId) {
+        let cluster = self.cluster.as_mut().expect("fail_owner needs a cluster");
+        assert!(
+            cluster
+                .members
+                .iter()
+                .any(|member| member.node == node && member.owner),
+            "an owner of this cluster"
+        );
+        // Nodes are numbered from 1 in the order they were started.
+        let index = node.0 as usize - 1;
+        let _ = self.shutdowns[index].send(true);
+        if let Some(serving) = self.serving[index].take() {
+            let _ = serving.await;
+        }
+        cluster.members.retain(|member| member.node != node);
+        let topology = parley::cluster::topology(&cluster.members, 2);
+        cluster.handles.retain(|(known, _)| *known != node);
+        for (_, handle) in &cluster.handles {
+            handle.set_topology(topology.clone());
         }
     }
 

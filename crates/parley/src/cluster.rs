@@ -131,6 +131,33 @@ pub async fn node(
     })
 }
 
+/// What can still be reached of a node once it serves: for changing its view of the cluster.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    topology: SharedTopology,
+    edge: Option<Arc<Edge>>,
+}
+
+impl ClusterHandle {
+    /// Installs a new topology (a newer ring epoch); an edge then re-registers its sessions,
+    /// channels and subscriptions with the owners, so owners that took keys over know them.
+    pub fn set_topology(&self, topology: Topology) {
+        *self.topology.write().expect("topology lock poisoned") = topology;
+        if let Some(edge) = &self.edge {
+            edge.reregister_all();
+        }
+    }
+}
+
+impl ClusterNode {
+    pub fn handle(&self) -> ClusterHandle {
+        ClusterHandle {
+            topology: self.topology.clone(),
+            edge: self.edge.clone(),
+        }
+    }
+}
+
 /// Serves the node's gRPC API on `grpc`, and its clients on `http` when it is an edge, until
 /// `shutdown` completes.
 pub async fn serve(

@@ -137,3 +137,72 @@ async fn users_on_different_edges_and_owners_talk() {
     assert!(offline.is_offline_message);
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+/// When an owner goes and the ring moves its channels and users to the survivor, edges register
+/// their sessions, channels and subscriptions again: channels keep working for their members.
+#[tokio::test]
+async fn when_an_owner_goes_its_channels_move_with_their_members() {
+    let mut server = TestServer::builder().cluster().start().await;
+    let room = placed("room", NodeId(2), true);
+    let alice_uid = placed("alice", NodeId(2), false);
+    let bob_uid = placed("bob", NodeId(1), false);
+    let (alice, mut alice_events) = Client::login(on_edge(&server, 0, &alice_uid))
+        .await
+        .unwrap();
+    let (bob, mut bob_events) = Client::login(on_edge(&server, 1, &bob_uid)).await.unwrap();
+    alice.join(&room).await.unwrap();
+    bob.join(&room).await.unwrap();
+    let before = bob
+        .send_message(&room, Message::text("before"))
+        .await
+        .unwrap();
+    next_matching(&mut alice_events, |event| {
+        matches!(event, Event::ChannelMessage(_))
+    })
+    .await;
+
+    server.fail_owner(NodeId(2)).await;
+
+    // Owner 1 now holds the room: once the edges have re-registered, messages flow again, with
+    // sequence numbers that keep growing.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    let after = loop {
+        match bob.send_message(&room, Message::text("after")).await {
+            Ok(sent) => break sent,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "room never came back: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(after.seq > before.seq, "sequence numbers never go back");
+    let Event::ChannelMessage(message) = next_matching(
+        &mut alice_events,
+        |event| matches!(event, Event::ChannelMessage(message) if message.seq == after.seq),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(message.member_id, bob_uid);
+    let mut members = alice.get_members(&room).await.unwrap();
+    members.sort();
+    let mut expected = vec![alice_uid.clone(), bob_uid.clone()];
+    expected.sort();
+    assert_eq!(members, expected);
+
+    // Alice's user moved too: peer messages reach her through owner 1.
+    let sent = bob
+        .send_message_to_peer(
+            &alice_uid,
+            Message::text("still there?"),
+            PeerMessageOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.result(), PeerMessageResult::ReceivedByPeer);
+    let _ = bob_events.try_recv();
+}
