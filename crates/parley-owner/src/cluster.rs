@@ -595,6 +595,50 @@ impl owner_server::Owner for OwnerService {
 
 // ---- client ------------------------------------------------------------------------------------
 
+/// Requests that carry the ring epoch they were routed by.
+trait Routed: Clone {
+    fn set_epoch(&mut self, epoch: u64);
+}
+
+macro_rules! routed {
+    ($($request:ident),* $(,)?) => {
+        $(impl Routed for wire::$request {
+            fn set_epoch(&mut self, epoch: u64) {
+                self.epoch = epoch;
+            }
+        })*
+    };
+}
+
+routed!(
+    AnswerInvitationRequest,
+    CancelInvitationRequest,
+    ChannelAttributesRequest,
+    ChannelRequest,
+    CloseSessionRequest,
+    JoinRequest,
+    LeaveRequest,
+    MembersRequest,
+    OpenSessionRequest,
+    SendChannelRequest,
+    SendInvitationRequest,
+    SendPeerRequest,
+    SessionRequest,
+    SetReachableRequest,
+    SubscribePresenceRequest,
+    UpdateChannelAttributesRequest,
+    UpdateUserAttributesRequest,
+    UserAttributesRequest,
+    UserRequest
+);
+
+/// A copy of `request` stamped with `epoch`, for one attempt.
+fn stamped<R: Routed>(request: &R, epoch: u64) -> R {
+    let mut request = request.clone();
+    request.set_epoch(epoch);
+    request
+}
+
 /// Where a call goes: the owner in this process, or another node.
 enum Route {
     Local(Arc<dyn OwnerApi>),
@@ -734,10 +778,7 @@ impl OwnerApi for RemoteOwners {
                     allow_many: open.multi_login == MultiLogin::AllowMany,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::OpenSessionRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.open_session(request).await.map(drop) }
                 })
                 .await
@@ -755,10 +796,7 @@ impl OwnerApi for RemoteOwners {
                     session: Some(session_ref(session)),
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::SessionRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.session_ready(request).await.map(drop) }
                 })
                 .await
@@ -782,10 +820,7 @@ impl OwnerApi for RemoteOwners {
                     connection_lost: reason == LeaveReason::ConnectionLost,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::CloseSessionRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.close_session(request).await.map(drop) }
                 })
                 .await
@@ -809,10 +844,7 @@ impl OwnerApi for RemoteOwners {
                     reachable,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::SetReachableRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.set_reachable(request).await.map(drop) }
                 })
                 .await
@@ -839,10 +871,7 @@ impl OwnerApi for RemoteOwners {
         };
         let mut progress = self
             .remote(node, |mut client, epoch| {
-                let request = wire::SendPeerRequest {
-                    epoch,
-                    ..request.clone()
-                };
+                let request = stamped(&request, epoch);
                 async move { client.send_peer(request).await.map(Response::into_inner) }
             })
             .await?;
@@ -888,10 +917,7 @@ impl OwnerApi for RemoteOwners {
                     resume_after,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::JoinRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client
                             .join(request)
@@ -922,10 +948,7 @@ impl OwnerApi for RemoteOwners {
                     connection_lost: reason == LeaveReason::ConnectionLost,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::LeaveRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.leave(request).await.map(drop) }
                 })
                 .await
@@ -946,10 +969,7 @@ impl OwnerApi for RemoteOwners {
                     enable_history: send.enable_history,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::SendChannelRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client.send_channel(request).await.map(|reply| {
                             let reply = reply.into_inner();
@@ -983,10 +1003,7 @@ impl OwnerApi for RemoteOwners {
                 };
                 let members = self
                     .remote(node, |mut client, epoch| {
-                        let request = wire::MembersRequest {
-                            epoch,
-                            ..request.clone()
-                        };
+                        let request = stamped(&request, epoch);
                         async move {
                             client
                                 .members(request)
@@ -1009,10 +1026,7 @@ impl OwnerApi for RemoteOwners {
                     channel: Some(channel_key(&channel)),
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::ChannelRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client
                             .member_count(request)
@@ -1035,10 +1049,7 @@ impl OwnerApi for RemoteOwners {
                     op: Some(attribute_op(&op)),
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::UpdateUserAttributesRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.update_user_attributes(request).await.map(drop) }
                 })
                 .await
@@ -1060,10 +1071,7 @@ impl OwnerApi for RemoteOwners {
                     keys,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::UserAttributesRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client
                             .user_attributes(request)
@@ -1098,10 +1106,7 @@ impl OwnerApi for RemoteOwners {
                     notify_members,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::UpdateChannelAttributesRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.update_channel_attributes(request).await.map(drop) }
                 })
                 .await
@@ -1123,10 +1128,7 @@ impl OwnerApi for RemoteOwners {
                     keys,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::ChannelAttributesRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client
                             .channel_attributes(request)
@@ -1148,10 +1150,7 @@ impl OwnerApi for RemoteOwners {
                     user: Some(user_key(&user)),
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::UserRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client.presence(request).await.map(|reply| {
                             v1::PeerOnlineState::try_from(reply.into_inner().state)
@@ -1178,10 +1177,7 @@ impl OwnerApi for RemoteOwners {
                     subscriber: Some(session_ref(subscriber)),
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::SubscribePresenceRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client.subscribe_presence(request).await.map(|reply| {
                             v1::PeerOnlineState::try_from(reply.into_inner().state)
@@ -1208,10 +1204,7 @@ impl OwnerApi for RemoteOwners {
                     subscriber: Some(session_ref(subscriber)),
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::SubscribePresenceRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.unsubscribe_presence(request).await.map(drop) }
                 })
                 .await
@@ -1236,10 +1229,7 @@ impl OwnerApi for RemoteOwners {
                     channel_id: send.channel_id,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::SendInvitationRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move {
                         client
                             .send_invitation(request)
@@ -1268,10 +1258,7 @@ impl OwnerApi for RemoteOwners {
                     invitation_id,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::CancelInvitationRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.cancel_invitation(request).await.map(drop) }
                 })
                 .await
@@ -1301,10 +1288,7 @@ impl OwnerApi for RemoteOwners {
                     response,
                 };
                 self.remote(node, |mut client, epoch| {
-                    let request = wire::AnswerInvitationRequest {
-                        epoch,
-                        ..request.clone()
-                    };
+                    let request = stamped(&request, epoch);
                     async move { client.answer_invitation(request).await.map(drop) }
                 })
                 .await
