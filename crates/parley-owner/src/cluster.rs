@@ -61,6 +61,8 @@ pub struct Topology {
     pub ring: Ring,
     /// The gRPC address (`HOST:PORT`) of every node.
     pub addresses: BTreeMap<NodeId, String>,
+    /// The nodes that serve clients.
+    pub edges: std::collections::BTreeSet<NodeId>,
 }
 
 pub type SharedTopology = Arc<RwLock<Topology>>;

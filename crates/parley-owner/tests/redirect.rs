@@ -53,6 +53,7 @@ async fn a_stale_ring_costs_one_redirect() {
         let topology = Arc::new(RwLock::new(Topology {
             ring: current.clone(),
             addresses: BTreeMap::new(),
+            edges: Default::default(),
         }));
         let service = OwnerService::new(
             node,
@@ -70,6 +71,7 @@ async fn a_stale_ring_costs_one_redirect() {
     let stale = Arc::new(RwLock::new(Topology {
         ring: Ring::new(1, &[NodeId(1)], DEFAULT_VIRTUAL_NODES),
         addresses,
+        edges: Default::default(),
     }));
     let remote = RemoteOwners::new(stale, None);
 

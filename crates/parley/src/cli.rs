@@ -22,6 +22,9 @@ pub enum Command {
     Dev(DevOptions),
     /// Run one node of a cluster with the roles given (static membership for now).
     Run(RunOptions),
+    /// Ask a cluster node about the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print a "007" RTM token for development.
     Token(TokenOptions),
     /// A scriptable JSON-lines client (see docs/cli.md).
@@ -59,6 +62,16 @@ pub struct DevOptions {
     /// Log format: text or json.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print the node's view: members, their roles and addresses, the ring epoch (JSON).
+    Status {
+        /// The node's cluster (gRPC) address.
+        #[arg(long, env = "PARLEY_NODE", default_value = "127.0.0.1:7100")]
+        node: String,
+    },
 }
 
 #[derive(Clone, Debug, Args)]

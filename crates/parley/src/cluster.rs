@@ -25,6 +25,9 @@ use parley_owner::cluster::RemoteEdge;
 use parley_owner::cluster::RemoteOwners;
 use parley_owner::cluster::SharedTopology;
 use parley_owner::cluster::Topology;
+use parley_proto::cluster::v1 as wire;
+use parley_proto::cluster::v1::cluster_client;
+use parley_proto::cluster::v1::cluster_server;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Store;
 use tokio::net::TcpListener;
@@ -54,6 +57,11 @@ pub fn topology(members: &[Member], epoch: u64) -> Topology {
             .iter()
             .map(|member| (member.node, member.grpc_address.clone()))
             .collect::<BTreeMap<_, _>>(),
+        edges: members
+            .iter()
+            .filter(|member| member.edge)
+            .map(|member| member.node)
+            .collect(),
     }
 }
 
@@ -181,10 +189,16 @@ pub async fn serve(
         (Some(edge), Some(owners)) => Some(EdgeService::new(edge.clone(), owners.clone())),
         _ => None,
     };
+    let status_service = cluster_server::ClusterServer::new(StatusService {
+        node: node.node,
+        topology: node.topology.clone(),
+        edge: node.edge.clone(),
+    });
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
         .add_optional_service(owner_service)
         .add_optional_service(edge_service)
+        .add_service(status_service)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             async move {
@@ -216,5 +230,81 @@ pub async fn serve(
     let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
     grpc_result?;
     http_result?;
+    Ok(())
+}
+
+/// Answers `parley cluster status`.
+struct StatusService {
+    node: NodeId,
+    topology: SharedTopology,
+    edge: Option<Arc<Edge>>,
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for StatusService {
+    async fn status(
+        &self,
+        _request: tonic::Request<wire::Done>,
+    ) -> Result<tonic::Response<wire::StatusReply>, tonic::Status> {
+        let topology = self
+            .topology
+            .read()
+            .expect("topology lock poisoned")
+            .clone();
+        let owners = topology.ring.nodes();
+        let members = topology
+            .addresses
+            .iter()
+            .map(|(node, address)| wire::MemberStatus {
+                node: node.0,
+                address: address.clone(),
+                edge: topology.edges.contains(node),
+                owner: owners.contains(node),
+                sessions: match (&self.edge, *node == self.node) {
+                    (Some(edge), true) => edge.session_count() as u64,
+                    _ => 0,
+                },
+            })
+            .collect();
+        Ok(tonic::Response::new(wire::StatusReply {
+            node: self.node.0,
+            ring_epoch: topology.ring.epoch(),
+            members,
+        }))
+    }
+}
+
+/// `parley cluster status --node HOST:PORT`: what that node knows of the cluster, as JSON.
+pub async fn print_status(node_address: &str) -> anyhow::Result<()> {
+    let mut client =
+        cluster_client::ClusterClient::connect(format!("http://{node_address}")).await?;
+    let status = client.status(wire::Done {}).await?.into_inner();
+    let members: Vec<serde_json::Value> = status
+        .members
+        .iter()
+        .map(|member| {
+            let mut roles = Vec::new();
+            if member.edge {
+                roles.push("edge");
+            }
+            if member.owner {
+                roles.push("owner");
+            }
+            serde_json::json!({
+                "node": member.node,
+                "address": member.address,
+                "roles": roles,
+                "sessions": member.sessions,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "node": status.node,
+            "ringEpoch": status.ring_epoch,
+            "members": members,
+        })
+    );
     Ok(())
 }

@@ -27,6 +27,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(&options.log_format);
             runtime.block_on(run::run(options))
         }
+        Command::Cluster(cli::ClusterCommand::Status { node }) => runtime.block_on(async {
+            cluster::print_status(&node).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Token(options) => {
             println!("{}", options.build());
             Ok(ExitCode::SUCCESS)

@@ -100,6 +100,31 @@ async fn four_processes_make_a_cluster() {
     .await
     .expect("bob gets the channel message");
     assert_eq!(message.member_id, "alice");
+
+    // An operator asks the first edge what it knows.
+    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args([
+            "cluster",
+            "status",
+            "--node",
+            &format!("127.0.0.1:{}", ports[2]),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["node"], 3);
+    assert_eq!(status["ringEpoch"], 1);
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 4);
+    assert_eq!(members[0]["roles"], serde_json::json!(["owner"]));
+    assert_eq!(members[2]["roles"], serde_json::json!(["edge"]));
+    assert_eq!(members[2]["sessions"], 1, "alice is on this edge");
 }
 
 #[tokio::test]
