@@ -204,7 +204,7 @@ impl Manager {
                 frame = socket.next() => {
                     last_heard = Instant::now();
                     let frame = match frame {
-                        Some(Ok(WsMessage::Text(text))) => Frame::Text(text.to_string()),
+                        Some(Ok(WsMessage::Text(text))) => Frame::Text(text.as_str().into()),
                         Some(Ok(WsMessage::Binary(bytes))) => Frame::Binary(bytes),
                         Some(Ok(_)) => continue,
                         Some(Err(_)) | None => return SessionEnd::Lost,
@@ -420,7 +420,7 @@ impl Manager {
             .map_err(|_| lost())?;
         loop {
             let frame = match socket.next().await {
-                Some(Ok(WsMessage::Text(text))) => Frame::Text(text.to_string()),
+                Some(Ok(WsMessage::Text(text))) => Frame::Text(text.as_str().into()),
                 Some(Ok(WsMessage::Binary(bytes))) => Frame::Binary(bytes),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Err(lost()),
@@ -456,7 +456,7 @@ impl Manager {
         frame: &v1::ClientFrame,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         let message = match self.config.codec.encode(frame) {
-            Frame::Text(text) => WsMessage::Text(text.into()),
+            Frame::Text(text) => WsMessage::Text(text.as_str().into()),
             Frame::Binary(bytes) => WsMessage::Binary(bytes),
         };
         socket.send(message).await

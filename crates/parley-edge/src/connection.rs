@@ -10,7 +10,9 @@ use std::time::SystemTime;
 
 use axum::extract::ws::CloseFrame;
 use axum::extract::ws::Message;
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::ws::WebSocket;
+use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::StreamExt;
 use futures_util::stream::SplitSink;
@@ -28,6 +30,7 @@ use parley_owner::OpenSession;
 use parley_owner::UserKey;
 use parley_proto::Codec;
 use parley_proto::Frame;
+use parley_proto::Utf8;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::connection_state_changed::State;
@@ -138,7 +141,9 @@ impl Connection {
                     self.last_frame_at = Instant::now();
                     self.heard_from_client().await;
                     let frame = match frame {
-                        Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
+                        Some(Ok(Message::Text(text))) => Frame::Text(
+                            Utf8::try_from(Bytes::from(text)).expect("websocket text is UTF-8"),
+                        ),
                         Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Close(_))) | None => return Ending::Lost,
@@ -616,7 +621,10 @@ fn state_after(reason: Reason) -> State {
 
 fn to_message(frame: &Frame) -> Message {
     match frame {
-        Frame::Text(text) => Message::Text(text.clone().into()),
+        // Shares the encoded bytes (one check, no copy) with every connection the frame goes to.
+        Frame::Text(text) => {
+            Message::Text(Utf8Bytes::try_from(text.bytes().clone()).expect("Utf8 holds UTF-8"))
+        }
         Frame::Binary(bytes) => Message::Binary(bytes.clone()),
     }
 }

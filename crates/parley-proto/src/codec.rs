@@ -19,8 +19,43 @@ pub enum Codec {
 /// One encoded frame, ready for a WebSocket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    Text(String),
+    Text(Utf8),
     Binary(Bytes),
+}
+
+/// UTF-8 text in shared bytes: cloning it for another connection copies nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Utf8(Bytes);
+
+impl Utf8 {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("Utf8 holds UTF-8 by construction")
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl From<String> for Utf8 {
+    fn from(text: String) -> Self {
+        Utf8(Bytes::from(text))
+    }
+}
+
+impl From<&str> for Utf8 {
+    fn from(text: &str) -> Self {
+        Utf8(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl TryFrom<Bytes> for Utf8 {
+    type Error = std::str::Utf8Error;
+
+    fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Utf8(bytes))
+    }
 }
 
 /// A frame that does not decode as the expected message.
@@ -51,7 +86,9 @@ impl Codec {
     pub fn encode<M: prost::Message + Serialize>(self, message: &M) -> Frame {
         match self {
             Codec::Json => Frame::Text(
-                serde_json::to_string(message).expect("generated messages always serialize"),
+                serde_json::to_string(message)
+                    .expect("generated messages always serialize")
+                    .into(),
             ),
             Codec::Proto => Frame::Binary(Bytes::from(message.encode_to_vec())),
         }
@@ -62,7 +99,7 @@ impl Codec {
         frame: &Frame,
     ) -> Result<M, DecodeError> {
         match frame {
-            Frame::Text(text) => Ok(serde_json::from_str(text)?),
+            Frame::Text(text) => Ok(serde_json::from_str(text.as_str())?),
             Frame::Binary(bytes) => Ok(M::decode(bytes.clone())?),
         }
     }
@@ -139,7 +176,7 @@ mod tests {
         let Frame::Text(text) = Codec::Json.encode(&login_frame()) else {
             panic!("json codec must produce text");
         };
-        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
         // uint64 is a string in proto3 JSON; field names are lowerCamelCase.
         assert_eq!(value["request"]["id"], "7");
         assert_eq!(value["request"]["login"]["appId"], "a".repeat(32));
@@ -166,7 +203,7 @@ mod properties {
         #[test]
         fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), text in "\\PC{0,256}") {
             let _ = Codec::decode::<v1::ClientFrame>(&Frame::Binary(Bytes::from(bytes)));
-            let _ = Codec::decode::<v1::ClientFrame>(&Frame::Text(text));
+            let _ = Codec::decode::<v1::ClientFrame>(&Frame::Text(text.into()));
         }
 
         /// Any peer message survives both encodings unchanged.

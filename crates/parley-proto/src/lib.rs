@@ -25,3 +25,4 @@ pub use codec::Frame;
 pub use codec::SUBPROTOCOL_JSON;
 pub use codec::SUBPROTOCOL_PROTO;
 pub use codec::SharedFrame;
+pub use codec::Utf8;

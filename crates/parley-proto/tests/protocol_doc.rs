@@ -17,7 +17,7 @@ fn example_frames_in_the_protocol_doc_decode_and_round_trip() {
         } else {
             continue;
         };
-        let frame = Frame::Text(json.replace('…', ""));
+        let frame = Frame::Text(json.replace('…', "").into());
         let expected: serde_json::Value = serde_json::from_str(&json.replace('…', "")).unwrap();
         let encoded = if is_client {
             let decoded: v1::ClientFrame =
@@ -31,7 +31,7 @@ fn example_frames_in_the_protocol_doc_decode_and_round_trip() {
         let Frame::Text(encoded) = encoded else {
             unreachable!()
         };
-        let actual: serde_json::Value = serde_json::from_str(&encoded).unwrap();
+        let actual: serde_json::Value = serde_json::from_str(encoded.as_str()).unwrap();
         assert_eq!(actual, expected, "{line}");
         checked += 1;
     }

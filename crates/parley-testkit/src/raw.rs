@@ -92,7 +92,7 @@ impl RawClient {
 
     pub async fn send_frame(&mut self, frame: &v1::ClientFrame) {
         let message = match self.codec.encode(frame) {
-            Frame::Text(text) => Message::Text(text.into()),
+            Frame::Text(text) => Message::Text(text.as_str().into()),
             Frame::Binary(bytes) => Message::Binary(bytes),
         };
         self.send_raw(message).await;
@@ -184,7 +184,7 @@ impl RawClient {
         }
         let message = tokio::time::timeout(wait, self.socket.next()).await.ok()?;
         let frame = match message {
-            Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
+            Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().into()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
             Some(Ok(Message::Close(close))) => {
                 self.closed = Some(close);
