@@ -127,6 +127,28 @@ impl EmbeddedStore {
             .map_err(|_| StoreError("the store writer dropped a write".into()))?
     }
 
+    /// Stores `value` under `key`, or removes the key when there is no value.
+    async fn put_or_remove(
+        &self,
+        table: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> StoreResult<()> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(table)?;
+            match value {
+                Some(value) => {
+                    table.insert(key.as_slice(), value.as_slice())?;
+                }
+                None => {
+                    table.remove(key.as_slice())?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error> + Send + 'static,
@@ -425,17 +447,9 @@ impl ChannelAttributeStore for EmbeddedStore {
         channel: &ChannelId,
         record: StoredChannelAttributes,
     ) -> StoreResult<()> {
-        let key = channel_key(app, channel);
-        self.write(move |txn| {
-            let mut table = txn.open_table(CHANNEL_ATTRIBUTES)?;
-            if record.attributes.is_empty() {
-                table.remove(key.as_slice())?;
-            } else {
-                table.insert(key.as_slice(), record.encode_to_vec().as_slice())?;
-            }
-            Ok(())
-        })
-        .await
+        let value = (!record.attributes.is_empty()).then(|| record.encode_to_vec());
+        self.put_or_remove(CHANNEL_ATTRIBUTES, channel_key(app, channel), value)
+            .await
     }
 
     async fn replace(
@@ -564,17 +578,9 @@ impl UserAttributeStore for EmbeddedStore {
         uid: &UserId,
         attributes: StoredUserAttributes,
     ) -> StoreResult<()> {
-        let key = user_key(app, uid);
-        self.write(move |txn| {
-            let mut table = txn.open_table(USER_ATTRIBUTES)?;
-            if attributes.attributes.is_empty() {
-                table.remove(key.as_slice())?;
-            } else {
-                table.insert(key.as_slice(), attributes.encode_to_vec().as_slice())?;
-            }
-            Ok(())
-        })
-        .await
+        let value = (!attributes.attributes.is_empty()).then(|| attributes.encode_to_vec());
+        self.put_or_remove(USER_ATTRIBUTES, user_key(app, uid), value)
+            .await
     }
 }
 
