@@ -1,0 +1,289 @@
+//! What meta replicates: the data nodes, their roles, addresses and status, and the epoch that
+//! numbers every version of them. Pure: commands in, new state out; Raft and I/O live elsewhere.
+
+use std::collections::BTreeMap;
+
+use parley_core::ids::NodeId;
+use serde::Deserialize;
+use serde::Serialize;
+
+/// Whether a node takes part in serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    /// In the ring (owners), taking clients (edges).
+    Up,
+    /// Leaving on an operator's word: out of the ring, its clients sent elsewhere.
+    Draining,
+    /// Stopped heartbeating: out of the ring until it heartbeats again.
+    Down,
+}
+
+/// One data node as meta knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub edge: bool,
+    pub owner: bool,
+    pub grpc_address: String,
+    pub http_address: String,
+    /// Chosen by the node's process at start: a new one means the node restarted.
+    pub incarnation: u64,
+    pub status: NodeStatus,
+}
+
+/// A change to the cluster, as written to the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node heartbeats for the first time, after a restart, or after being marked down.
+    Join { node: u64, record: NodeRecord },
+    /// The leader stopped hearing from a node.
+    MarkDown { node: u64, incarnation: u64 },
+    /// An operator asks a node to leave gracefully.
+    Drain { node: u64 },
+    /// An operator forgets a node.
+    Remove { node: u64 },
+}
+
+/// The answer to a command once applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub epoch: u64,
+    /// False when the command found nothing to do (a node already down, an unknown node).
+    pub changed: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Grows by one with every change of `nodes`.
+    pub epoch: u64,
+    pub nodes: BTreeMap<u64, NodeRecord>,
+}
+
+impl ClusterState {
+    pub fn apply(&mut self, command: &Command) -> Outcome {
+        let changed = match command {
+            Command::Join { node, record } => {
+                let record = NodeRecord {
+                    status: NodeStatus::Up,
+                    ..record.clone()
+                };
+                self.nodes.insert(*node, record.clone()) != Some(record)
+            }
+            Command::MarkDown { node, incarnation } => match self.nodes.get_mut(node) {
+                // A mark for an earlier run of the node must not take its new run down.
+                Some(record)
+                    if record.incarnation == *incarnation && record.status != NodeStatus::Down =>
+                {
+                    record.status = NodeStatus::Down;
+                    true
+                }
+                _ => false,
+            },
+            Command::Drain { node } => match self.nodes.get_mut(node) {
+                Some(record) if record.status == NodeStatus::Up => {
+                    record.status = NodeStatus::Draining;
+                    true
+                }
+                _ => false,
+            },
+            Command::Remove { node } => self.nodes.remove(node).is_some(),
+        };
+        if changed {
+            self.epoch += 1;
+        }
+        Outcome {
+            epoch: self.epoch,
+            changed,
+        }
+    }
+
+    /// The owners in the ring: those up.
+    pub fn ring_owners(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, record)| record.owner && record.status == NodeStatus::Up)
+            .map(|(node, _)| NodeId(*node))
+            .collect()
+    }
+
+    /// What the leader should write when `node` heartbeats as `record` (status ignored), having
+    /// seen epoch `known_epoch`; `None` when meta already has it right.
+    ///
+    /// A node marked down rejoins only once it has seen the epoch that took it out, so an owner
+    /// that was paused drops what it owned before it is handed keys again.
+    pub fn on_heartbeat(
+        &self,
+        node: u64,
+        record: &NodeRecord,
+        known_epoch: u64,
+    ) -> Option<Command> {
+        let join = Command::Join {
+            node,
+            record: record.clone(),
+        };
+        let Some(known) = self.nodes.get(&node) else {
+            return Some(join);
+        };
+        if known.incarnation != record.incarnation {
+            return Some(join);
+        }
+        match known.status {
+            NodeStatus::Down if known_epoch >= self.epoch => Some(join),
+            NodeStatus::Up
+                if (
+                    known.edge,
+                    known.owner,
+                    &known.grpc_address,
+                    &known.http_address,
+                ) != (
+                    record.edge,
+                    record.owner,
+                    &record.grpc_address,
+                    &record.http_address,
+                ) =>
+            {
+                Some(join)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The nodes to mark down: those not heard from for longer than `timeout`, by the leader's
+/// clock. `last_heard` maps each node to how long ago it was last heard.
+pub fn silent_nodes(
+    state: &ClusterState,
+    last_heard: impl Fn(u64) -> Option<std::time::Duration>,
+    timeout: std::time::Duration,
+) -> Vec<Command> {
+    state
+        .nodes
+        .iter()
+        .filter(|(_, record)| record.status != NodeStatus::Down)
+        .filter(|(node, _)| last_heard(**node).is_none_or(|ago| ago > timeout))
+        .map(|(node, record)| Command::MarkDown {
+            node: *node,
+            incarnation: record.incarnation,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn record(owner: bool, incarnation: u64) -> NodeRecord {
+        NodeRecord {
+            edge: !owner,
+            owner,
+            grpc_address: "127.0.0.1:1".into(),
+            http_address: String::new(),
+            incarnation,
+            status: NodeStatus::Up,
+        }
+    }
+
+    fn join(node: u64, record: NodeRecord) -> Command {
+        Command::Join { node, record }
+    }
+
+    #[test]
+    fn every_change_moves_the_epoch_and_no_op_does_not() {
+        let mut state = ClusterState::default();
+        assert_eq!(state.apply(&join(1, record(true, 7))).epoch, 1);
+        assert_eq!(
+            state.apply(&join(1, record(true, 7))),
+            Outcome {
+                epoch: 1,
+                changed: false
+            }
+        );
+        assert!(state.apply(&join(2, record(true, 8))).changed);
+        assert_eq!(state.ring_owners(), vec![NodeId(1), NodeId(2)]);
+        assert!(
+            state
+                .apply(&Command::MarkDown {
+                    node: 2,
+                    incarnation: 8
+                })
+                .changed
+        );
+        assert_eq!(state.ring_owners(), vec![NodeId(1)]);
+        assert_eq!(state.epoch, 3);
+        // Already down; an unknown node; a mark for an old run.
+        assert!(
+            !state
+                .apply(&Command::MarkDown {
+                    node: 2,
+                    incarnation: 8
+                })
+                .changed
+        );
+        assert!(!state.apply(&Command::Drain { node: 9 }).changed);
+        assert!(
+            !state
+                .apply(&Command::MarkDown {
+                    node: 1,
+                    incarnation: 6
+                })
+                .changed
+        );
+        assert_eq!(state.epoch, 3);
+        assert!(state.apply(&Command::Drain { node: 1 }).changed);
+        assert!(state.ring_owners().is_empty());
+        assert!(state.apply(&Command::Remove { node: 1 }).changed);
+        assert_eq!(state.nodes.len(), 1);
+    }
+
+    #[test]
+    fn heartbeats_join_new_restarted_and_recovered_nodes_only() {
+        let mut state = ClusterState::default();
+        assert!(state.on_heartbeat(1, &record(true, 7), 0).is_some());
+        state.apply(&join(1, record(true, 7)));
+        assert_eq!(state.on_heartbeat(1, &record(true, 7), 1), None);
+        // A restart (new incarnation) or a moved address rejoins.
+        assert!(state.on_heartbeat(1, &record(true, 8), 1).is_some());
+        let mut moved = record(true, 7);
+        moved.grpc_address = "127.0.0.1:2".into();
+        assert!(state.on_heartbeat(1, &moved, 1).is_some());
+
+        state.apply(&Command::MarkDown {
+            node: 1,
+            incarnation: 7,
+        });
+        // Back from a pause: first it must see the epoch that took it out.
+        assert_eq!(state.on_heartbeat(1, &record(true, 7), 1), None);
+        assert!(state.on_heartbeat(1, &record(true, 7), 2).is_some());
+
+        state.apply(&join(1, record(true, 7)));
+        state.apply(&Command::Drain { node: 1 });
+        // Draining stays draining while the same run heartbeats; a restart comes back up.
+        assert_eq!(state.on_heartbeat(1, &record(true, 7), 4), None);
+        assert!(state.on_heartbeat(1, &record(true, 9), 4).is_some());
+    }
+
+    #[test]
+    fn silence_longer_than_the_timeout_marks_down() {
+        let mut state = ClusterState::default();
+        state.apply(&join(1, record(true, 1)));
+        state.apply(&join(2, record(false, 2)));
+        state.apply(&join(3, record(true, 3)));
+        state.apply(&Command::MarkDown {
+            node: 3,
+            incarnation: 3,
+        });
+        let heard = |node: u64| match node {
+            1 => Some(Duration::from_millis(100)),
+            2 => Some(Duration::from_millis(1500)),
+            _ => None,
+        };
+        assert_eq!(
+            silent_nodes(&state, heard, Duration::from_secs(1)),
+            vec![Command::MarkDown {
+                node: 2,
+                incarnation: 2
+            }]
+        );
+    }
+}
