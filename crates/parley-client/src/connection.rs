@@ -55,6 +55,7 @@ pub(crate) async fn start(
         next_id: 1,
         joined: BTreeMap::new(),
         heartbeat: Duration::from_secs(5),
+        url_index: 0,
     };
     let socket = manager.connect_and_login().await?;
     manager
@@ -86,6 +87,8 @@ enum Pending {
 enum Effect {
     Joined(String),
     Left(String),
+    /// A channel message of ours: a replay must not hand it back to us.
+    Sent(String),
     LoggedOut,
     None,
 }
@@ -98,6 +101,8 @@ struct Manager {
     /// Joined channels, with what is needed to resume them after a reconnect.
     joined: BTreeMap<String, JoinedChannel>,
     heartbeat: Duration,
+    /// Which of the configured URLs to connect to next.
+    url_index: usize,
 }
 
 /// How many channel message IDs a client remembers per channel to drop repeats.
@@ -192,6 +197,7 @@ impl Manager {
                     let effect = match &op {
                         Op::Join(join) => Effect::Joined(join.channel_id.clone()),
                         Op::Leave(leave) => Effect::Left(leave.channel_id.clone()),
+                        Op::SendMessage(send) => Effect::Sent(send.channel_id.clone()),
                         Op::Logout(_) => Effect::LoggedOut,
                         _ => Effect::None,
                     };
@@ -268,6 +274,13 @@ impl Manager {
                 Effect::Left(channel) => {
                     self.joined.remove(&channel);
                 }
+                Effect::Sent(channel) => {
+                    if let (Some(joined), ReplyResult::SendMessage(sent)) =
+                        (self.joined.get_mut(&channel), result)
+                    {
+                        joined.first_sight(sent.message_id, sent.seq);
+                    }
+                }
                 Effect::LoggedOut => end = Some(SessionEnd::LoggedOut),
                 Effect::None => {}
             }
@@ -340,6 +353,8 @@ impl Manager {
                 Err(error) if is_permanent(&error) => return Err(error),
                 Err(error) => {
                     tracing::debug!(%error, "reconnect attempt failed");
+                    // The next attempt tries the next edge.
+                    self.url_index += 1;
                     continue;
                 }
             };
@@ -373,9 +388,11 @@ impl Manager {
 
     async fn connect_and_login(&mut self) -> Result<Socket, ClientError> {
         let unavailable = |error: String| ClientError::new(ErrorCode::Unavailable, error);
-        let mut request = self
-            .config
-            .url
+        let urls: Vec<&String> = std::iter::once(&self.config.url)
+            .chain(&self.config.fallback_urls)
+            .collect();
+        let url = urls[self.url_index % urls.len()].clone();
+        let mut request = url
             .as_str()
             .into_client_request()
             .map_err(|error| ClientError::new(ErrorCode::InvalidArgument, error.to_string()))?;
@@ -383,11 +400,15 @@ impl Manager {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(self.config.codec.subprotocol()),
         );
-        let (mut socket, _) =
+        let connected =
             tokio::time::timeout(LOGIN_TIMEOUT, tokio_tungstenite::connect_async(request))
                 .await
-                .map_err(|_| ClientError::new(ErrorCode::Timeout, "connect timed out"))?
-                .map_err(|error| unavailable(error.to_string()))?;
+                .map_err(|_| ClientError::new(ErrorCode::Timeout, "connect timed out"))
+                .and_then(|connected| connected.map_err(|error| unavailable(error.to_string())));
+        let (mut socket, _) = match connected {
+            Ok(connected) => connected,
+            Err(error) => return Err(error),
+        };
         let login = Op::Login(v1::LoginRequest {
             app_id: self.config.app_id.clone(),
             uid: self.config.uid.clone(),

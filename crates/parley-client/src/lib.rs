@@ -48,6 +48,9 @@ const EVENT_QUEUE: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub url: String,
+    /// More edges of the same cluster: reconnecting tries them in turn when one cannot be
+    /// reached.
+    pub fallback_urls: Vec<String>,
     pub app_id: String,
     pub uid: String,
     pub token: String,
@@ -62,6 +65,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, app_id: impl Into<String>, uid: impl Into<String>) -> Self {
         ClientConfig {
             url: url.into(),
+            fallback_urls: Vec::new(),
             app_id: app_id.into(),
             uid: uid.into(),
             token: String::new(),
@@ -73,6 +77,11 @@ impl ClientConfig {
 
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = token.into();
+        self
+    }
+
+    pub fn fallback_urls(mut self, urls: impl IntoIterator<Item = String>) -> Self {
+        self.fallback_urls = urls.into_iter().collect();
         self
     }
 

@@ -27,6 +27,7 @@ use parley_core::ids::UserId;
 use parley_core::rate::TokenBucket;
 use parley_owner::LeaveReason;
 use parley_owner::OpenSession;
+use parley_owner::Resume;
 use parley_owner::UserKey;
 use parley_proto::Codec;
 use parley_proto::Frame;
@@ -111,6 +112,7 @@ pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
             outbound_tx,
             control_tx,
             receipts: Mutex::new(Default::default()),
+            channel_seqs: Mutex::new(Default::default()),
         }),
         connected_at: now,
         last_frame_at: now,
@@ -416,12 +418,19 @@ impl Connection {
             tracing::warn!(%error, "re-registering a session failed");
         }
         for channel in &session.joined {
+            let resume_after = self
+                .handle
+                .channel_seqs
+                .lock()
+                .expect("channel seq lock poisoned")
+                .get(channel.as_str())
+                .copied();
             let joined = owner
                 .join(
                     crate::requests::channel_key(&session.user, channel),
                     session.user.uid.clone(),
                     session.session,
-                    None,
+                    resume_after.map_or(Resume::Fresh, |after| Resume::Handoff { after }),
                 )
                 .await;
             match joined {

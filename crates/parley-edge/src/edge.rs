@@ -74,6 +74,33 @@ pub(crate) struct SessionHandle {
     /// Peer messages awaiting the client's receipt. A std lock: touched only for an insert or a
     /// remove, never across an await.
     pub receipts: Mutex<HashMap<MessageId, oneshot::Sender<()>>>,
+    /// Per joined channel, the last sequence number this session was handed: re-registering
+    /// with a channel's new owner resumes after it, so a hand-off loses nothing. A std lock,
+    /// never held across an await.
+    pub channel_seqs: Mutex<HashMap<String, u64>>,
+}
+
+impl SessionHandle {
+    /// Notes that the session has seen `channel` up to `seq`.
+    pub(crate) fn saw(&self, channel: &str, seq: u64) {
+        let mut seqs = self.channel_seqs.lock().expect("channel seq lock poisoned");
+        if let Some(last) = seqs.get_mut(channel) {
+            *last = (*last).max(seq);
+        }
+    }
+}
+
+/// The channel and sequence number of a channel message frame.
+fn channel_seq(frame: &SharedFrame) -> Option<(&str, u64)> {
+    use parley_proto::v1::event::Kind;
+    use parley_proto::v1::server_frame;
+    match &frame.message().kind {
+        Some(server_frame::Kind::Event(event)) => match &event.kind {
+            Some(Kind::ChannelMessage(message)) => Some((&message.channel_id, message.seq)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Receipts a session may have outstanding before abandoned ones are swept.
@@ -91,6 +118,9 @@ pub struct Edge {
     sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
     /// Login attempts per app and uid, across connections.
     login_buckets: Mutex<HashMap<(AppId, UserId), TokenBucket>>,
+    /// Set once the edge sends its clients away (shutdown, drain): logins are refused so that
+    /// clients reconnect to another edge.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Edge {
@@ -102,6 +132,7 @@ impl Edge {
             next_session: AtomicU64::new(1),
             sessions: RwLock::new(HashMap::new()),
             login_buckets: Mutex::new(HashMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -169,6 +200,8 @@ impl Edge {
 
     /// Ends every session (on shutdown) and waits up to `grace` for them to be gone.
     pub async fn end_all_sessions(&self, reason: Reason, grace: Duration) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let handles: Vec<Arc<SessionHandle>> = self
             .sessions
             .read()
@@ -183,6 +216,17 @@ impl Edge {
         while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the edge is sending its clients away.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes new logins again (a drained node that was brought back).
+    pub fn reopen(&self) {
+        self.closing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Takes a login attempt from the (app, uid) bucket.
@@ -226,8 +270,12 @@ impl EdgeSink for Edge {
     fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
         // One read lock for the whole batch; `enqueue` never blocks.
         let table = self.sessions.read().expect("session table lock poisoned");
+        let seq = channel_seq(&frame);
         for session in sessions {
             if let Some(handle) = table.get(session) {
+                if let Some((channel, seq)) = seq {
+                    handle.saw(channel, seq);
+                }
                 self.enqueue(*session, handle, Outbound::Shared(frame.clone()));
             }
         }

@@ -26,6 +26,7 @@ use parley_owner::LeaveReason;
 use parley_owner::OpenSession;
 use parley_owner::PeerOutcome;
 use parley_owner::PeerSend;
+use parley_owner::Resume;
 use parley_owner::UserKey;
 use parley_proto::v1;
 use parley_proto::v1::reply::Result as ReplyResult;
@@ -50,6 +51,12 @@ impl Connection {
     pub(crate) async fn login(&mut self, login: v1::LoginRequest) -> Result<ReplyResult, Error> {
         if self.session.is_some() {
             return Err(Error::new(ErrorCode::AlreadyLoggedIn, "already logged in"));
+        }
+        if self.edge.is_closing() {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                "this edge is going away: connect to another",
+            ));
         }
         let app = self.edge.apps().get(&login.app_id)?.clone();
         let uid = UserId::parse(&login.uid)?;
@@ -184,6 +191,7 @@ impl Connection {
 
     pub(crate) async fn join(&mut self, join: v1::JoinRequest) -> Result<ReplyResult, Error> {
         let edge = self.edge.clone();
+        let handle = self.handle.clone();
         let session = self.logged_in()?;
         if !session.join_bucket.try_take(std::time::Instant::now()) {
             return Err(Error::too_often("join"));
@@ -208,15 +216,24 @@ impl Connection {
                 channel_key(&session.user, &channel),
                 session.user.uid.clone(),
                 session.session,
-                join.resume_after_seq,
+                match join.resume_after_seq {
+                    Some(after) => Resume::Client { after },
+                    None => Resume::Fresh,
+                },
             )
             .await?;
+        handle
+            .channel_seqs
+            .lock()
+            .expect("channel seq lock poisoned")
+            .insert(channel.to_string(), last_seq);
         session.joined.insert(channel);
         Ok(ReplyResult::Join(v1::JoinResult { last_seq }))
     }
 
     pub(crate) async fn leave(&mut self, leave: v1::LeaveRequest) -> Result<ReplyResult, Error> {
         let edge = self.edge.clone();
+        let handle = self.handle.clone();
         let session = self.logged_in()?;
         if !session.join_bucket.try_take(std::time::Instant::now()) {
             return Err(Error::too_often("leave"));
@@ -228,6 +245,11 @@ impl Connection {
                 "not joined to this channel",
             ));
         }
+        handle
+            .channel_seqs
+            .lock()
+            .expect("channel seq lock poisoned")
+            .remove(channel.as_str());
         edge.owner()
             .leave(
                 channel_key(&session.user, &channel),
@@ -266,6 +288,8 @@ impl Connection {
                 enable_history: send.enable_historical_messaging,
             })
             .await?;
+        // The sender is not sent its own message; it has seen it all the same.
+        self.handle.saw(channel.as_str(), sent.seq);
         Ok(ReplyResult::SendMessage(v1::SendMessageResult {
             message_id: sent.message_id.0,
             server_received_ts: sent.server_received_ts,

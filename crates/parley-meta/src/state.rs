@@ -56,6 +56,9 @@ pub struct ClusterState {
     /// Grows by one with every change of `nodes`.
     pub epoch: u64,
     pub nodes: BTreeMap<u64, NodeRecord>,
+    /// Removed nodes by the incarnation they had: that run may not join again (a restart may).
+    #[serde(default)]
+    pub removed: BTreeMap<u64, u64>,
 }
 
 impl ClusterState {
@@ -66,6 +69,7 @@ impl ClusterState {
                     status: NodeStatus::Up,
                     ..record.clone()
                 };
+                self.removed.remove(node);
                 self.nodes.insert(*node, record.clone()) != Some(record)
             }
             Command::MarkDown { node, incarnation } => match self.nodes.get_mut(node) {
@@ -85,7 +89,13 @@ impl ClusterState {
                 }
                 _ => false,
             },
-            Command::Remove { node } => self.nodes.remove(node).is_some(),
+            Command::Remove { node } => match self.nodes.remove(node) {
+                Some(record) => {
+                    self.removed.insert(*node, record.incarnation);
+                    true
+                }
+                None => false,
+            },
         };
         if changed {
             self.epoch += 1;
@@ -121,7 +131,8 @@ impl ClusterState {
             record: record.clone(),
         };
         let Some(known) = self.nodes.get(&node) else {
-            return Some(join);
+            let removed = self.removed.get(&node) == Some(&record.incarnation);
+            return (!removed).then_some(join);
         };
         if known.incarnation != record.incarnation {
             return Some(join);
@@ -234,6 +245,9 @@ mod tests {
         assert!(state.ring_owners().is_empty());
         assert!(state.apply(&Command::Remove { node: 1 }).changed);
         assert_eq!(state.nodes.len(), 1);
+        // The removed run stays out; a restart of it comes back.
+        assert_eq!(state.on_heartbeat(1, &record(true, 7), 6), None);
+        assert!(state.on_heartbeat(1, &record(true, 8), 6).is_some());
     }
 
     #[test]

@@ -108,6 +108,19 @@ pub struct InvitationSend {
 }
 
 /// What an edge asks of the owners. Every method is answered by the owner of the key it names.
+/// What a joining session has already seen of the channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// A first join: nothing to replay.
+    Fresh,
+    /// A client back after a reconnect: replay what it missed after `after`, then tell it how
+    /// complete that was (ChannelRecovered).
+    Client { after: u64 },
+    /// An edge re-registering its session with the channel's new owner: replay, quietly, what
+    /// the session was not handed after `after`.
+    Handoff { after: u64 },
+}
+
 #[async_trait]
 pub trait OwnerApi: Send + Sync + 'static {
     /// Records a new session of a user; with [`MultiLogin::Replace`] ends the user's other sessions.
@@ -132,14 +145,14 @@ pub trait OwnerApi: Send + Sync + 'static {
 
     async fn send_peer(&self, send: PeerSend) -> Result<PeerDispatch, Error>;
 
-    /// Joins; with `resume_after` replays what the session missed after that sequence number
-    /// and then sends ChannelRecovered. Returns the channel's latest sequence number.
+    /// Joins, replaying what the session missed as `resume` says. Returns the channel's latest
+    /// sequence number.
     async fn join(
         &self,
         channel: ChannelKey,
         uid: UserId,
         session: SessionRef,
-        resume_after: Option<u64>,
+        resume: Resume,
     ) -> Result<u64, Error>;
     async fn leave(
         &self,

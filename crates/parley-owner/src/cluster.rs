@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
@@ -51,6 +52,7 @@ use crate::api::OpenSession;
 use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
 use crate::api::PeerSend;
+use crate::api::Resume;
 use crate::api::UserKey;
 use crate::wire::*;
 
@@ -73,6 +75,9 @@ pub struct Receipts {
     // A std lock: an insert or a remove per delivery, never held across an await.
     waiting: std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>,
 }
+
+/// How long an owner waits to learn a ring epoch a caller already routes by.
+const EPOCH_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Waiting receipts kept before abandoned ones are swept.
 const RECEIPT_SWEEP_AT: usize = 4096;
@@ -133,30 +138,51 @@ impl OwnerService {
     }
 
     /// FAILED_PRECONDITION naming the owner when the ring gives the key to another node.
-    fn check(&self, owner: impl FnOnce(&Ring) -> Option<NodeId>) -> Result<(), Status> {
-        let topology = self.topology.read().expect("topology lock poisoned");
-        match owner(&topology.ring) {
-            Some(node) if node == self.node => Ok(()),
-            Some(node) => {
-                let mut status = Status::failed_precondition("not the owner of this key");
-                status
-                    .metadata_mut()
-                    .insert(OWNER_KEY, tonic::metadata::MetadataValue::from(node.0));
-                Err(status)
+    ///
+    /// A caller that routed by a newer epoch than this node knows waits (briefly) for this node
+    /// to learn it, so a node never serves a key by a ring older than its caller's.
+    async fn check(
+        &self,
+        epoch: u64,
+        owner: impl Fn(&Ring) -> Option<NodeId>,
+    ) -> Result<(), Status> {
+        let deadline = tokio::time::Instant::now() + EPOCH_CATCH_UP;
+        loop {
+            let (known, found) = {
+                let topology = self.topology.read().expect("topology lock poisoned");
+                (topology.ring.epoch(), owner(&topology.ring))
+            };
+            if known < epoch && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
-            None => Err(status_of(Error::new(
-                ErrorCode::Unavailable,
-                "the ring is empty",
-            ))),
+            return match found {
+                Some(node) if node == self.node => Ok(()),
+                Some(node) => {
+                    let mut status = Status::failed_precondition("not the owner of this key");
+                    status
+                        .metadata_mut()
+                        .insert(OWNER_KEY, tonic::metadata::MetadataValue::from(node.0));
+                    Err(status)
+                }
+                None => Err(status_of(Error::new(
+                    ErrorCode::Unavailable,
+                    "the ring is empty",
+                ))),
+            };
         }
     }
 
-    fn check_user(&self, user: &UserKey) -> Result<(), Status> {
-        self.check(|ring| ring.user_owner(&user.app, &user.uid))
+    async fn check_user(&self, user: &UserKey, epoch: u64) -> Result<(), Status> {
+        self.check(epoch, |ring| ring.user_owner(&user.app, &user.uid))
+            .await
     }
 
-    fn check_channel(&self, channel: &ChannelKey) -> Result<(), Status> {
-        self.check(|ring| ring.channel_owner(&channel.app, &channel.channel))
+    async fn check_channel(&self, channel: &ChannelKey, epoch: u64) -> Result<(), Status> {
+        self.check(epoch, |ring| {
+            ring.channel_owner(&channel.app, &channel.channel)
+        })
+        .await
     }
 }
 
@@ -174,7 +200,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let user = from_user_key(request.user)?;
-        self.check_user(&user)?;
+        self.check_user(&user, request.epoch).await?;
         let open = OpenSession {
             user,
             session: from_session_ref(request.session)?,
@@ -194,7 +220,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let user = from_user_key(request.user)?;
-        self.check_user(&user)?;
+        self.check_user(&user, request.epoch).await?;
         let session = from_session_ref(request.session)?;
         self.owner
             .session_ready(user, session)
@@ -209,7 +235,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let user = from_user_key(request.user)?;
-        self.check_user(&user)?;
+        self.check_user(&user, request.epoch).await?;
         let reason = if request.connection_lost {
             LeaveReason::ConnectionLost
         } else {
@@ -229,7 +255,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let user = from_user_key(request.user)?;
-        self.check_user(&user)?;
+        self.check_user(&user, request.epoch).await?;
         let session = from_session_ref(request.session)?;
         self.owner
             .set_reachable(user, session, request.reachable)
@@ -250,7 +276,7 @@ impl owner_server::Owner for OwnerService {
             app: from.app.clone(),
             uid: uid(&request.to)?,
         };
-        self.check_user(&receiver)?;
+        self.check_user(&receiver, request.epoch).await?;
         let send = PeerSend {
             from,
             to: receiver.uid,
@@ -285,14 +311,18 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::JoinReply>, Status> {
         let request = request.into_inner();
         let channel = from_channel_key(request.channel)?;
-        self.check_channel(&channel)?;
+        self.check_channel(&channel, request.epoch).await?;
         let last_seq = self
             .owner
             .join(
                 channel,
                 uid(&request.uid)?,
                 from_session_ref(request.session)?,
-                request.resume_after,
+                match (request.resume_after, request.handoff) {
+                    (None, _) => Resume::Fresh,
+                    (Some(after), false) => Resume::Client { after },
+                    (Some(after), true) => Resume::Handoff { after },
+                },
             )
             .await
             .map_err(status_of)?;
@@ -305,7 +335,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let channel = from_channel_key(request.channel)?;
-        self.check_channel(&channel)?;
+        self.check_channel(&channel, request.epoch).await?;
         let reason = if request.connection_lost {
             LeaveReason::ConnectionLost
         } else {
@@ -329,7 +359,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::SendChannelReply>, Status> {
         let request = request.into_inner();
         let channel = from_channel_key(request.channel)?;
-        self.check_channel(&channel)?;
+        self.check_channel(&channel, request.epoch).await?;
         let sent = self
             .owner
             .send_channel(ChannelSend {
@@ -354,7 +384,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::MembersReply>, Status> {
         let request = request.into_inner();
         let channel = from_channel_key(request.channel)?;
-        self.check_channel(&channel)?;
+        self.check_channel(&channel, request.epoch).await?;
         let members = self
             .owner
             .members(
@@ -373,8 +403,9 @@ impl owner_server::Owner for OwnerService {
         &self,
         request: Request<wire::ChannelRequest>,
     ) -> Result<Response<wire::MemberCountReply>, Status> {
-        let channel = from_channel_key(request.into_inner().channel)?;
-        self.check_channel(&channel)?;
+        let request = request.into_inner();
+        let channel = from_channel_key(request.channel)?;
+        self.check_channel(&channel, request.epoch).await?;
         let count = self.owner.member_count(channel).await.map_err(status_of)?;
         Ok(Response::new(wire::MemberCountReply { count }))
     }
@@ -385,7 +416,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let user = from_user_key(request.user)?;
-        self.check_user(&user)?;
+        self.check_user(&user, request.epoch).await?;
         let op = from_attribute_op(request.op)?;
         self.owner
             .update_user_attributes(user, op)
@@ -416,7 +447,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let channel = from_channel_key(request.channel)?;
-        self.check_channel(&channel)?;
+        self.check_channel(&channel, request.epoch).await?;
         let op = from_attribute_op(request.op)?;
         self.owner
             .update_channel_attributes(channel, uid(&request.by)?, op, request.notify_members)
@@ -443,8 +474,9 @@ impl owner_server::Owner for OwnerService {
         &self,
         request: Request<wire::UserRequest>,
     ) -> Result<Response<wire::PresenceReply>, Status> {
-        let user = from_user_key(request.into_inner().user)?;
-        self.check_user(&user)?;
+        let request = request.into_inner();
+        let user = from_user_key(request.user)?;
+        self.check_user(&user, request.epoch).await?;
         let state = self.owner.presence(user).await.map_err(status_of)?;
         Ok(Response::new(wire::PresenceReply {
             state: state as i32,
@@ -457,7 +489,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::PresenceReply>, Status> {
         let request = request.into_inner();
         let user = from_user_key(request.user)?;
-        self.check_user(&user)?;
+        self.check_user(&user, request.epoch).await?;
         let subscriber = from_session_ref(request.subscriber)?;
         let state = self
             .owner
@@ -475,7 +507,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let user = from_user_key(request.user)?;
-        self.check_user(&user)?;
+        self.check_user(&user, request.epoch).await?;
         let subscriber = from_session_ref(request.subscriber)?;
         self.owner
             .unsubscribe_presence(user, subscriber)
@@ -494,7 +526,7 @@ impl owner_server::Owner for OwnerService {
             app: caller.app.clone(),
             uid: uid(&request.callee)?,
         };
-        self.check_user(&callee)?;
+        self.check_user(&callee, request.epoch).await?;
         let invitation_id = self
             .owner
             .send_invitation(InvitationSend {
@@ -515,7 +547,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let callee = from_user_key(request.callee)?;
-        self.check_user(&callee)?;
+        self.check_user(&callee, request.epoch).await?;
         self.owner
             .cancel_invitation(callee, uid(&request.caller)?, request.invitation_id)
             .await
@@ -529,7 +561,7 @@ impl owner_server::Owner for OwnerService {
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
         let callee = from_user_key(request.callee)?;
-        self.check_user(&callee)?;
+        self.check_user(&callee, request.epoch).await?;
         self.owner
             .answer_invitation(
                 callee,
@@ -906,17 +938,23 @@ impl OwnerApi for RemoteOwners {
         channel: ChannelKey,
         uid: UserId,
         session: SessionRef,
-        resume_after: Option<u64>,
+        resume: Resume,
     ) -> Result<u64, Error> {
         match self.channel_route(&channel)? {
-            Route::Local(owner) => owner.join(channel, uid, session, resume_after).await,
+            Route::Local(owner) => owner.join(channel, uid, session, resume).await,
             Route::Remote(node) => {
+                let (resume_after, handoff) = match resume {
+                    Resume::Fresh => (None, false),
+                    Resume::Client { after } => (Some(after), false),
+                    Resume::Handoff { after } => (Some(after), true),
+                };
                 let request = wire::JoinRequest {
                     epoch: 0,
                     channel: Some(channel_key(&channel)),
                     uid: uid.to_string(),
                     session: Some(session_ref(session)),
                     resume_after,
+                    handoff,
                 };
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);

@@ -23,6 +23,7 @@ pub use api::OwnerApi;
 pub use api::PeerDispatch;
 pub use api::PeerOutcome;
 pub use api::PeerSend;
+pub use api::Resume;
 pub use api::UserKey;
 pub use owner::Owner;
 pub use owner::OwnerConfig;

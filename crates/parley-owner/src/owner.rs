@@ -22,6 +22,7 @@ use parley_core::ids::NodeId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_core::invitation::InvitationTimers;
+use parley_core::ring::Ring;
 use parley_proto::v1;
 use parley_store::Conversation;
 use parley_store::HistoryQuery;
@@ -42,6 +43,7 @@ use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
 use crate::api::PeerOutcome;
 use crate::api::PeerSend;
+use crate::api::Resume;
 use crate::api::UserKey;
 use crate::shard::Command;
 use crate::shard::PeerRouted;
@@ -180,6 +182,40 @@ impl Owner {
             .write()
             .expect("edge table lock poisoned")
             .insert(node, sink);
+    }
+
+    /// Forgets an edge that left the cluster.
+    pub fn unregister_edge(&self, node: NodeId) {
+        self.edges
+            .sinks
+            .write()
+            .expect("edge table lock poisoned")
+            .remove(&node);
+    }
+
+    /// The edges deliveries can go to.
+    pub fn edge_nodes(&self) -> Vec<NodeId> {
+        self.edges
+            .sinks
+            .read()
+            .expect("edge table lock poisoned")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// After a ring change: drops the state of users and channels that node `me` no longer
+    /// owns, once every shard is past the requests it already had.
+    pub async fn forget_unowned(&self, ring: Arc<Ring>, me: NodeId) {
+        for shard in &self.shards {
+            let _ = self
+                .ask(shard, |reply| Command::Forget {
+                    ring: ring.clone(),
+                    me,
+                    reply,
+                })
+                .await;
+        }
     }
 
     fn shard_for(&self, key: impl Hash) -> &mpsc::Sender<Command> {
@@ -393,14 +429,14 @@ impl OwnerApi for Owner {
         channel: ChannelKey,
         uid: UserId,
         session: SessionRef,
-        resume_after: Option<u64>,
+        resume: Resume,
     ) -> Result<u64, Error> {
         let shard = self.channel_shard(&channel);
         self.ask(shard, |reply| Command::Join {
             channel,
             uid,
             session,
-            resume_after,
+            resume,
             reply,
         })
         .await?

@@ -31,13 +31,16 @@ use parley_core::invitation::InvitationError;
 use parley_core::invitation::Notice;
 use parley_core::limits::Limits;
 use parley_core::limits::MAX_MEMBERS_LISTED;
+use parley_core::ring::Ring;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::PeerOnlineState;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
 use parley_store::Conversation;
+use parley_store::HistoryQuery;
 use parley_store::InboxLimits;
+use parley_store::Order;
 use parley_store::Store;
 use parley_store::StoredChannelAttributes;
 use parley_store::StoredUserAttributes;
@@ -51,6 +54,7 @@ use crate::api::InvitationSend;
 use crate::api::LeaveReason;
 use crate::api::OpenSession;
 use crate::api::PeerSend;
+use crate::api::Resume;
 use crate::api::UserKey;
 use crate::owner::Edges;
 use crate::owner::OwnerConfig;
@@ -95,7 +99,7 @@ pub(crate) enum Command {
         channel: ChannelKey,
         uid: UserId,
         session: SessionRef,
-        resume_after: Option<u64>,
+        resume: Resume,
         reply: Reply<Result<u64, Error>>,
     },
     Leave {
@@ -162,6 +166,13 @@ pub(crate) enum Command {
     InvitationReceipt {
         callee: UserKey,
         invitation_id: u64,
+    },
+    /// The ring changed: drop what node `me` no longer owns, so that stale state never comes
+    /// back should the keys return (the edges re-register what is live with the new owners).
+    Forget {
+        ring: Arc<Ring>,
+        me: NodeId,
+        reply: Reply<()>,
     },
 }
 
@@ -361,10 +372,10 @@ impl Shard {
                 channel,
                 uid,
                 session,
-                resume_after,
+                resume,
                 reply,
             } => {
-                let _ = reply.send(self.join(channel, uid, session, resume_after).await);
+                let _ = reply.send(self.join(channel, uid, session, resume).await);
             }
             Command::Leave {
                 channel,
@@ -407,6 +418,10 @@ impl Shard {
                     .update_channel_attributes(&channel, &by, &op, notify_members)
                     .await;
                 let _ = reply.send(updated);
+            }
+            Command::Forget { ring, me, reply } => {
+                self.forget_unowned(&ring, me);
+                let _ = reply.send(());
             }
             Command::Presence { user, reply } => {
                 let state = self
@@ -717,7 +732,7 @@ impl Shard {
         key: ChannelKey,
         uid: UserId,
         session: SessionRef,
-        resume_after: Option<u64>,
+        resume: Resume,
     ) -> Result<u64, Error> {
         let limits = self.limits(&key.app);
         if !self.channels.contains_key(&key) {
@@ -745,8 +760,10 @@ impl Shard {
         }
         let entry = self.channels.get_mut(&key).expect("inserted above");
         let is_new_member = entry.membership.join(&uid, session)?;
-        if let Some(after) = resume_after {
-            self.replay(&key, session, after);
+        match resume {
+            Resume::Fresh => {}
+            Resume::Client { after } => self.replay(&key, session, after, true).await,
+            Resume::Handoff { after } => self.replay(&key, session, after, false).await,
         }
         if is_new_member {
             self.counts_changed.insert(key.clone());
@@ -762,27 +779,81 @@ impl Shard {
         Ok(self.channels[&key].last_seq)
     }
 
-    /// Sends a re-joining session what it missed after `after`, then ChannelRecovered.
-    fn replay(&self, key: &ChannelKey, session: SessionRef, after: u64) {
+    /// Sends a re-joining session what it missed after `after`: from the recovery window, and
+    /// before the window from history (a new owner's window starts empty). A client resuming
+    /// (`announce`) is then told with ChannelRecovered whether the window reached back far
+    /// enough; messages sent without history may be missing when it did not.
+    async fn replay(&self, key: &ChannelKey, session: SessionRef, after: u64, announce: bool) {
         let Some(edge) = self.edges.get(session.edge) else {
             return;
         };
         let entry = &self.channels[key];
-        let oldest_kept = entry
-            .recent
-            .front()
-            .map_or(entry.last_seq + 1, |(seq, _)| *seq);
+        let last_seq = entry.last_seq;
+        let oldest_kept = entry.recent.front().map_or(last_seq + 1, |(seq, _)| *seq);
+        let from_seq = after + 1;
+        if oldest_kept > from_seq && after < last_seq {
+            for frame in self.history_between(key, after, oldest_kept).await {
+                edge.deliver(&[session.session], frame);
+            }
+        }
+        let entry = &self.channels[key];
         for (_, frame) in entry.recent.iter().filter(|(seq, _)| *seq > after) {
             edge.deliver(&[session.session], frame.clone());
         }
-        let from_seq = after + 1;
-        let recovered = SharedFrame::event(EventKind::ChannelRecovered(v1::ChannelRecovered {
-            channel_id: key.channel.to_string(),
-            from_seq,
-            to_seq: entry.last_seq,
-            complete: from_seq > entry.last_seq || oldest_kept <= from_seq,
-        }));
-        edge.deliver(&[session.session], Arc::new(recovered));
+        if announce {
+            let recovered = SharedFrame::event(EventKind::ChannelRecovered(v1::ChannelRecovered {
+                channel_id: key.channel.to_string(),
+                from_seq,
+                to_seq: last_seq,
+                complete: from_seq > last_seq || oldest_kept <= from_seq,
+            }));
+            edge.deliver(&[session.session], Arc::new(recovered));
+        }
+    }
+
+    /// The channel's stored messages with `after < seq < before`, oldest first, as frames; at
+    /// most a recovery window of them.
+    async fn history_between(
+        &self,
+        key: &ChannelKey,
+        after: u64,
+        before: u64,
+    ) -> Vec<Arc<SharedFrame>> {
+        let query = HistoryQuery {
+            start_ms: 0,
+            end_ms: i64::MAX,
+            limit: self.config.recovery_window,
+            order: Order::Descending,
+            after: None,
+        };
+        let conversation = Conversation::Channel(key.channel.clone());
+        let stored = match self.store.query(&key.app, &conversation, query).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "reading history to replay failed");
+                return Vec::new();
+            }
+        };
+        let mut missed: Vec<_> = stored
+            .into_iter()
+            .filter(|message| message.seq > after && message.seq < before)
+            .collect();
+        missed.sort_by_key(|message| message.seq);
+        missed
+            .into_iter()
+            .map(|message| {
+                Arc::new(SharedFrame::event(EventKind::ChannelMessage(
+                    v1::ChannelMessage {
+                        channel_id: key.channel.to_string(),
+                        member_id: message.from,
+                        message: message.message,
+                        message_id: message.message_id,
+                        server_received_ts: message.server_received_ts,
+                        seq: message.seq,
+                    },
+                )))
+            })
+            .collect()
     }
 
     async fn leave(
@@ -1264,6 +1335,27 @@ impl Shard {
     }
 
     // ---- timers ----------------------------------------------------------------------------
+
+    fn forget_unowned(&mut self, ring: &Ring, me: NodeId) {
+        let before = (self.users.len(), self.channels.len());
+        self.users
+            .retain(|key, _| ring.user_owner(&key.app, &key.uid) == Some(me));
+        self.channels
+            .retain(|key, _| ring.channel_owner(&key.app, &key.channel) == Some(me));
+        let (users, channels) = (&self.users, &self.channels);
+        self.timed_users.retain(|key| users.contains_key(key));
+        self.lingering.retain(|key| channels.contains_key(key));
+        self.counts_changed.retain(|key| channels.contains_key(key));
+        let dropped = (before.0 - self.users.len(), before.1 - self.channels.len());
+        if dropped != (0, 0) {
+            tracing::info!(
+                users = dropped.0,
+                channels = dropped.1,
+                epoch = ring.epoch(),
+                "handed keys over to their new owners"
+            );
+        }
+    }
 
     async fn on_tick(&mut self, now: Instant) {
         let lingering: Vec<ChannelKey> = self.lingering.iter().cloned().collect();

@@ -89,7 +89,12 @@ async fn a_stale_ring_costs_one_redirect() {
         session: SessionId(1),
     };
     remote
-        .join(key.clone(), UserId::parse("alice").unwrap(), session, None)
+        .join(
+            key.clone(),
+            UserId::parse("alice").unwrap(),
+            session,
+            parley_owner::Resume::Fresh,
+        )
         .await
         .unwrap();
     // The join landed on node 2, the real owner, and nowhere else.

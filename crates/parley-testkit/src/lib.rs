@@ -1,6 +1,7 @@
 //! Test support: real Parley nodes on 127.0.0.1:0 ([`TestServer`]), a raw protocol client that
 //! speaks either framing ([`RawClient`]), a TCP proxy that can cut connections ([`Proxy`]), and
-//! real Redis servers and clusters ([`RedisServer`], [`RedisCluster`]).
+//! real Redis servers and clusters ([`RedisServer`], [`RedisCluster`]), and clusters of
+//! `parley run` processes to kill, pause and restart ([`ProcessCluster`]).
 //!
 //! `PARLEY_TEST_STORE=redis` makes every [`TestServer`] keep its state in a Redis server of its
 //! own instead of the embedded store; `scripts/test` runs the end-to-end suites both ways.
@@ -8,11 +9,13 @@
 //! Architecture invariant: nothing here ships in the `parley` binary.
 
 pub mod ops;
+pub mod processes;
 mod proxy;
 mod raw;
 mod redis;
 mod server;
 
+pub use processes::ProcessCluster;
 pub use proxy::Proxy;
 pub use raw::RawClient;
 pub use redis::RedisCluster;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use std::time::SystemTime;
 
 use parley::cluster::ClusterHandle;
-use parley::cluster::Member;
+use parley::cluster::NodeSpec;
 use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
 use parley_core::app::MultiLogin;
@@ -85,6 +85,13 @@ impl TestServerBuilder {
     }
 
     pub async fn start(self) -> TestServer {
+        // `RUST_LOG=…` shows the nodes' logs with a failing test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let mut app = AppConfig::new(
             AppId::parse(APP_ID).expect("valid app id"),
             self.certificate,
@@ -118,29 +125,25 @@ impl TestServerBuilder {
         let mut serving = Vec::new();
         let mut cluster_state = None;
         if cluster {
-            // Two owners (nodes 1 and 2) and two edges (nodes 3 and 4), each on its own sockets.
-            let mut grpc = Vec::new();
-            for _ in 0..4 {
-                grpc.push(TcpListener::bind("127.0.0.1:0").await.expect("bind grpc"));
-            }
-            let members: Vec<Member> = grpc
-                .iter()
-                .enumerate()
-                .map(|(index, listener)| Member {
-                    node: NodeId(index as u64 + 1),
-                    grpc_address: listener.local_addr().expect("grpc addr").to_string(),
-                    owner: index < 2,
-                    edge: index >= 2,
-                })
-                .collect();
-            let mut handles = Vec::new();
-            for (member, grpc) in members.iter().zip(grpc) {
-                let store = parley::dev::open_store(&store_url, data_dir.path())
-                    .await
-                    .expect("open the store");
+            let mut nodes = Vec::new();
+            for spec in cluster_specs().await {
+                let (spec, grpc, http) = spec;
+                let store = if spec.owner {
+                    Some(
+                        parley::dev::open_store(&store_url, data_dir.path())
+                            .await
+                            .expect("open the store"),
+                    )
+                } else {
+                    None
+                };
+                let mut spec = spec;
+                if let Some(meta) = &mut spec.meta {
+                    meta.data_dir = data_dir.path().join(format!("meta-{}", spec.node.0));
+                    meta.node_timeout = TEST_NODE_TIMEOUT;
+                }
                 let node = parley::cluster::node(
-                    member.node,
-                    &members,
+                    spec.clone(),
                     AppDirectory::new([app.clone()]),
                     self.owner.clone(),
                     self.edge.clone(),
@@ -148,14 +151,10 @@ impl TestServerBuilder {
                 )
                 .await
                 .expect("start a cluster node");
-                handles.push((member.node, node.handle()));
-                let http = if member.edge {
-                    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-                    edges.push(listener.local_addr().expect("http addr"));
-                    Some(listener)
-                } else {
-                    None
-                };
+                nodes.push((spec.clone(), node.handle()));
+                if let Some(http) = &http {
+                    edges.push(http.local_addr().expect("http addr"));
+                }
                 serving.push(Some(tokio::spawn(parley::cluster::serve(
                     node,
                     grpc,
@@ -163,7 +162,9 @@ impl TestServerBuilder {
                     stopped(),
                 ))));
             }
-            cluster_state = Some(ClusterState { members, handles });
+            let state = ClusterState { nodes };
+            state.wait_until_settled().await;
+            cluster_state = Some(state);
         } else {
             let store = parley::dev::open_store(&store_url, data_dir.path())
                 .await
@@ -213,10 +214,88 @@ pub struct TestServer {
     cluster: Option<ClusterState>,
 }
 
-/// The nodes of a test cluster.
+/// The nodes of a test cluster, in the order they were started.
 struct ClusterState {
-    members: Vec<Member>,
-    handles: Vec<(NodeId, ClusterHandle)>,
+    nodes: Vec<(NodeSpec, ClusterHandle)>,
+}
+
+/// Owners (nodes 1–3), edges (4–5) and meta nodes (6–8) of a test cluster.
+const OWNERS: [u64; 3] = [1, 2, 3];
+const EDGES: [u64; 2] = [4, 5];
+const METAS: [u64; 3] = [6, 7, 8];
+
+/// Meta's patience with a silent node in tests: loose, since tests share two cores.
+const TEST_NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The nodes of a test cluster with their sockets bound on 127.0.0.1:0.
+async fn cluster_specs() -> Vec<(NodeSpec, TcpListener, Option<TcpListener>)> {
+    let mut bound = Vec::new();
+    for node in OWNERS.iter().chain(&EDGES).chain(&METAS) {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let http = if EDGES.contains(node) {
+            Some(TcpListener::bind("127.0.0.1:0").await.expect("bind http"))
+        } else {
+            None
+        };
+        bound.push((*node, grpc, http));
+    }
+    let address = |listener: &TcpListener| listener.local_addr().expect("local addr").to_string();
+    let metas: std::collections::BTreeMap<u64, String> = bound
+        .iter()
+        .filter(|(node, _, _)| METAS.contains(node))
+        .map(|(node, grpc, _)| (*node, address(grpc)))
+        .collect();
+    bound
+        .into_iter()
+        .map(|(node, grpc, http)| {
+            let meta = METAS.contains(&node).then(|| {
+                let mut config =
+                    parley_meta::MetaConfig::new(node, address(&grpc), std::path::PathBuf::new());
+                config.initial_members = metas.clone();
+                config
+            });
+            let spec = NodeSpec {
+                node: NodeId(node),
+                edge: EDGES.contains(&node),
+                owner: OWNERS.contains(&node),
+                grpc_address: address(&grpc),
+                http_address: http.as_ref().map(address).unwrap_or_default(),
+                metas: metas.values().cloned().collect(),
+                meta,
+            };
+            (spec, grpc, http)
+        })
+        .collect()
+}
+
+impl ClusterState {
+    /// Waits until every data node runs with the ring of the owners given.
+    async fn wait_for_ring(&self, owners: &[NodeId]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let settled = self
+                .nodes
+                .iter()
+                .filter(|(spec, _)| spec.edge || spec.owner)
+                .all(|(_, handle)| {
+                    let topology = handle.topology();
+                    topology.ring.nodes() == owners && topology.edges.len() == EDGES.len()
+                });
+            if settled {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the test cluster did not settle on owners {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_until_settled(&self) {
+        let owners: Vec<NodeId> = OWNERS.iter().map(|node| NodeId(*node)).collect();
+        self.wait_for_ring(&owners).await;
+    }
 }
 
 impl TestServer {
@@ -258,29 +337,40 @@ impl TestServer {
         }
     }
 
-    /// In a cluster: stops owner `node` and gives the remaining nodes a ring without it (what
-    /// the meta role will do when an owner stops heartbeating).
-    pub async fn fail_owner(&mut self, node: NodeId) {
-        let cluster = self.cluster.as_mut().expect("fail_owner needs a cluster");
-        assert!(
-            cluster
-                .members
-                .iter()
-                .any(|member| member.node == node && member.owner),
-            "an owner of this cluster"
-        );
-        // Nodes are numbered from 1 in the order they were started.
-        let index = node.0 as usize - 1;
+    /// In a cluster: stops owner `node` the way SIGTERM stops it (meta drains it, the others
+    /// take its keys over) and waits until every remaining node runs without it.
+    pub async fn stop_owner(&mut self, node: NodeId) {
+        let cluster = self.cluster.as_mut().expect("stop_owner needs a cluster");
+        let index = cluster
+            .nodes
+            .iter()
+            .position(|(spec, _)| spec.node == node && spec.owner)
+            .expect("an owner of this cluster");
         let _ = self.shutdowns[index].send(true);
         if let Some(serving) = self.serving[index].take() {
             let _ = serving.await;
         }
-        cluster.members.retain(|member| member.node != node);
-        let topology = parley::cluster::topology(&cluster.members, 2);
-        cluster.handles.retain(|(known, _)| *known != node);
-        for (_, handle) in &cluster.handles {
-            handle.set_topology(topology.clone());
-        }
+        cluster.nodes.remove(index);
+        self.shutdowns.remove(index);
+        self.serving.remove(index);
+        let owners: Vec<NodeId> = cluster
+            .nodes
+            .iter()
+            .filter(|(spec, _)| spec.owner)
+            .map(|(spec, _)| spec.node)
+            .collect();
+        cluster.wait_for_ring(&owners).await;
+    }
+
+    /// In a cluster: the ring the nodes route by now.
+    pub fn ring(&self) -> parley_core::ring::Ring {
+        let cluster = self.cluster.as_ref().expect("ring needs a cluster");
+        let (_, handle) = cluster
+            .nodes
+            .iter()
+            .find(|(spec, _)| spec.edge)
+            .expect("an edge");
+        handle.topology().ring
     }
 
     pub fn app_id(&self) -> &'static str {

@@ -10,7 +10,12 @@ use clap::Parser;
 use clap::Subcommand;
 
 #[derive(Debug, Parser)]
-#[command(name = "parley", version, about = "Self-hosted real-time messaging")]
+#[command(
+    name = "parley",
+    version,
+    about = "Self-hosted real-time messaging",
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -20,9 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Run every role in one process on embedded storage.
     Dev(DevOptions),
-    /// Run one node of a cluster with the roles given (static membership for now).
+    /// Run one node of a cluster with the roles given (edge, owner, meta).
     Run(RunOptions),
-    /// Ask a cluster node about the cluster.
+    /// Inspect and change the cluster through meta.
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Print a "007" RTM token for development.
@@ -66,42 +71,87 @@ pub struct DevOptions {
 
 #[derive(Clone, Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Print the node's view: members, their roles and addresses, the ring epoch (JSON).
+    /// Print the cluster as JSON: meta's view with `--meta`, or one node's with `--node`.
     Status {
-        /// The node's cluster (gRPC) address.
-        #[arg(long, env = "PARLEY_NODE", default_value = "127.0.0.1:7100")]
-        node: String,
+        /// Meta nodes' gRPC addresses, comma-separated.
+        #[arg(
+            long,
+            env = "PARLEY_META",
+            value_delimiter = ',',
+            conflicts_with = "node"
+        )]
+        meta: Vec<String>,
+        /// A node's cluster (gRPC) address.
+        #[arg(long, env = "PARLEY_NODE")]
+        node: Option<String>,
+    },
+    /// Add a meta node (started with `--roles meta` and its own id) to the Raft voters.
+    AddNode {
+        #[arg(long, env = "PARLEY_META", value_delimiter = ',', required = true)]
+        meta: Vec<String>,
+        #[arg(long)]
+        node_id: u64,
+        /// The new meta node's gRPC address.
+        #[arg(long)]
+        address: String,
+    },
+    /// Forget a node: a data node that will not come back, or a meta node to leave the voters.
+    RemoveNode {
+        #[arg(long, env = "PARLEY_META", value_delimiter = ',', required = true)]
+        meta: Vec<String>,
+        #[arg(long)]
+        node_id: u64,
+    },
+    /// Take a data node out of service: owners hand their channels and users over, edges send
+    /// their clients to other edges. The node stays out until it restarts.
+    Drain {
+        #[arg(long, env = "PARLEY_META", value_delimiter = ',', required = true)]
+        meta: Vec<String>,
+        #[arg(long)]
+        node_id: u64,
     },
 }
 
 #[derive(Clone, Debug, Args)]
 pub struct RunOptions {
-    /// This node's id; it must appear in `--members`.
+    /// A TOML file of settings, named as the flags are (`node-id = 4`, `roles = "edge,owner"`);
+    /// flags and `PARLEY_…` variables win over it.
+    #[arg(long, env = "PARLEY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id, unique in the cluster (meta and data nodes alike).
     #[arg(long, env = "PARLEY_NODE_ID")]
     pub node_id: u64,
-    /// This node's roles, comma-separated: edge, owner.
-    #[arg(long, env = "PARLEY_ROLES", value_delimiter = ',')]
+    /// This node's roles, comma-separated: edge, owner, meta.
+    #[arg(long, env = "PARLEY_ROLES", value_delimiter = ',', required = true)]
     pub roles: Vec<String>,
-    /// Every node of the cluster: `ID=ROLES@HOST:PORT`, comma-separated, roles joined by `+`
-    /// (e.g. `1=owner@10.0.0.1:7100,2=edge+owner@10.0.0.2:7100`). HOST:PORT is the node's
-    /// cluster (gRPC) address. Every node must be given the same list.
-    #[arg(long, env = "PARLEY_MEMBERS")]
-    pub members: String,
-    /// Where this node listens for the cluster API; by default its address in `--members`.
-    #[arg(long, env = "PARLEY_GRPC_ADDR")]
-    pub grpc_addr: Option<SocketAddr>,
+    /// The meta nodes: `ID=HOST:PORT`, comma-separated (their gRPC addresses). Data nodes
+    /// heartbeat to them; meta nodes listed here form the cluster when it is new.
+    #[arg(long, env = "PARLEY_META", required = true)]
+    pub meta: String,
+    /// Where this node listens for the cluster (gRPC) API.
+    #[arg(long, env = "PARLEY_GRPC_ADDR", default_value = "127.0.0.1:7100")]
+    pub grpc_addr: SocketAddr,
+    /// The gRPC address other nodes use (default: `--grpc-addr`).
+    #[arg(long, env = "PARLEY_ADVERTISE_GRPC")]
+    pub advertise_grpc: Option<String>,
     /// Where an edge listens for clients.
     #[arg(long, env = "PARLEY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// Durable state: `redis://…` or `redis-cluster://…` (shared by every owner), or `embedded`
-    /// for a cluster with a single owner.
-    #[arg(long, env = "PARLEY_STORE")]
+    /// The client address clients use (default: `--http-addr`).
+    #[arg(long, env = "PARLEY_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+    /// Durable state of owners: `redis://…` or `redis-cluster://…` (shared by every owner), or
+    /// `embedded` for a cluster with a single owner.
+    #[arg(long, env = "PARLEY_STORE", default_value = "embedded")]
     pub store: String,
-    /// Where the embedded store keeps its file.
+    /// Where the embedded store and a meta node's Raft log are kept.
     #[arg(long, env = "PARLEY_DATA_DIR", default_value = ".parley")]
     pub data_dir: PathBuf,
+    /// Silence after which meta takes a data node out of service.
+    #[arg(long, env = "PARLEY_NODE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
     #[arg(long, env = "PARLEY_APP_ID")]
-    pub app_id: String,
+    pub app_id: Option<String>,
     /// Without it the app takes logins without a token (development only).
     #[arg(long, env = "PARLEY_APP_CERTIFICATE")]
     pub app_certificate: Option<String>,

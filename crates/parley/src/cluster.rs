@@ -1,10 +1,13 @@
-//! A node of a cluster: any of the edge and owner roles, talking to the other nodes over gRPC,
-//! with the ring and addresses given up front (a static topology; meta and openraft come next).
+//! A node of a cluster: any of the edge, owner and meta roles. Data nodes (edges, owners)
+//! heartbeat to meta and take every newer topology it sends: the ring of owners that are up, the
+//! edges deliveries go to, everyone's addresses.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ use parley_core::ring::Ring;
 use parley_edge::Edge;
 use parley_edge::EdgeConfig;
 use parley_edge::cluster::EdgeService;
+use parley_meta::MetaConfig;
+use parley_meta::MetaNode;
 use parley_owner::EdgeSink;
 use parley_owner::Owner;
 use parley_owner::OwnerApi;
@@ -26,78 +31,88 @@ use parley_owner::cluster::RemoteOwners;
 use parley_owner::cluster::SharedTopology;
 use parley_owner::cluster::Topology;
 use parley_proto::cluster::v1 as wire;
+use parley_proto::cluster::v1::NodeStatus;
 use parley_proto::cluster::v1::cluster_client;
 use parley_proto::cluster::v1::cluster_server;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Store;
 use tokio::net::TcpListener;
 
-/// How long sessions get to say goodbye when the node stops.
+/// How long sessions get to say goodbye when the node stops or drains.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// One node of the cluster as the others know it.
+/// What a node is and where the others reach it.
 #[derive(Clone, Debug)]
-pub struct Member {
+pub struct NodeSpec {
     pub node: NodeId,
-    pub grpc_address: String,
     pub edge: bool,
     pub owner: bool,
+    /// `HOST:PORT` of this node's cluster gRPC API, as the others reach it.
+    pub grpc_address: String,
+    /// `HOST:PORT` of an edge's client API, as clients reach it.
+    pub http_address: String,
+    /// The meta nodes' gRPC addresses, for data nodes to heartbeat to.
+    pub metas: Vec<String>,
+    /// Set when this node is a meta node too.
+    pub meta: Option<MetaConfig>,
 }
 
-/// The ring of the owners among `members`, with every member's address.
-pub fn topology(members: &[Member], epoch: u64) -> Topology {
-    let owners: Vec<NodeId> = members
+/// The topology of a meta answer: the ring of the owners that are up, at meta's epoch.
+pub fn topology(cluster: &wire::ClusterTopology) -> Topology {
+    let up = |info: &&wire::NodeInfo| info.status() == NodeStatus::Up;
+    let owners: Vec<NodeId> = cluster
+        .nodes
         .iter()
-        .filter(|member| member.owner)
-        .map(|member| member.node)
+        .filter(|info| info.owner)
+        .filter(up)
+        .map(|info| NodeId(info.node))
         .collect();
     Topology {
-        ring: Ring::new(epoch, &owners, DEFAULT_VIRTUAL_NODES),
-        addresses: members
+        ring: Ring::new(cluster.epoch, &owners, DEFAULT_VIRTUAL_NODES),
+        addresses: cluster
+            .nodes
             .iter()
-            .map(|member| (member.node, member.grpc_address.clone()))
+            .map(|info| (NodeId(info.node), info.grpc_address.clone()))
             .collect::<BTreeMap<_, _>>(),
-        edges: members
+        // A draining edge still has clients until they are gone.
+        edges: cluster
+            .nodes
             .iter()
-            .filter(|member| member.edge)
-            .map(|member| member.node)
+            .filter(|info| info.edge && info.status() != NodeStatus::Down)
+            .map(|info| NodeId(info.node))
             .collect(),
     }
 }
 
 /// What a running node serves.
 pub struct ClusterNode {
-    pub node: NodeId,
-    pub topology: SharedTopology,
-    /// Receipts this node's owner awaits from edges on other nodes.
-    receipts: Arc<Receipts>,
+    pub spec: NodeSpec,
+    handle: ClusterHandle,
     /// This node's edge's view of the owners.
     owners: Option<Arc<RemoteOwners>>,
-    pub edge: Option<Arc<Edge>>,
-    pub owner: Option<Arc<Owner>>,
+    pub meta: Option<Arc<MetaNode>>,
     /// The client-facing router when this node is an edge.
     pub router: Option<parley_edge::Router>,
 }
 
-/// Builds node `me` of `members`. Every node must be given the same members.
+/// Builds the node `spec` describes. `store` is needed by owners only.
 pub async fn node(
-    me: NodeId,
-    members: &[Member],
+    spec: NodeSpec,
     apps: AppDirectory,
     mut owner_config: OwnerConfig,
     mut edge_config: EdgeConfig,
-    store: Arc<dyn Store>,
+    store: Option<Arc<dyn Store>>,
 ) -> anyhow::Result<ClusterNode> {
-    let this = members
-        .iter()
-        .find(|member| member.node == me)
-        .ok_or_else(|| anyhow::anyhow!("node {} is not among the members", me.0))?
-        .clone();
+    let me = spec.node;
     let apps = Arc::new(apps);
-    let shared: SharedTopology = Arc::new(RwLock::new(topology(members, 1)));
-
-    let owner = if this.owner {
+    let shared: SharedTopology = Arc::new(RwLock::new(Topology {
+        ring: Ring::new(0, &[], DEFAULT_VIRTUAL_NODES),
+        addresses: BTreeMap::new(),
+        edges: BTreeSet::new(),
+    }));
+    let owner = if spec.owner {
         owner_config.node = me;
+        let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
         let owner = Owner::start(owner_config, apps.clone(), store)
             .await
             .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
@@ -105,7 +120,7 @@ pub async fn node(
     } else {
         None
     };
-    let (edge, owners) = if this.edge {
+    let (edge, owners) = if spec.edge {
         edge_config.node = me;
         let local = owner.clone().map(|owner| (me, owner as Arc<dyn OwnerApi>));
         let owners = Arc::new(RemoteOwners::new(shared.clone(), local));
@@ -116,58 +131,185 @@ pub async fn node(
     } else {
         (None, None)
     };
-    let receipts = Arc::new(Receipts::default());
-    if let Some(owner) = &owner {
-        for member in members.iter().filter(|member| member.edge) {
-            let sink: Arc<dyn EdgeSink> = match &edge {
-                Some(edge) if member.node == me => edge.clone(),
-                _ => RemoteEdge::connect(member.node, &member.grpc_address, me, receipts.clone())
-                    .map_err(|error| anyhow::anyhow!("edge {}: {error}", member.node.0))?,
-            };
-            owner.register_edge(member.node, sink);
-        }
+    if let (Some(owner), Some(edge)) = (&owner, &edge) {
+        owner.register_edge(me, edge.clone());
     }
+    let meta = match &spec.meta {
+        Some(config) => Some(MetaNode::start(config.clone()).await?),
+        None => None,
+    };
     let router = edge.clone().map(parley_edge::router);
     Ok(ClusterNode {
-        node: me,
-        topology: shared,
-        receipts,
+        handle: ClusterHandle {
+            inner: Arc::new(HandleInner {
+                me,
+                topology: shared,
+                receipts: Arc::new(Receipts::default()),
+                edge,
+                owner,
+                remote_edges: Mutex::new(BTreeMap::new()),
+                leaving: std::sync::atomic::AtomicBool::new(false),
+            }),
+        },
+        spec,
         owners,
-        edge,
-        owner,
+        meta,
         router,
     })
 }
 
-/// What can still be reached of a node once it serves: for changing its view of the cluster.
+/// What can still be reached of a node once it serves: its view of the cluster.
 #[derive(Clone)]
 pub struct ClusterHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    me: NodeId,
     topology: SharedTopology,
+    /// Receipts this node's owner awaits from edges on other nodes.
+    receipts: Arc<Receipts>,
     edge: Option<Arc<Edge>>,
+    owner: Option<Arc<Owner>>,
+    /// The edges on other nodes this node's owner delivers to, with their addresses.
+    remote_edges: Mutex<BTreeMap<NodeId, String>>,
+    /// Set once meta said this node drains or is down: its clients have been sent away.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterHandle {
-    /// Installs a new topology (a newer ring epoch); an edge then re-registers its sessions,
-    /// channels and subscriptions with the owners, so owners that took keys over know them.
-    pub fn set_topology(&self, topology: Topology) {
-        *self.topology.write().expect("topology lock poisoned") = topology;
-        if let Some(edge) = &self.edge {
-            edge.reregister_all();
+    /// The node's current topology.
+    pub fn topology(&self) -> Topology {
+        self.inner
+            .topology
+            .read()
+            .expect("topology lock poisoned")
+            .clone()
+    }
+
+    /// Takes a topology from meta (a newer epoch): connects the owner to new edges, installs
+    /// the ring, and when the owners changed, drops what this owner no longer owns and has the
+    /// edge re-register its sessions, channels and subscriptions with their (new) owners.
+    pub fn apply(&self, cluster: &wire::ClusterTopology) {
+        let inner = &self.inner;
+        let next = topology(cluster);
+        if let Some(owner) = &inner.owner {
+            self.connect_edges(owner, cluster);
+        }
+        let owners_changed = {
+            let mut current = inner.topology.write().expect("topology lock poisoned");
+            if next.ring.epoch() <= current.ring.epoch() {
+                return;
+            }
+            let changed = current.ring.nodes() != next.ring.nodes();
+            *current = next.clone();
+            changed
+        };
+        tracing::info!(
+            node = inner.me.0,
+            epoch = cluster.epoch,
+            owners = ?next.ring.nodes(),
+            "new topology"
+        );
+        if owners_changed {
+            if let Some(owner) = inner.owner.clone() {
+                let ring = Arc::new(next.ring.clone());
+                let me = inner.me;
+                tokio::spawn(async move { owner.forget_unowned(ring, me).await });
+            }
+            if let Some(edge) = &inner.edge {
+                edge.reregister_all();
+            }
+        }
+        let status = cluster
+            .nodes
+            .iter()
+            .find(|info| info.node == inner.me.0)
+            .map(wire::NodeInfo::status);
+        // Draining, marked down, or removed: this node's clients must go elsewhere.
+        let leaving = !matches!(status, Some(NodeStatus::Up));
+        let was_leaving = inner
+            .leaving
+            .swap(leaving, std::sync::atomic::Ordering::SeqCst);
+        if !leaving
+            && was_leaving
+            && let Some(edge) = &inner.edge
+        {
+            edge.reopen();
+        }
+        if leaving
+            && !was_leaving
+            && let Some(edge) = inner.edge.clone()
+        {
+            // Clients move to another edge and resume there.
+            tracing::info!(
+                node = inner.me.0,
+                ?status,
+                "sending this edge's clients away"
+            );
+            tokio::spawn(async move {
+                edge.end_all_sessions(Reason::ServerShutdown, SHUTDOWN_GRACE)
+                    .await
+            });
+        }
+    }
+
+    fn connect_edges(&self, owner: &Owner, cluster: &wire::ClusterTopology) {
+        let inner = &self.inner;
+        let mut known = inner.remote_edges.lock().expect("edge table lock poisoned");
+        let wanted: BTreeMap<NodeId, &str> = cluster
+            .nodes
+            .iter()
+            .filter(|info| info.edge && info.node != inner.me.0)
+            .filter(|info| info.status() != NodeStatus::Down)
+            .map(|info| (NodeId(info.node), info.grpc_address.as_str()))
+            .collect();
+        known.retain(|node, address| {
+            let keep = wanted.get(node) == Some(&address.as_str());
+            if !keep {
+                owner.unregister_edge(*node);
+            }
+            keep
+        });
+        for (node, address) in wanted {
+            if known.contains_key(&node) {
+                continue;
+            }
+            match RemoteEdge::connect(node, address, inner.me, inner.receipts.clone()) {
+                Ok(sink) => {
+                    owner.register_edge(node, sink as Arc<dyn EdgeSink>);
+                    known.insert(node, address.to_owned());
+                }
+                Err(error) => tracing::warn!(edge = node.0, %error, "cannot reach an edge"),
+            }
         }
     }
 }
 
 impl ClusterNode {
     pub fn handle(&self) -> ClusterHandle {
-        ClusterHandle {
-            topology: self.topology.clone(),
-            edge: self.edge.clone(),
+        self.handle.clone()
+    }
+
+    /// This node as it introduces itself to meta.
+    fn info(&self, incarnation: u64) -> wire::NodeInfo {
+        wire::NodeInfo {
+            node: self.spec.node.0,
+            edge: self.spec.edge,
+            owner: self.spec.owner,
+            grpc_address: self.spec.grpc_address.clone(),
+            http_address: self.spec.http_address.clone(),
+            status: NodeStatus::Up as i32,
+            incarnation,
         }
     }
 }
 
 /// Serves the node's gRPC API on `grpc`, and its clients on `http` when it is an edge, until
-/// `shutdown` completes.
+/// `shutdown` completes; a data node follows meta meanwhile.
+///
+/// On shutdown a data node first asks meta to drain it, so owners hand their keys over and
+/// clients reconnect elsewhere before the node is gone.
 pub async fn serve(
     node: ClusterNode,
     grpc: TcpListener,
@@ -176,28 +318,37 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc_addr: SocketAddr = grpc.local_addr()?;
-    tracing::info!(node = node.node.0, %grpc_addr, "cluster api listening");
-    let owner_service = node.owner.clone().map(|owner| {
+    let me = node.spec.node;
+    tracing::info!(node = me.0, %grpc_addr, "cluster api listening");
+    let inner = &node.handle.inner;
+    let owner_service = inner.owner.clone().map(|owner| {
         OwnerService::new(
-            node.node,
+            me,
             owner as Arc<dyn OwnerApi>,
-            node.topology.clone(),
-            node.receipts.clone(),
+            inner.topology.clone(),
+            inner.receipts.clone(),
         )
     });
-    let edge_service = match (&node.edge, &node.owners) {
+    let edge_service = match (&inner.edge, &node.owners) {
         (Some(edge), Some(owners)) => Some(EdgeService::new(edge.clone(), owners.clone())),
         _ => None,
     };
+    let (raft_service, meta_service) = match &node.meta {
+        Some(meta) => {
+            let (raft, api) = meta.services();
+            (Some(raft), Some(api))
+        }
+        None => (None, None),
+    };
     let status_service = cluster_server::ClusterServer::new(StatusService {
-        node: node.node,
-        topology: node.topology.clone(),
-        edge: node.edge.clone(),
+        handle: node.handle(),
     });
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
         .add_optional_service(owner_service)
         .add_optional_service(edge_service)
+        .add_optional_service(raft_service)
+        .add_optional_service(meta_service)
         .add_service(status_service)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
@@ -205,6 +356,18 @@ pub async fn serve(
                 let _ = grpc_stop.wait_for(|stop| *stop).await;
             },
         );
+    let data_node = node.spec.edge || node.spec.owner;
+    let following = (data_node && !node.spec.metas.is_empty()).then(|| {
+        let handle = node.handle();
+        tokio::spawn(parley_meta::watch::follow(
+            node.info(rand::random()),
+            node.spec.metas.clone(),
+            move |cluster| handle.apply(&cluster),
+        ))
+    });
+    let handle = node.handle();
+    let metas = node.spec.metas.clone();
+    let meta = node.meta.clone();
     let http_server = async {
         match (node.router, http) {
             (Some(router), Some(listener)) => {
@@ -217,13 +380,21 @@ pub async fn serve(
             _ => Ok(()),
         }
     };
-    let edge = node.edge.clone();
     tokio::spawn(async move {
         shutdown.await;
+        if data_node && !metas.is_empty() {
+            leave_gracefully(&handle, &metas).await;
+        }
+        if let Some(following) = following {
+            following.abort();
+        }
         // Clients first, so they hear SERVER_SHUTDOWN and reconnect elsewhere.
-        if let Some(edge) = edge {
+        if let Some(edge) = &handle.inner.edge {
             edge.end_all_sessions(Reason::ServerShutdown, SHUTDOWN_GRACE)
                 .await;
+        }
+        if let Some(meta) = meta {
+            meta.shutdown().await;
         }
         let _ = stop_tx.send(true);
     });
@@ -233,11 +404,86 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers `parley cluster status`.
+/// Asks meta to drain this node and waits (a little) until the others have been told: owners
+/// then hold nothing and edges have sent their clients away before the node stops.
+async fn leave_gracefully(handle: &ClusterHandle, metas: &[String]) {
+    let me = handle.inner.me;
+    let drained = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        meta_command(metas, |mut client| async move {
+            client.drain(wire::NodeCommand { node: me.0 }).await
+        }),
+    )
+    .await;
+    match drained {
+        Ok(Ok(reply)) => {
+            // The others hear of the new epoch within a heartbeat hold; so does this node.
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while handle.topology().ring.epoch() < reply.epoch
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::info!(node = me.0, epoch = reply.epoch, "drained");
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "draining on shutdown failed"),
+        Err(_) => tracing::warn!("draining on shutdown timed out"),
+    }
+}
+
+/// Sends an operator command to the meta leader: tries each address of `metas`, following a
+/// follower's pointer to the leader.
+pub async fn meta_command<T, F, Fut>(metas: &[String], call: F) -> anyhow::Result<T>
+where
+    F: Fn(parley_proto::cluster::v1::meta_client::MetaClient<tonic::transport::Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut last_error = anyhow::anyhow!("no meta address given");
+    let mut addresses: Vec<String> = metas.to_vec();
+    let mut tried = 0;
+    while tried < addresses.len() && tried < 8 {
+        let address = addresses[tried].clone();
+        tried += 1;
+        let client = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+            Ok(endpoint) => match endpoint
+                .connect_timeout(Duration::from_millis(500))
+                .connect()
+                .await
+            {
+                Ok(channel) => parley_proto::cluster::v1::meta_client::MetaClient::new(channel),
+                Err(error) => {
+                    last_error = anyhow::anyhow!("meta {address}: {error}");
+                    continue;
+                }
+            },
+            Err(error) => {
+                last_error = anyhow::anyhow!("meta {address}: {error}");
+                continue;
+            }
+        };
+        match call(client).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) => {
+                if let Some(leader) = status
+                    .metadata()
+                    .get(parley_meta::meta::LEADER_KEY)
+                    .and_then(|value| value.to_str().ok())
+                {
+                    addresses.insert(tried, leader.to_owned());
+                }
+                last_error = anyhow::anyhow!("meta {address}: {}", status.message());
+                if status.code() != tonic::Code::Unavailable {
+                    return Err(last_error);
+                }
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// Answers `parley cluster status --node`.
 struct StatusService {
-    node: NodeId,
-    topology: SharedTopology,
-    edge: Option<Arc<Edge>>,
+    handle: ClusterHandle,
 }
 
 #[tonic::async_trait]
@@ -246,11 +492,8 @@ impl cluster_server::Cluster for StatusService {
         &self,
         _request: tonic::Request<wire::Done>,
     ) -> Result<tonic::Response<wire::StatusReply>, tonic::Status> {
-        let topology = self
-            .topology
-            .read()
-            .expect("topology lock poisoned")
-            .clone();
+        let topology = self.handle.topology();
+        let me = self.handle.inner.me;
         let owners = topology.ring.nodes();
         let members = topology
             .addresses
@@ -260,22 +503,128 @@ impl cluster_server::Cluster for StatusService {
                 address: address.clone(),
                 edge: topology.edges.contains(node),
                 owner: owners.contains(node),
-                sessions: match (&self.edge, *node == self.node) {
+                sessions: match (&self.handle.inner.edge, *node == me) {
                     (Some(edge), true) => edge.session_count() as u64,
                     _ => 0,
                 },
             })
             .collect();
         Ok(tonic::Response::new(wire::StatusReply {
-            node: self.node.0,
+            node: me.0,
             ring_epoch: topology.ring.epoch(),
             members,
         }))
     }
 }
 
-/// `parley cluster status --node HOST:PORT`: what that node knows of the cluster, as JSON.
-pub async fn print_status(node_address: &str) -> anyhow::Result<()> {
+/// `parley cluster …`: asks meta (or one node) and prints the answer as one JSON line.
+pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> {
+    use crate::cli::ClusterCommand;
+    let line = match command {
+        ClusterCommand::Status { meta, node } => match node {
+            Some(node) => node_status(&node).await?,
+            None => {
+                let topology = meta_command(&meta, |mut client| async move {
+                    client.topology(wire::TopologyRequest {}).await
+                })
+                .await?;
+                topology_json(&topology)
+            }
+        },
+        ClusterCommand::AddNode {
+            meta,
+            node_id,
+            address,
+        } => {
+            let reply = meta_command(&meta, |mut client| {
+                let address = address.clone();
+                async move {
+                    client
+                        .add_meta(wire::AddMetaRequest {
+                            node: node_id,
+                            address,
+                        })
+                        .await
+                }
+            })
+            .await?;
+            serde_json::json!({ "added": node_id, "epoch": reply.epoch })
+        }
+        ClusterCommand::RemoveNode { meta, node_id } => {
+            let reply = meta_command(&meta, |mut client| async move {
+                client
+                    .remove_node(wire::NodeCommand { node: node_id })
+                    .await
+            })
+            .await?;
+            serde_json::json!({ "removed": node_id, "epoch": reply.epoch })
+        }
+        ClusterCommand::Drain { meta, node_id } => {
+            let reply = meta_command(&meta, |mut client| async move {
+                client.drain(wire::NodeCommand { node: node_id }).await
+            })
+            .await?;
+            serde_json::json!({ "draining": node_id, "epoch": reply.epoch })
+        }
+    };
+    println!("{line}");
+    Ok(())
+}
+
+fn topology_json(topology: &wire::ClusterTopology) -> serde_json::Value {
+    let owners = topology_ring_owners(topology);
+    let nodes: Vec<serde_json::Value> = topology
+        .nodes
+        .iter()
+        .map(|info| {
+            let mut roles = Vec::new();
+            if info.edge {
+                roles.push("edge");
+            }
+            if info.owner {
+                roles.push("owner");
+            }
+            serde_json::json!({
+                "node": info.node,
+                "roles": roles,
+                "address": info.grpc_address,
+                "clientAddress": info.http_address,
+                "status": match info.status() {
+                    NodeStatus::Up => "up",
+                    NodeStatus::Draining => "draining",
+                    NodeStatus::Down => "down",
+                    NodeStatus::Unspecified => "unknown",
+                },
+                "inRing": owners.contains(&info.node),
+            })
+        })
+        .collect();
+    let metas: Vec<serde_json::Value> = topology
+        .metas
+        .iter()
+        .map(|meta| {
+            serde_json::json!({
+                "node": meta.node,
+                "address": meta.address,
+                "leader": meta.leader,
+                "voter": meta.voter,
+            })
+        })
+        .collect();
+    serde_json::json!({ "ringEpoch": topology.epoch, "nodes": nodes, "metas": metas })
+}
+
+fn topology_ring_owners(topology: &wire::ClusterTopology) -> Vec<u64> {
+    self::topology(topology)
+        .ring
+        .nodes()
+        .into_iter()
+        .map(|node| node.0)
+        .collect()
+}
+
+/// What one node knows of the cluster.
+async fn node_status(node_address: &str) -> anyhow::Result<serde_json::Value> {
     let mut client =
         cluster_client::ClusterClient::connect(format!("http://{node_address}")).await?;
     let status = client.status(wire::Done {}).await?.into_inner();
@@ -298,13 +647,9 @@ pub async fn print_status(node_address: &str) -> anyhow::Result<()> {
             })
         })
         .collect();
-    println!(
-        "{}",
-        serde_json::json!({
-            "node": status.node,
-            "ringEpoch": status.ring_epoch,
-            "members": members,
-        })
-    );
-    Ok(())
+    Ok(serde_json::json!({
+        "node": status.node,
+        "ringEpoch": status.ring_epoch,
+        "members": members,
+    }))
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client_cmd;
 pub mod cluster;
+pub mod config;
 pub mod dev;
 pub mod run;
 
@@ -27,8 +28,8 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(&options.log_format);
             runtime.block_on(run::run(options))
         }
-        Command::Cluster(cli::ClusterCommand::Status { node }) => runtime.block_on(async {
-            cluster::print_status(&node).await?;
+        Command::Cluster(command) => runtime.block_on(async {
+            cluster::operate(command).await?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Token(options) => {

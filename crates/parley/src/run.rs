@@ -1,5 +1,6 @@
 //! `parley run`: one cluster node with the roles it is given.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,122 +10,132 @@ use parley_core::app::MultiLogin;
 use parley_core::ids::AppId;
 use parley_core::ids::NodeId;
 use parley_edge::EdgeConfig;
+use parley_meta::MetaConfig;
 use parley_owner::OwnerConfig;
 use tokio::net::TcpListener;
 
 use crate::cli::RunOptions;
-use crate::cluster::Member;
+use crate::cluster::NodeSpec;
 
-/// Reads `ID=ROLES@HOST:PORT,…`.
-pub fn parse_members(raw: &str) -> anyhow::Result<Vec<Member>> {
-    let mut members = Vec::new();
+/// Reads `ID=HOST:PORT,…`.
+pub fn parse_metas(raw: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut metas = BTreeMap::new();
     for entry in raw
         .split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
     {
-        let (id, rest) = entry
+        let (id, address) = entry
             .split_once('=')
-            .with_context(|| format!("member {entry:?}: expected ID=ROLES@HOST:PORT"))?;
-        let (roles, address) = rest
-            .split_once('@')
-            .with_context(|| format!("member {entry:?}: expected ID=ROLES@HOST:PORT"))?;
-        let node = NodeId(
-            id.parse()
-                .with_context(|| format!("member {entry:?}: the id is not a number"))?,
-        );
-        let mut member = Member {
-            node,
-            grpc_address: address.to_owned(),
-            edge: false,
-            owner: false,
-        };
-        for role in roles.split('+') {
-            match role {
-                "edge" => member.edge = true,
-                "owner" => member.owner = true,
-                other => anyhow::bail!("member {entry:?}: unknown role {other:?}"),
-            }
+            .with_context(|| format!("--meta {entry:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("--meta {entry:?}: the id is not a number"))?;
+        if address.is_empty() || !address.contains(':') {
+            anyhow::bail!("--meta {entry:?}: expected ID=HOST:PORT");
         }
-        if members.iter().any(|known: &Member| known.node == node) {
-            anyhow::bail!("node {} appears twice in --members", node.0);
+        if metas.insert(id, address.to_owned()).is_some() {
+            anyhow::bail!("--meta: node {id} appears twice");
         }
-        members.push(member);
     }
-    if !members.iter().any(|member| member.owner) {
-        anyhow::bail!("--members names no owner");
+    if metas.is_empty() {
+        anyhow::bail!("--meta names no meta node");
     }
-    Ok(members)
+    Ok(metas)
 }
 
 pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
-    let members = parse_members(&options.members)?;
+    let metas = parse_metas(&options.meta)?;
     let me = NodeId(options.node_id);
-    let this = members
-        .iter()
-        .find(|member| member.node == me)
-        .with_context(|| format!("--node-id {} is not in --members", me.0))?;
-    let edge = options.roles.iter().any(|role| role == "edge");
-    let owner = options.roles.iter().any(|role| role == "owner");
     if let Some(unknown) = options
         .roles
         .iter()
-        .find(|role| !matches!(role.as_str(), "edge" | "owner"))
+        .find(|role| !matches!(role.as_str(), "edge" | "owner" | "meta"))
     {
-        anyhow::bail!("--roles: unknown role {unknown:?} (edge, owner)");
+        anyhow::bail!("--roles: unknown role {unknown:?} (edge, owner, meta)");
     }
-    if (edge, owner) != (this.edge, this.owner) {
-        anyhow::bail!("--roles does not match this node's roles in --members");
+    let has = |role: &str| options.roles.iter().any(|known| known == role);
+    let (edge, owner, meta) = (has("edge"), has("owner"), has("meta"));
+    let grpc_address = options
+        .advertise_grpc
+        .clone()
+        .unwrap_or_else(|| options.grpc_addr.to_string());
+    let meta_config = meta.then(|| {
+        let mut config = MetaConfig::new(
+            me.0,
+            grpc_address.clone(),
+            options.data_dir.join(format!("meta-{}", me.0)),
+        );
+        if metas.contains_key(&me.0) {
+            config.initial_members = metas.clone();
+        }
+        config.node_timeout = options.node_timeout;
+        config
+    });
+    if (edge || owner) && options.app_id.is_none() {
+        anyhow::bail!("--app-id is needed by edges and owners");
     }
-    let owners = members.iter().filter(|member| member.owner).count();
-    if options.store == "embedded" && owners > 1 {
-        anyhow::bail!("with more than one owner, --store must be redis://… or redis-cluster://…");
-    }
-
-    let app_id =
-        AppId::parse(&options.app_id).map_err(|error| anyhow::anyhow!("--app-id: {error}"))?;
-    let mut app = AppConfig::new(app_id, options.app_certificate.clone());
-    if options.allow_multi_login {
-        app.multi_login = MultiLogin::AllowMany;
-    }
-    let store = crate::dev::open_store(&options.store, &options.data_dir).await?;
+    let apps = match &options.app_id {
+        Some(app_id) => {
+            let app_id =
+                AppId::parse(app_id).map_err(|error| anyhow::anyhow!("--app-id: {error}"))?;
+            let mut app = AppConfig::new(app_id, options.app_certificate.clone());
+            if options.allow_multi_login {
+                app.multi_login = MultiLogin::AllowMany;
+            }
+            AppDirectory::new([app])
+        }
+        None => AppDirectory::new([]),
+    };
+    let store = if owner {
+        Some(crate::dev::open_store(&options.store, &options.data_dir).await?)
+    } else {
+        None
+    };
+    let grpc = TcpListener::bind(options.grpc_addr)
+        .await
+        .with_context(|| format!("bind {}", options.grpc_addr))?;
+    let http = if edge {
+        let listener = TcpListener::bind(options.http_addr)
+            .await
+            .with_context(|| format!("bind {}", options.http_addr))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let http_address = match (&options.advertise_http, &http) {
+        (Some(address), _) => address.clone(),
+        (None, Some(listener)) => listener.local_addr()?.to_string(),
+        (None, None) => String::new(),
+    };
+    let spec = NodeSpec {
+        node: me,
+        edge,
+        owner,
+        grpc_address,
+        http_address: http_address.clone(),
+        metas: metas.values().cloned().collect(),
+        meta: meta_config,
+    };
     let node = crate::cluster::node(
-        me,
-        &members,
-        AppDirectory::new([app]),
+        spec,
+        apps,
         OwnerConfig::default(),
         EdgeConfig::default(),
         store,
     )
     .await?;
-    let grpc_addr = match options.grpc_addr {
-        Some(addr) => addr,
-        None => this
-            .grpc_address
-            .parse()
-            .with_context(|| format!("this node's address {:?}", this.grpc_address))?,
-    };
-    let grpc = TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("bind {grpc_addr}"))?;
-    let http = if edge {
-        let listener = TcpListener::bind(options.http_addr)
-            .await
-            .with_context(|| format!("bind {}", options.http_addr))?;
-        let addr = listener.local_addr()?;
+    if edge {
         let _ = std::io::Write::write_all(
             &mut std::io::stdout(),
             format!(
-                "parley node {} (edge) is listening on ws://{addr}/v1/ws\n",
+                "parley node {} (edge) is listening on ws://{http_address}/v1/ws\n",
                 me.0
             )
             .as_bytes(),
         );
-        Some(listener)
-    } else {
-        None
-    };
-    tracing::info!(node = me.0, edge, owner, "node started");
+    }
+    tracing::info!(node = me.0, edge, owner, meta, "node started");
     crate::cluster::serve(node, grpc, http, crate::dev::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -134,20 +145,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn members_parse_and_bad_ones_are_named() {
-        let members = parse_members("1=owner@127.0.0.1:7101, 2=edge+owner@127.0.0.1:7102").unwrap();
-        assert_eq!(members.len(), 2);
-        assert!(members[0].owner && !members[0].edge);
-        assert!(members[1].owner && members[1].edge);
-        assert_eq!(members[1].grpc_address, "127.0.0.1:7102");
-        for bad in [
-            "1=owner",
-            "x=owner@h:1",
-            "1=cook@h:1",
-            "1=owner@h:1,1=edge@h:2",
-            "1=edge@h:1",
-        ] {
-            assert!(parse_members(bad).is_err(), "{bad}");
+    fn meta_lists_parse_and_bad_ones_are_named() {
+        let metas = parse_metas("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(metas.len(), 2);
+        assert_eq!(metas[&2], "127.0.0.1:7002");
+        for bad in ["", "1", "x=h:1", "1=h", "1=h:1,1=h:2"] {
+            assert!(parse_metas(bad).is_err(), "{bad}");
         }
     }
 }

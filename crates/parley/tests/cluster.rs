@@ -1,4 +1,4 @@
-//! A cluster of two owners and two edges (in-process nodes on real sockets, gRPC between them,
+//! A cluster of three meta nodes, three owners and two edges (in-process nodes on real sockets, gRPC between them,
 //! state in Redis): users on different edges, whose channels and users live on different owners,
 //! see what they would see on one node.
 
@@ -13,7 +13,6 @@ use parley_client::PeerMessageResult;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
 use parley_core::ids::NodeId;
-use parley_core::ring::DEFAULT_VIRTUAL_NODES;
 use parley_core::ring::Ring;
 use parley_testkit::PROMPTLY;
 use parley_testkit::TestServer;
@@ -40,9 +39,8 @@ fn on_edge(server: &TestServer, edge: usize, uid: &str) -> ClientConfig {
         .token(server.token(uid))
 }
 
-/// Names that the ring places on owner 1 and owner 2 (the testkit's owners).
-fn placed(prefix: &str, on: NodeId, channel: bool) -> String {
-    let ring = Ring::new(1, &[NodeId(1), NodeId(2)], DEFAULT_VIRTUAL_NODES);
+/// Names that the ring places on the given owner (the testkit's owners are nodes 1, 2 and 3).
+fn placed(ring: &Ring, prefix: &str, on: NodeId, channel: bool) -> String {
     let app = AppId::parse(parley_testkit::server_app_id()).unwrap();
     (0..)
         .map(|n| format!("{prefix}{n}"))
@@ -62,8 +60,8 @@ async fn users_on_different_edges_and_owners_talk() {
     let server = TestServer::builder().cluster().start().await;
     assert_eq!(server.edge_urls().len(), 2);
     // Alice's user lives on owner 1 and she connects to edge 0; Bob's on owner 2, edge 1.
-    let alice_uid = placed("alice", NodeId(1), false);
-    let bob_uid = placed("bob", NodeId(2), false);
+    let alice_uid = placed(&server.ring(), "alice", NodeId(1), false);
+    let bob_uid = placed(&server.ring(), "bob", NodeId(2), false);
     let (alice, mut alice_events) = Client::login(on_edge(&server, 0, &alice_uid))
         .await
         .unwrap();
@@ -90,7 +88,7 @@ async fn users_on_different_edges_and_owners_talk() {
 
     // Channels on either owner fan out to both edges.
     for owner in [NodeId(1), NodeId(2)] {
-        let room = placed("room", owner, true);
+        let room = placed(&server.ring(), "room", owner, true);
         alice.join(&room).await.unwrap();
         bob.join(&room).await.unwrap();
         let sent = bob
@@ -114,7 +112,7 @@ async fn users_on_different_edges_and_owners_talk() {
     }
 
     // Offline messages cached by one owner reach a user who logs in on the other edge.
-    let carol_uid = placed("carol", NodeId(1), false);
+    let carol_uid = placed(&server.ring(), "carol", NodeId(1), false);
     let options = PeerMessageOptions {
         enable_offline_messaging: true,
         enable_historical_messaging: false,
@@ -143,9 +141,9 @@ async fn users_on_different_edges_and_owners_talk() {
 #[tokio::test]
 async fn when_an_owner_goes_its_channels_move_with_their_members() {
     let mut server = TestServer::builder().cluster().start().await;
-    let room = placed("room", NodeId(2), true);
-    let alice_uid = placed("alice", NodeId(2), false);
-    let bob_uid = placed("bob", NodeId(1), false);
+    let room = placed(&server.ring(), "room", NodeId(2), true);
+    let alice_uid = placed(&server.ring(), "alice", NodeId(2), false);
+    let bob_uid = placed(&server.ring(), "bob", NodeId(1), false);
     let (alice, mut alice_events) = Client::login(on_edge(&server, 0, &alice_uid))
         .await
         .unwrap();
@@ -161,9 +159,9 @@ async fn when_an_owner_goes_its_channels_move_with_their_members() {
     })
     .await;
 
-    server.fail_owner(NodeId(2)).await;
+    server.stop_owner(NodeId(2)).await;
 
-    // Owner 1 now holds the room: once the edges have re-registered, messages flow again, with
+    // Another owner now holds the room: once the edges have re-registered, messages flow again, with
     // sequence numbers that keep growing.
     let deadline = tokio::time::Instant::now() + PROMPTLY;
     let after = loop {

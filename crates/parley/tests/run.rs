@@ -1,7 +1,8 @@
-//! `parley run` as an operator uses it: four processes (two owners, two edges) and a Redis make a
-//! cluster that users on different edges talk through.
+//! `parley run` and `parley cluster` as an operator uses them: processes of the real binary
+//! (three meta nodes, owners, edges) and a Redis make a cluster that users on different edges
+//! talk through, and that operators inspect and drain.
 
-use std::process::Stdio;
+use std::time::Duration;
 
 use parley_client::Client;
 use parley_client::ClientConfig;
@@ -9,74 +10,50 @@ use parley_client::Event;
 use parley_client::Message;
 use parley_client::PeerMessageOptions;
 use parley_client::PeerMessageResult;
+use parley_proto::cluster::v1::NodeStatus;
 use parley_testkit::PROMPTLY;
-use parley_testkit::RedisServer;
-use tokio::io::AsyncBufReadExt;
-use tokio::io::BufReader;
-use tokio::process::Child;
+use parley_testkit::ProcessCluster;
+use parley_testkit::processes::CLUSTER_APP_ID;
+use parley_testkit::processes::Role;
+use parley_testkit::processes::status;
 use tokio::process::Command;
 
-const APP_ID: &str = "0123456789abcdef0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts one node; for an edge, returns its client URL from the line it prints.
-async fn start(node: u64, roles: &str, members: &str, store: &str) -> (Child, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args(["run", "--node-id", &node.to_string(), "--roles", roles])
-        .args(["--members", members, "--store", store, "--app-id", APP_ID])
-        .args(["--http-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn parley run");
-    let stdout = child.stdout.take().unwrap();
-    if !roles.contains("edge") {
-        return (child, None);
-    }
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(PROMPTLY, lines.next_line())
-        .await
-        .expect("the edge says where it listens")
-        .unwrap()
-        .expect("a line");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("ws://"))
-        .expect("a url")
-        .to_owned();
-    (child, Some(url))
-}
-
-#[tokio::test]
-async fn four_processes_make_a_cluster() {
-    let redis = RedisServer::start();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let members = format!(
-        "1=owner@127.0.0.1:{},2=owner@127.0.0.1:{},3=edge@127.0.0.1:{},4=edge@127.0.0.1:{}",
-        ports[0], ports[1], ports[2], ports[3]
-    );
-    let mut nodes = Vec::new();
-    let mut urls = Vec::new();
-    for (node, roles) in [(1, "owner"), (2, "owner"), (3, "edge"), (4, "edge")] {
-        let (child, url) = start(node, roles, &members, &redis.url()).await;
-        nodes.push(child);
-        urls.extend(url);
-    }
-    assert_eq!(urls.len(), 2);
-
-    let (alice, _alice_events) = Client::login(ClientConfig::new(&urls[0], APP_ID, "alice"))
+async fn parley(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(args)
+        .output()
         .await
         .unwrap();
-    let (bob, mut bob_events) = Client::login(ClientConfig::new(&urls[1], APP_ID, "bob"))
+    assert!(
+        output.status.success(),
+        "parley {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn next_channel_message(events: &mut tokio::sync::mpsc::Receiver<Event>) -> String {
+    tokio::time::timeout(PROMPTLY, async {
+        loop {
+            if let Some(Event::ChannelMessage(message)) = events.recv().await {
+                return message.member_id;
+            }
+        }
+    })
+    .await
+    .expect("a channel message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_make_a_cluster_that_operators_inspect_and_drain() {
+    let cluster = ProcessCluster::start(env!("CARGO_BIN_EXE_parley").as_ref(), 3, 2, 2).await;
+    let urls = cluster.edge_urls();
+    let (alice, mut alice_events) = Client::login(
+        ClientConfig::new(&urls[0], CLUSTER_APP_ID, "alice").fallback_urls([urls[1].clone()]),
+    )
+    .await
+    .unwrap();
+    let (bob, mut bob_events) = Client::login(ClientConfig::new(&urls[1], CLUSTER_APP_ID, "bob"))
         .await
         .unwrap();
     let sent = alice
@@ -90,59 +67,170 @@ async fn four_processes_make_a_cluster() {
         .send_message("lobby", Message::text("all"))
         .await
         .unwrap();
-    let message = tokio::time::timeout(PROMPTLY, async {
+    assert_eq!(next_channel_message(&mut bob_events).await, "alice");
+
+    // Meta's view: five data nodes up, the owners in the ring, one leader among three metas.
+    let metas = cluster.meta_addresses().join(",");
+    let view = parley(&["cluster", "status", "--meta", &metas]).await;
+    let nodes = view["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    assert!(nodes.iter().all(|node| node["status"] == "up"));
+    let in_ring: Vec<_> = nodes
+        .iter()
+        .filter(|node| node["inRing"] == true)
+        .map(|node| node["node"].as_u64().unwrap())
+        .collect();
+    assert_eq!(in_ring, cluster.ids(Role::Owner));
+    let metas_view = view["metas"].as_array().unwrap();
+    assert_eq!(metas_view.len(), 3);
+    assert_eq!(
+        metas_view
+            .iter()
+            .filter(|meta| meta["leader"] == true)
+            .count(),
+        1
+    );
+
+    // One node's own view agrees on the epoch.
+    let first_edge = cluster.ids(Role::Edge)[0];
+    let node_view = parley(&[
+        "cluster",
+        "status",
+        "--node",
+        &cluster.grpc_address(first_edge),
+    ])
+    .await;
+    assert_eq!(node_view["ringEpoch"], view["ringEpoch"]);
+    let me = node_view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|member| member["node"] == first_edge)
+        .unwrap()
+        .clone();
+    assert_eq!(me["sessions"], 1, "alice is on this edge");
+
+    // Draining alice's edge sends her to the other one; the lobby goes on.
+    let drained = parley(&[
+        "cluster",
+        "drain",
+        "--meta",
+        &metas,
+        "--node-id",
+        &first_edge.to_string(),
+    ])
+    .await;
+    assert_eq!(drained["draining"], first_edge);
+    tokio::time::timeout(PROMPTLY, async {
         loop {
-            if let Some(Event::ChannelMessage(message)) = bob_events.recv().await {
-                return message;
+            if let Some(Event::ConnectionStateChanged(change)) = alice_events.recv().await
+                && change.state() == parley_client::ConnectionState::Connected
+            {
+                return;
             }
         }
     })
     .await
-    .expect("bob gets the channel message");
-    assert_eq!(message.member_id, "alice");
-
-    // An operator asks the first edge what it knows.
-    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args([
-            "cluster",
-            "status",
-            "--node",
-            &format!("127.0.0.1:{}", ports[2]),
-        ])
-        .output()
+    .expect("alice reconnects through the other edge");
+    bob.send_message("lobby", Message::text("still here"))
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_eq!(next_channel_message(&mut alice_events).await, "bob");
+
+    // The drained edge can then be forgotten; this run of it does not come back.
+    let removed = parley(&[
+        "cluster",
+        "remove-node",
+        "--meta",
+        &metas,
+        "--node-id",
+        &first_edge.to_string(),
+    ])
+    .await;
+    assert!(removed["epoch"].as_u64().unwrap() > drained["epoch"].as_u64().unwrap());
+    let after = cluster
+        .wait_for("the edge forgotten", Duration::from_secs(5), |topology| {
+            status(topology, first_edge).is_none()
+        })
+        .await;
+    assert_eq!(
+        status(&after, cluster.ids(Role::Edge)[1]),
+        Some(NodeStatus::Up)
     );
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(status["node"], 3);
-    assert_eq!(status["ringEpoch"], 1);
-    let members = status["members"].as_array().unwrap();
-    assert_eq!(members.len(), 4);
-    assert_eq!(members[0]["roles"], serde_json::json!(["owner"]));
-    assert_eq!(members[2]["roles"], serde_json::json!(["edge"]));
-    assert_eq!(members[2]["sessions"], 1, "alice is on this edge");
 }
 
 #[tokio::test]
-async fn a_node_refuses_inconsistent_flags() {
-    let output = Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args(["run", "--node-id", "1", "--roles", "edge"])
-        .args([
-            "--members",
-            "1=owner@127.0.0.1:1",
-            "--store",
-            "embedded",
-            "--app-id",
-            APP_ID,
-        ])
-        .output()
-        .await
+async fn a_config_file_sets_what_flags_would() {
+    let dir = parley_testkit::fresh_temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("meta.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# a one-node meta cluster\nnode_id = 7\nroles = [\"meta\"]\nmeta = \"7=127.0.0.1:{port}\"\ngrpc-addr = \"127.0.0.1:{port}\"\ndata-dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["run", "--config", &config.to_string_lossy()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--roles does not match"), "{stderr}");
+    let address = format!("127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    let view = loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["cluster", "status", "--meta", &address])
+            .output()
+            .await
+            .unwrap();
+        if output.status.success() {
+            let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            if view["metas"][0]["leader"] == true {
+                break view;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no meta leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["metas"][0]["node"], 7);
+    assert_eq!(view["nodes"], serde_json::json!([]));
+    node.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_node_refuses_bad_flags() {
+    for (args, expected) in [
+        (
+            vec!["--roles", "cook", "--meta", "1=127.0.0.1:1"],
+            "unknown role",
+        ),
+        (
+            vec!["--roles", "edge", "--meta", "1=nowhere"],
+            "ID=HOST:PORT",
+        ),
+        (
+            vec!["--roles", "owner", "--meta", "1=127.0.0.1:1"],
+            "--app-id",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["run", "--node-id", "1"])
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }

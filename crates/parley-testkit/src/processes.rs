@@ -1,0 +1,393 @@
+//! A cluster of `parley run` processes on 127.0.0.1 sharing a Redis: meta nodes, owners and
+//! edges that a test can kill (SIGKILL), pause (SIGSTOP), resume, stop (SIGTERM), restart on the
+//! same ports, and add to.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+
+use parley_proto::cluster::v1 as wire;
+use parley_proto::cluster::v1::meta_client::MetaClient;
+
+use crate::RedisServer;
+use crate::fresh_temp_dir;
+
+/// The app the cluster's nodes serve (no certificate: logins need no token).
+pub const CLUSTER_APP_ID: &str = "0123456789abcdef0123456789abcdef";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Meta,
+    Owner,
+    Edge,
+}
+
+impl Role {
+    fn flag(self) -> &'static str {
+        match self {
+            Role::Meta => "meta",
+            Role::Owner => "owner",
+            Role::Edge => "edge",
+        }
+    }
+}
+
+struct NodeProcess {
+    role: Role,
+    grpc_port: u16,
+    http_port: u16,
+    child: Option<Child>,
+}
+
+pub struct ProcessCluster {
+    binary: PathBuf,
+    dir: PathBuf,
+    redis: RedisServer,
+    nodes: BTreeMap<u64, NodeProcess>,
+    /// `ID=HOST:PORT,…` of the first meta nodes, as every node is told.
+    metas: String,
+    node_timeout: Duration,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl ProcessCluster {
+    /// Starts `metas` meta nodes (ids 101…), `owners` owners (1…) and `edges` edges (51…) of
+    /// `binary`, and waits until meta has every data node up.
+    pub async fn start(binary: &Path, metas: u64, owners: u64, edges: u64) -> ProcessCluster {
+        let dir = fresh_temp_dir();
+        std::fs::create_dir_all(&dir).expect("create the cluster's directory");
+        let mut cluster = ProcessCluster {
+            binary: binary.to_path_buf(),
+            dir,
+            redis: RedisServer::start(),
+            nodes: BTreeMap::new(),
+            metas: String::new(),
+            node_timeout: Duration::from_secs(1),
+        };
+        let meta_ids: Vec<u64> = (101..101 + metas).collect();
+        for id in &meta_ids {
+            cluster.nodes.insert(*id, node(Role::Meta));
+        }
+        cluster.metas = meta_ids
+            .iter()
+            .map(|id| format!("{id}=127.0.0.1:{}", cluster.nodes[id].grpc_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for id in (1..=owners).chain(51..51 + edges) {
+            let role = if id < 51 { Role::Owner } else { Role::Edge };
+            cluster.nodes.insert(id, node(role));
+        }
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            cluster.spawn(id);
+        }
+        cluster.wait_until_all_up().await;
+        cluster
+    }
+
+    /// The client URLs of the edges, in id order.
+    pub fn edge_urls(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter(|node| node.role == Role::Edge)
+            .map(|node| format!("ws://127.0.0.1:{}/v1/ws", node.http_port))
+            .collect()
+    }
+
+    /// The ids of the nodes with `role`.
+    pub fn ids(&self, role: Role) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.role == role)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The meta nodes' gRPC addresses.
+    pub fn meta_addresses(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter(|node| node.role == Role::Meta)
+            .map(|node| format!("127.0.0.1:{}", node.grpc_port))
+            .collect()
+    }
+
+    /// The `--meta` value nodes are started with.
+    pub fn meta_flag(&self) -> &str {
+        &self.metas
+    }
+
+    /// A node's gRPC address.
+    pub fn grpc_address(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.nodes[&id].grpc_port)
+    }
+
+    pub fn redis(&mut self) -> &mut RedisServer {
+        &mut self.redis
+    }
+
+    /// Where node `id` writes its log.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node-{id}.log"))
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let node = &self.nodes[&id];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("open the node's log");
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["run", "--node-id", &id.to_string()])
+            .args(["--roles", node.role.flag()])
+            .args(["--meta", &self.metas])
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", node.grpc_port)])
+            .args(["--http-addr", &format!("127.0.0.1:{}", node.http_port)])
+            .args(["--store", &self.redis.url()])
+            .args([
+                "--data-dir",
+                &self.dir.join(format!("data-{id}")).to_string_lossy(),
+            ])
+            .args(["--app-id", CLUSTER_APP_ID])
+            .args([
+                "--node-timeout",
+                &format!("{}ms", self.node_timeout.as_millis()),
+            ])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command.spawn().expect("spawn parley run");
+        self.nodes.get_mut(&id).expect("known node").child = Some(child);
+    }
+
+    /// Adds a node with `role` (a new id) and starts it.
+    pub fn add(&mut self, role: Role) -> u64 {
+        let first = match role {
+            Role::Owner => 1,
+            Role::Edge => 51,
+            Role::Meta => 101,
+        };
+        let id = (first..)
+            .find(|id| !self.nodes.contains_key(id))
+            .expect("a free id");
+        self.nodes.insert(id, node(role));
+        self.spawn(id);
+        id
+    }
+
+    /// SIGKILL: the node dies without a word.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the node to exit (it drains itself first).
+    pub fn stop(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the node freezes with its sockets open.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    /// SIGCONT: a paused node goes on.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        if let Some(child) = &self.nodes[&id].child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Starts a stopped or killed node again on the same ports.
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.spawn(id);
+    }
+
+    /// Meta's current view (from any meta node that answers).
+    pub async fn topology(&self) -> Option<wire::ClusterTopology> {
+        for address in self.meta_addresses() {
+            let connected = tokio::time::timeout(
+                Duration::from_millis(500),
+                MetaClient::connect(format!("http://{address}")),
+            )
+            .await;
+            let Ok(Ok(mut client)) = connected else {
+                continue;
+            };
+            let asked = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.topology(wire::TopologyRequest {}),
+            )
+            .await;
+            if let Ok(Ok(reply)) = asked {
+                let topology = reply.into_inner();
+                // A follower that lost its leader may be behind; prefer an answer with one.
+                if topology.metas.iter().any(|meta| meta.leader) {
+                    return Some(topology);
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits up to `within` until meta's view satisfies `check`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&wire::ClusterTopology) -> bool,
+    ) -> wire::ClusterTopology {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(topology) = self.topology().await
+                && check(&topology)
+            {
+                return topology;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.topology().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every data node of the cluster is up in meta's view.
+    pub async fn wait_until_all_up(&self) -> wire::ClusterTopology {
+        let data: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.role != Role::Meta && node.child.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let topology = self
+            .wait_for("every data node up", Duration::from_secs(30), |topology| {
+                data.iter()
+                    .all(|id| status(topology, *id) == Some(wire::NodeStatus::Up))
+            })
+            .await;
+        for id in data {
+            self.wait_for_node_epoch(id, topology.epoch).await;
+        }
+        topology
+    }
+
+    /// Waits until node `id` routes by epoch `epoch` or a later one.
+    pub async fn wait_for_node_epoch(&self, id: u64, epoch: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .node_epoch(id)
+                .await
+                .is_some_and(|known| known >= epoch)
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {id} never reached epoch {epoch}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The ring epoch node `id` routes by now.
+    pub async fn node_epoch(&self, id: u64) -> Option<u64> {
+        self.node_status(id).await.map(|status| status.ring_epoch)
+    }
+
+    /// What node `id` says of itself and the cluster.
+    pub async fn node_status(&self, id: u64) -> Option<wire::StatusReply> {
+        let address = self.grpc_address(id);
+        let asked = tokio::time::timeout(Duration::from_millis(500), async {
+            let mut client = parley_proto::cluster::v1::cluster_client::ClusterClient::connect(
+                format!("http://{address}"),
+            )
+            .await
+            .ok()?;
+            client.status(wire::Done {}).await.ok()
+        })
+        .await;
+        asked.ok().flatten().map(tonic::Response::into_inner)
+    }
+
+    /// The meta leader's id, once there is one.
+    pub async fn leader(&self) -> u64 {
+        let topology = self
+            .wait_for("a meta leader", Duration::from_secs(10), |topology| {
+                topology.metas.iter().any(|meta| meta.leader)
+            })
+            .await;
+        topology
+            .metas
+            .iter()
+            .find(|meta| meta.leader)
+            .map(|meta| meta.node)
+            .expect("a leader")
+    }
+}
+
+/// A node's status in `topology`.
+pub fn status(topology: &wire::ClusterTopology, id: u64) -> Option<wire::NodeStatus> {
+    topology
+        .nodes
+        .iter()
+        .find(|info| info.node == id)
+        .map(wire::NodeInfo::status)
+}
+
+fn node(role: Role) -> NodeProcess {
+    NodeProcess {
+        role,
+        grpc_port: free_port(),
+        http_port: free_port(),
+        child: None,
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("cluster logs kept in {}", self.dir.display());
+        }
+    }
+}
