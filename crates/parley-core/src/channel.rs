@@ -134,6 +134,22 @@ impl Membership {
             .map(|(session, _)| *session)
     }
 
+    /// The live sessions held by edge `edge`, with their uids.
+    pub fn sessions_on(&self, edge: crate::ids::NodeId) -> Vec<(UserId, SessionRef)> {
+        self.members
+            .iter()
+            .flat_map(|(uid, member)| {
+                member
+                    .sessions
+                    .iter()
+                    .filter(move |(session, presence)| {
+                        session.edge == edge && **presence == Presence::Active
+                    })
+                    .map(move |(session, _)| (uid.clone(), *session))
+            })
+            .collect()
+    }
+
     pub fn member_count(&self) -> usize {
         self.members.len()
     }

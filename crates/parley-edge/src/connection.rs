@@ -417,6 +417,13 @@ impl Connection {
         if let Err(error) = opened {
             tracing::warn!(%error, "re-registering a session failed");
         }
+        // Peer messages the new owner cached before it knew of this session come now.
+        if let Err(error) = owner
+            .session_ready(session.user.clone(), session.session)
+            .await
+        {
+            tracing::warn!(%error, "delivering the offline inbox after a hand-off failed");
+        }
         for channel in &session.joined {
             let resume_after = self
                 .handle

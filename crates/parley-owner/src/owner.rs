@@ -204,6 +204,15 @@ impl Owner {
             .collect()
     }
 
+    /// Edge `node` left the cluster: its sessions count as lost connections.
+    pub async fn edge_gone(&self, node: NodeId) {
+        for shard in &self.shards {
+            let _ = self
+                .ask(shard, |reply| Command::EdgeGone { node, reply })
+                .await;
+        }
+    }
+
     /// After a ring change: drops the state of users and channels that node `me` no longer
     /// owns, once every shard is past the requests it already had.
     pub async fn forget_unowned(&self, ring: Arc<Ring>, me: NodeId) {

@@ -174,6 +174,12 @@ pub(crate) enum Command {
         me: NodeId,
         reply: Reply<()>,
     },
+    /// Edge `node` left the cluster (it died, or it restarted): its sessions lost their
+    /// connections.
+    EdgeGone {
+        node: NodeId,
+        reply: Reply<()>,
+    },
 }
 
 /// Where a peer message went.
@@ -421,6 +427,10 @@ impl Shard {
             }
             Command::Forget { ring, me, reply } => {
                 self.forget_unowned(&ring, me);
+                let _ = reply.send(());
+            }
+            Command::EdgeGone { node, reply } => {
+                self.edge_gone(node).await;
                 let _ = reply.send(());
             }
             Command::Presence { user, reply } => {
@@ -1335,6 +1345,43 @@ impl Shard {
     }
 
     // ---- timers ----------------------------------------------------------------------------
+
+    /// Treats every session of edge `node` as a lost connection: members linger for their
+    /// grace period (a client back through another edge in time causes no churn), users turn
+    /// unreachable, then offline.
+    async fn edge_gone(&mut self, node: NodeId) {
+        let in_channels: Vec<(ChannelKey, UserId, SessionRef)> = self
+            .channels
+            .iter()
+            .flat_map(|(key, entry)| {
+                entry
+                    .membership
+                    .sessions_on(node)
+                    .into_iter()
+                    .map(move |(uid, session)| (key.clone(), uid, session))
+            })
+            .collect();
+        for (key, uid, session) in in_channels {
+            let _ = self
+                .leave(key, uid, session, LeaveReason::ConnectionLost)
+                .await;
+        }
+        let sessions: Vec<(UserKey, SessionRef)> = self
+            .users
+            .iter()
+            .flat_map(|(user, entry)| {
+                entry
+                    .sessions
+                    .iter()
+                    .filter(|known| known.session.edge == node)
+                    .map(move |known| (user.clone(), known.session))
+            })
+            .collect();
+        for (user, session) in sessions {
+            self.close_session(&user, session, LeaveReason::ConnectionLost)
+                .await;
+        }
+    }
 
     fn forget_unowned(&mut self, ring: &Ring, me: NodeId) {
         let before = (self.users.len(), self.channels.len());

@@ -171,8 +171,9 @@ struct HandleInner {
     receipts: Arc<Receipts>,
     edge: Option<Arc<Edge>>,
     owner: Option<Arc<Owner>>,
-    /// The edges on other nodes this node's owner delivers to, with their addresses.
-    remote_edges: Mutex<BTreeMap<NodeId, String>>,
+    /// The edges on other nodes this node's owner delivers to, with their address and the
+    /// incarnation of their process.
+    remote_edges: Mutex<BTreeMap<NodeId, (String, u64)>>,
     /// Set once meta said this node drains or is down: its clients have been sent away.
     leaving: std::sync::atomic::AtomicBool,
 }
@@ -254,31 +255,40 @@ impl ClusterHandle {
         }
     }
 
-    fn connect_edges(&self, owner: &Owner, cluster: &wire::ClusterTopology) {
+    fn connect_edges(&self, owner: &Arc<Owner>, cluster: &wire::ClusterTopology) {
         let inner = &self.inner;
         let mut known = inner.remote_edges.lock().expect("edge table lock poisoned");
-        let wanted: BTreeMap<NodeId, &str> = cluster
+        let wanted: BTreeMap<NodeId, (String, u64)> = cluster
             .nodes
             .iter()
             .filter(|info| info.edge && info.node != inner.me.0)
             .filter(|info| info.status() != NodeStatus::Down)
-            .map(|info| (NodeId(info.node), info.grpc_address.as_str()))
+            .map(|info| {
+                (
+                    NodeId(info.node),
+                    (info.grpc_address.clone(), info.incarnation),
+                )
+            })
             .collect();
-        known.retain(|node, address| {
-            let keep = wanted.get(node) == Some(&address.as_str());
+        known.retain(|node, run| {
+            let keep = wanted.get(node) == Some(run);
             if !keep {
+                // Gone, or a new run of it: the sessions it held are lost either way.
                 owner.unregister_edge(*node);
+                let owner = owner.clone();
+                let node = *node;
+                tokio::spawn(async move { owner.edge_gone(node).await });
             }
             keep
         });
-        for (node, address) in wanted {
+        for (node, run) in wanted {
             if known.contains_key(&node) {
                 continue;
             }
-            match RemoteEdge::connect(node, address, inner.me, inner.receipts.clone()) {
+            match RemoteEdge::connect(node, &run.0, inner.me, inner.receipts.clone()) {
                 Ok(sink) => {
                     owner.register_edge(node, sink as Arc<dyn EdgeSink>);
-                    known.insert(node, address.to_owned());
+                    known.insert(node, run);
                 }
                 Err(error) => tracing::warn!(edge = node.0, %error, "cannot reach an edge"),
             }
