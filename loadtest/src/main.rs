@@ -4,8 +4,11 @@
 //! ```text
 //! cargo run --release -p parley-loadtest -- idle --url ws://127.0.0.1:8080/v1/ws --app-id APP --server-pid PID --connections 2000
 //! cargo run --release -p parley-loadtest -- fanout --url … --app-id APP --server-pid PID --members 500 --messages 200
+//! cargo build --release -p parley && cargo run --release -p parley-loadtest -- failover --rounds 5
 //! ```
 //! The app must take logins without a token (`parley dev --app-id … ` without a certificate).
+
+mod failover;
 
 use std::time::Duration;
 use std::time::Instant;
@@ -23,10 +26,10 @@ use tokio::sync::mpsc;
 struct Cli {
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
     url: String,
-    #[arg(long)]
+    #[arg(long, default_value = "")]
     app_id: String,
-    /// The server process, for its memory and CPU figures.
-    #[arg(long)]
+    /// The server process, for its memory and CPU figures (idle, fanout).
+    #[arg(long, default_value_t = 0)]
     server_pid: u32,
     #[command(subcommand)]
     test: Test,
@@ -47,6 +50,9 @@ enum Test {
         #[arg(long, default_value_t = 200)]
         messages: usize,
     },
+    /// Starts its own cluster of `parley run` processes (3 meta, 3 owners, 2 edges, Redis),
+    /// kills an owner with SIGKILL and times how long until each of its channels serves again.
+    Failover(failover::Options),
 }
 
 /// Resident memory (bytes) and CPU time used so far (seconds) of a process.
@@ -101,6 +107,7 @@ async fn connect_many(
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.test {
+        Test::Failover(options) => failover::run(options).await?,
         Test::Idle { connections } => {
             let (rss_before, _) = usage(cli.server_pid)?;
             let clients = connect_many(&cli.url, &cli.app_id, "idle-", connections).await?;
