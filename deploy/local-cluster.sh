@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Starts a Parley cluster on this machine for trying it out: a Redis, two owners and two edges,
-# each a separate `parley run` process, with a static membership (the meta role and its Raft
-# come with the cluster issue). Stop it with `deploy/local-cluster.sh stop`.
+# Starts a Parley cluster on this machine for trying it out: a Redis, three meta nodes (Raft),
+# three owners and two edges, each a separate `parley run` process.
+# Stop it with `deploy/local-cluster.sh stop`.
 #
 #   deploy/local-cluster.sh            # start; prints the two edges' client URLs
 #   deploy/local-cluster.sh stop       # stop everything it started
@@ -33,21 +33,29 @@ mkdir -p "$state"
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state" --appendonly yes \
     --daemonize yes --pidfile "$PWD/$state/redis.pid" --logfile "$PWD/$state/redis.log"
 
-members="1=owner@127.0.0.1:7101,2=owner@127.0.0.1:7102,3=edge@127.0.0.1:7103,4=edge@127.0.0.1:7104"
+metas="101=127.0.0.1:7201,102=127.0.0.1:7202,103=127.0.0.1:7203"
 start() {
-    local node=$1 roles=$2 http=$3
+    local node=$1 roles=$2 grpc=$3 http=$4
     setsid nohup ./target/release/parley run --node-id "$node" --roles "$roles" \
-        --members "$members" --store "redis://127.0.0.1:$redis_port" --app-id "$app_id" \
-        --http-addr "127.0.0.1:$http" >"$state/node-$node.log" 2>&1 </dev/null &
+        --meta "$metas" --grpc-addr "127.0.0.1:$grpc" --http-addr "127.0.0.1:$http" \
+        --store "redis://127.0.0.1:$redis_port" --data-dir "$state/data-$node" \
+        --app-id "$app_id" >"$state/node-$node.log" 2>&1 </dev/null &
     echo $! >"$state/node-$node.pid"
 }
-start 1 owner 0
-start 2 owner 0
-start 3 edge 8081
-start 4 edge 8082
-sleep 1
+start 101 meta 7201 0
+start 102 meta 7202 0
+start 103 meta 7203 0
+start 1 owner 7101 0
+start 2 owner 7102 0
+start 3 owner 7103 0
+start 51 edge 7151 8081
+start 52 edge 7152 8082
+sleep 2
+./target/release/parley cluster status --meta 127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203 || true
 
 echo "app id: $app_id (no certificate: logins need no token)"
 echo "edges:  ws://127.0.0.1:8081/v1/ws  ws://127.0.0.1:8082/v1/ws"
 echo "try:    ./target/release/parley client --url ws://127.0.0.1:8081/v1/ws --app-id $app_id --uid bob --stay"
+echo "status: ./target/release/parley cluster status --meta 127.0.0.1:7201"
+echo "drain:  ./target/release/parley cluster drain --meta 127.0.0.1:7201 --node-id 2"
 echo "logs:   $state/node-*.log"

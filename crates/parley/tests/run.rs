@@ -234,3 +234,71 @@ async fn a_node_refuses_bad_flags() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_nodes_are_added_and_removed_by_operators() {
+    let mut cluster = ProcessCluster::start(env!("CARGO_BIN_EXE_parley").as_ref(), 3, 1, 0).await;
+    let metas = cluster.meta_addresses().join(",");
+    // A fourth meta node starts knowing the others but is no voter until an operator says so.
+    let added = cluster.add(Role::Meta);
+    let address = cluster.grpc_address(added);
+    let reply = parley(&[
+        "cluster",
+        "add-node",
+        "--meta",
+        &metas,
+        "--node-id",
+        &added.to_string(),
+        "--address",
+        &address,
+    ])
+    .await;
+    assert_eq!(reply["added"], added);
+    let view = parley(&["cluster", "status", "--meta", &metas]).await;
+    let voters: Vec<u64> = view["metas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|meta| meta["voter"] == true)
+        .map(|meta| meta["node"].as_u64().unwrap())
+        .collect();
+    assert_eq!(voters, [101, 102, 103, added]);
+
+    // The first meta node leaves the voters; the owner keeps its place all along.
+    parley(&[
+        "cluster",
+        "remove-node",
+        "--meta",
+        &metas,
+        "--node-id",
+        "101",
+    ])
+    .await;
+    // The new member hears of the change within a Raft heartbeat or so.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    let view = loop {
+        let view = parley(&["cluster", "status", "--meta", &address]).await;
+        let members: Vec<u64> = view["metas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|meta| meta["node"].as_u64().unwrap())
+            .collect();
+        if members == [102, 103, added] {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "meta members stayed {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(view["nodes"][0]["status"], "up");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["cluster", "drain", "--meta", &metas, "--node-id", "999"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no data node 999"));
+}
