@@ -109,6 +109,25 @@ impl Invitation {
         (invitation, notices)
     }
 
+    /// Rebuilds an invitation a new owner knows only from the caller's edge (its owner was lost):
+    /// sent at `sent_at`, and `received` if the caller was told the callee has it. The answer
+    /// deadline keeps counting from `sent_at`; a callee that had not received it gets it anew.
+    pub fn restore(
+        now: Instant,
+        sent_at: Instant,
+        received: bool,
+        callee_online: bool,
+        timers: InvitationTimers,
+    ) -> (Self, Vec<Notice>) {
+        let (mut invitation, notices) = Invitation::send(now, callee_online && !received, timers);
+        invitation.expires_at = sent_at + timers.answer;
+        if received {
+            invitation.phase = Phase::Received;
+            invitation.delivered = true;
+        }
+        (invitation, notices)
+    }
+
     fn deliver(&mut self, now: Instant) -> Vec<Notice> {
         self.phase = Phase::AwaitingReceipt {
             until: now + self.timers.receipt,
@@ -336,5 +355,27 @@ mod tests {
         let (mut received, _) = Invitation::send(t0, true, InvitationTimers::default());
         received.receipt();
         assert_eq!(received.cancel(), Ok(vec![Notice::Canceled]));
+    }
+
+    #[test]
+    fn a_restored_invitation_keeps_its_deadline_and_what_the_caller_knew() {
+        let timers = InvitationTimers::default();
+        let sent_at = Instant::now();
+        let now = sent_at + timers.answer / 2;
+        // Received before the owner was lost: no second delivery, and it expires on time.
+        let (mut received, notices) = Invitation::restore(now, sent_at, true, true, timers);
+        assert!(notices.is_empty());
+        assert!(received.was_delivered());
+        assert_eq!(received.next_deadline(), Some(sent_at + timers.answer));
+        assert_eq!(received.accept(), Ok(vec![Notice::Accepted]));
+        // Not yet received: delivered again, still bound by the original deadline.
+        let (waiting, notices) = Invitation::restore(now, sent_at, false, true, timers);
+        assert_eq!(notices, vec![Notice::DeliverToCallee]);
+        assert!(waiting.next_deadline().unwrap() <= sent_at + timers.answer);
+        let (mut late, _) = Invitation::restore(now, sent_at, true, true, timers);
+        assert_eq!(
+            late.on_time(sent_at + timers.answer),
+            vec![Notice::Failed(Failure::InvitationExpire)]
+        );
     }
 }

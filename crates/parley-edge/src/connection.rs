@@ -1,7 +1,6 @@
 //! One client connection: a reader task that owns the session and a writer task that coalesces
 //! outgoing frames.
 
-use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,6 +24,8 @@ use parley_core::ids::MessageId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_core::rate::TokenBucket;
+use parley_owner::InvitationRestore;
+use parley_owner::InvitationSend;
 use parley_owner::LeaveReason;
 use parley_owner::OpenSession;
 use parley_owner::Resume;
@@ -44,6 +45,7 @@ use tokio::time::Instant;
 use crate::edge::Control;
 use crate::edge::Edge;
 use crate::edge::Outbound;
+use crate::edge::Outgoing;
 use crate::edge::SessionHandle;
 use crate::requests::channel_key;
 
@@ -72,8 +74,6 @@ pub(crate) struct LoggedIn {
     pub(crate) joined: HashSet<ChannelId>,
     /// Users whose online status this session watches.
     pub(crate) subscriptions: BTreeSet<UserId>,
-    /// Invitations this session sent, with their callee (needed to cancel them).
-    pub(crate) outgoing_invitations: BTreeMap<u64, UserId>,
     pub(crate) message_bucket: TokenBucket,
     pub(crate) join_bucket: TokenBucket,
     pub(crate) query_bucket: TokenBucket,
@@ -113,6 +113,7 @@ pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
             control_tx,
             receipts: Mutex::new(Default::default()),
             channel_seqs: Mutex::new(Default::default()),
+            outgoing_invitations: Mutex::new(Default::default()),
         }),
         connected_at: now,
         last_frame_at: now,
@@ -444,6 +445,35 @@ impl Connection {
                 Ok(_) => {}
                 Err(error) if error.code == ErrorCode::AlreadyJoined => {}
                 Err(error) => tracing::warn!(%error, channel = %channel, "re-join failed"),
+            }
+        }
+        // Invitations under way are rebuilt by the callee's (possibly new) owner.
+        let outgoing: Vec<(u64, Outgoing)> = self
+            .handle
+            .outgoing_invitations
+            .lock()
+            .expect("invitation lock poisoned")
+            .iter()
+            .filter(|(_, invitation)| !invitation.over)
+            .map(|(id, invitation)| (*id, invitation.clone()))
+            .collect();
+        for (invitation_id, invitation) in outgoing {
+            let restored = owner
+                .send_invitation(InvitationSend {
+                    caller: session.user.clone(),
+                    caller_session: session.session,
+                    callee: invitation.callee,
+                    content: invitation.content,
+                    channel_id: invitation.channel_id,
+                    restore: Some(InvitationRestore {
+                        invitation_id,
+                        age: invitation.sent_at.elapsed(),
+                        received: invitation.received,
+                    }),
+                })
+                .await;
+            if let Err(error) = restored {
+                tracing::warn!(%error, invitation_id, "rebuilding an invitation failed");
             }
         }
         for uid in &session.subscriptions {

@@ -1,5 +1,6 @@
 //! [`Edge`]: the table of this node's sessions, and the [`EdgeSink`] owners deliver through.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -78,28 +79,60 @@ pub(crate) struct SessionHandle {
     /// with a channel's new owner resumes after it, so a hand-off loses nothing. A std lock,
     /// never held across an await.
     pub channel_seqs: Mutex<HashMap<String, u64>>,
+    /// Invitations this session sent, for cancel and for rebuilding them with a new owner.
+    /// A std lock, never held across an await.
+    pub outgoing_invitations: Mutex<BTreeMap<u64, Outgoing>>,
+}
+
+/// An invitation a session sent, as its edge sees it go by.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub callee: UserId,
+    pub content: String,
+    pub channel_id: String,
+    pub sent_at: Instant,
+    /// The caller was told the callee has it.
+    pub received: bool,
+    /// The caller was told how it ended.
+    pub over: bool,
 }
 
 impl SessionHandle {
+    /// Notes what a delivery tells this session about its channels and invitations.
+    fn note(&self, frame: &SharedFrame) {
+        use parley_proto::v1::event::Kind;
+        use parley_proto::v1::server_frame;
+        let Some(server_frame::Kind::Event(event)) = &frame.message().kind else {
+            return;
+        };
+        let (invitation_id, ended) = match &event.kind {
+            Some(Kind::ChannelMessage(message)) => {
+                self.saw(&message.channel_id, message.seq);
+                return;
+            }
+            Some(Kind::LocalInvitationReceivedByPeer(event)) => (event.invitation_id, false),
+            Some(Kind::LocalInvitationAccepted(event)) => (event.invitation_id, true),
+            Some(Kind::LocalInvitationRefused(event)) => (event.invitation_id, true),
+            Some(Kind::LocalInvitationCanceled(event)) => (event.invitation_id, true),
+            Some(Kind::LocalInvitationFailure(event)) => (event.invitation_id, true),
+            _ => return,
+        };
+        let mut outgoing = self
+            .outgoing_invitations
+            .lock()
+            .expect("invitation lock poisoned");
+        if let Some(invitation) = outgoing.get_mut(&invitation_id) {
+            invitation.received = true;
+            invitation.over |= ended;
+        }
+    }
+
     /// Notes that the session has seen `channel` up to `seq`.
     pub(crate) fn saw(&self, channel: &str, seq: u64) {
         let mut seqs = self.channel_seqs.lock().expect("channel seq lock poisoned");
         if let Some(last) = seqs.get_mut(channel) {
             *last = (*last).max(seq);
         }
-    }
-}
-
-/// The channel and sequence number of a channel message frame.
-fn channel_seq(frame: &SharedFrame) -> Option<(&str, u64)> {
-    use parley_proto::v1::event::Kind;
-    use parley_proto::v1::server_frame;
-    match &frame.message().kind {
-        Some(server_frame::Kind::Event(event)) => match &event.kind {
-            Some(Kind::ChannelMessage(message)) => Some((&message.channel_id, message.seq)),
-            _ => None,
-        },
-        _ => None,
     }
 }
 
@@ -270,12 +303,9 @@ impl EdgeSink for Edge {
     fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
         // One read lock for the whole batch; `enqueue` never blocks.
         let table = self.sessions.read().expect("session table lock poisoned");
-        let seq = channel_seq(&frame);
         for session in sessions {
             if let Some(handle) = table.get(session) {
-                if let Some((channel, seq)) = seq {
-                    handle.saw(channel, seq);
-                }
+                handle.note(&frame);
                 self.enqueue(*session, handle, Outbound::Shared(frame.clone()));
             }
         }

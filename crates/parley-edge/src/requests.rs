@@ -1,7 +1,6 @@
 //! The request handlers of a logged-in (or logging-in) connection: each validates its input,
 //! polices the session's limits, and forwards to the owners.
 
-use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -41,6 +40,7 @@ use crate::connection::instant_of_unix_secs;
 use crate::connection::reply_frame;
 use crate::connection::unix_ms;
 use crate::edge::Outbound;
+use crate::edge::Outgoing;
 
 /// Outgoing invitations a session remembers (for cancel); older ones are forgotten.
 const MAX_OUTGOING_INVITATIONS: usize = 64;
@@ -103,7 +103,6 @@ impl Connection {
             session,
             joined: HashSet::new(),
             subscriptions: BTreeSet::new(),
-            outgoing_invitations: BTreeMap::new(),
             message_bucket: bucket(limits.message_rate),
             join_bucket: bucket(limits.join_rate),
             query_bucket: bucket(limits.query_rate),
@@ -368,6 +367,7 @@ impl Connection {
         &mut self,
         send: v1::SendLocalInvitationRequest,
     ) -> Result<ReplyResult, Error> {
+        let handle = self.handle.clone();
         let edge = self.edge.clone();
         let session = self.logged_in()?;
         take(&mut session.invitation_bucket, "invitation")?;
@@ -385,13 +385,28 @@ impl Connection {
                 caller: session.user.clone(),
                 caller_session: session.session,
                 callee: callee.clone(),
-                content: send.content,
-                channel_id: send.channel_id,
+                content: send.content.clone(),
+                channel_id: send.channel_id.clone(),
+                restore: None,
             })
             .await?;
-        session.outgoing_invitations.insert(invitation_id, callee);
-        while session.outgoing_invitations.len() > MAX_OUTGOING_INVITATIONS {
-            session.outgoing_invitations.pop_first();
+        let mut outgoing = handle
+            .outgoing_invitations
+            .lock()
+            .expect("invitation lock poisoned");
+        outgoing.insert(
+            invitation_id,
+            Outgoing {
+                callee,
+                content: send.content,
+                channel_id: send.channel_id,
+                sent_at: std::time::Instant::now(),
+                received: false,
+                over: false,
+            },
+        );
+        while outgoing.len() > MAX_OUTGOING_INVITATIONS {
+            outgoing.pop_first();
         }
         Ok(ReplyResult::SendLocalInvitation(
             v1::SendLocalInvitationResult { invitation_id },
@@ -402,13 +417,16 @@ impl Connection {
         &mut self,
         cancel: v1::CancelLocalInvitationRequest,
     ) -> Result<ReplyResult, Error> {
+        let handle = self.handle.clone();
         let edge = self.edge.clone();
         let session = self.logged_in()?;
         take(&mut session.invitation_bucket, "invitation")?;
-        let callee = session
+        let callee = handle
             .outgoing_invitations
+            .lock()
+            .expect("invitation lock poisoned")
             .get(&cancel.invitation_id)
-            .cloned()
+            .map(|outgoing| outgoing.callee.clone())
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::InvitationNotStarted,

@@ -244,8 +244,13 @@ async fn detect_failures(meta: std::sync::Weak<MetaNode>) {
             continue;
         }
         let silent = {
-            let heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
+            let mut heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
             let now = Instant::now();
+            // A node this leader has not timed yet (it joined through a log entry applied
+            // after the leader took over) gets a full timeout from now.
+            for node in meta.cluster.borrow().nodes.keys() {
+                heard.entry(*node).or_insert(now);
+            }
             silent_nodes(
                 &meta.cluster.borrow(),
                 |node| heard.get(&node).map(|at| now.duration_since(*at)),

@@ -160,7 +160,8 @@ impl ClusterState {
 }
 
 /// The nodes to mark down: those not heard from for longer than `timeout`, by the leader's
-/// clock. `last_heard` maps each node to how long ago it was last heard.
+/// clock. `last_heard` maps each node to how long ago it was last heard; a node the leader has
+/// no time for yet is not judged (its clock starts when the leader first sees it).
 pub fn silent_nodes(
     state: &ClusterState,
     last_heard: impl Fn(u64) -> Option<std::time::Duration>,
@@ -170,7 +171,7 @@ pub fn silent_nodes(
         .nodes
         .iter()
         .filter(|(_, record)| record.status != NodeStatus::Down)
-        .filter(|(node, _)| last_heard(**node).is_none_or(|ago| ago > timeout))
+        .filter(|(node, _)| last_heard(**node).is_some_and(|ago| ago > timeout))
         .map(|(node, record)| Command::MarkDown {
             node: *node,
             incarnation: record.incarnation,
@@ -287,9 +288,12 @@ mod tests {
             node: 3,
             incarnation: 3,
         });
+        state.apply(&join(4, record(true, 4)));
         let heard = |node: u64| match node {
             1 => Some(Duration::from_millis(100)),
             2 => Some(Duration::from_millis(1500)),
+            3 => Some(Duration::from_millis(9000)),
+            // Not yet seen by this leader: not judged.
             _ => None,
         };
         assert_eq!(

@@ -1,7 +1,8 @@
-//! The data nodes' side of meta: heartbeat to the leader, follow it when it moves, and hand
-//! every newer topology to the node.
+//! The other nodes' side of meta: a data node heartbeats to the leader, follows it when it
+//! moves, and takes every newer topology; an operator's command finds the leader.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use parley_proto::cluster::v1 as wire;
@@ -87,4 +88,54 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// Sends an operator command to the meta leader: tries each address of `metas`, following a
+/// follower's pointer to the leader.
+pub async fn command<T, F, Fut>(metas: &[String], call: F) -> anyhow::Result<T>
+where
+    F: Fn(MetaClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut last_error = anyhow::anyhow!("no meta address given");
+    let mut addresses: Vec<String> = metas.to_vec();
+    let mut tried = 0;
+    while tried < addresses.len() && tried < 8 {
+        let address = addresses[tried].clone();
+        tried += 1;
+        let client = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+            Ok(endpoint) => match endpoint
+                .connect_timeout(Duration::from_millis(500))
+                .connect()
+                .await
+            {
+                Ok(channel) => MetaClient::new(channel),
+                Err(error) => {
+                    last_error = anyhow::anyhow!("meta {address}: {error}");
+                    continue;
+                }
+            },
+            Err(error) => {
+                last_error = anyhow::anyhow!("meta {address}: {error}");
+                continue;
+            }
+        };
+        match call(client).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) => {
+                if let Some(leader) = status
+                    .metadata()
+                    .get(crate::meta::LEADER_KEY)
+                    .and_then(|value| value.to_str().ok())
+                {
+                    addresses.insert(tried, leader.to_owned());
+                }
+                last_error = anyhow::anyhow!("meta {address}: {}", status.message());
+                if status.code() != tonic::Code::Unavailable {
+                    return Err(last_error);
+                }
+            }
+        }
+    }
+    Err(last_error)
 }

@@ -105,9 +105,20 @@ pub struct InvitationSend {
     pub callee: UserId,
     pub content: String,
     pub channel_id: String,
+    /// Set when the caller's edge re-sends an invitation after the callee's owner changed.
+    pub restore: Option<InvitationRestore>,
 }
 
-/// What an edge asks of the owners. Every method is answered by the owner of the key it names.
+/// An invitation already under way, as the caller's edge knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvitationRestore {
+    pub invitation_id: u64,
+    /// How long ago it was sent.
+    pub age: std::time::Duration,
+    /// Whether the caller was told the callee has it.
+    pub received: bool,
+}
+
 /// What a joining session has already seen of the channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resume {
@@ -121,6 +132,7 @@ pub enum Resume {
     Handoff { after: u64 },
 }
 
+/// What an edge asks of the owners. Every method is answered by the owner of the key it names.
 #[async_trait]
 pub trait OwnerApi: Send + Sync + 'static {
     /// Records a new session of a user; with [`MultiLogin::Replace`] ends the user's other sessions.

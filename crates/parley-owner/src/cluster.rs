@@ -46,6 +46,7 @@ use crate::api::ChannelKey;
 use crate::api::ChannelSend;
 use crate::api::ChannelSent;
 use crate::api::EdgeSink;
+use crate::api::InvitationRestore;
 use crate::api::InvitationSend;
 use crate::api::LeaveReason;
 use crate::api::OpenSession;
@@ -535,6 +536,11 @@ impl owner_server::Owner for OwnerService {
                 callee: callee.uid,
                 content: request.content,
                 channel_id: request.channel_id,
+                restore: (request.restore_id != 0).then(|| InvitationRestore {
+                    invitation_id: request.restore_id,
+                    age: Duration::from_millis(request.restore_age_ms),
+                    received: request.restore_received,
+                }),
             })
             .await
             .map_err(status_of)?;
@@ -1267,6 +1273,11 @@ impl OwnerApi for RemoteOwners {
                     callee: send.callee.to_string(),
                     content: send.content,
                     channel_id: send.channel_id,
+                    restore_id: send.restore.map_or(0, |restore| restore.invitation_id),
+                    restore_age_ms: send
+                        .restore
+                        .map_or(0, |restore| restore.age.as_millis() as u64),
+                    restore_received: send.restore.is_some_and(|restore| restore.received),
                 };
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);

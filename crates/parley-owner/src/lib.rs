@@ -16,6 +16,7 @@ pub use api::ChannelKey;
 pub use api::ChannelSend;
 pub use api::ChannelSent;
 pub use api::EdgeSink;
+pub use api::InvitationRestore;
 pub use api::InvitationSend;
 pub use api::LeaveReason;
 pub use api::OpenSession;

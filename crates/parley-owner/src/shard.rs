@@ -1157,6 +1157,37 @@ impl Shard {
             uid: send.callee.clone(),
         };
         let entry = self.users.entry(callee.clone()).or_default();
+        if let Some(restore) = send.restore {
+            // Known already (this owner did not change): nothing to rebuild.
+            if entry.invitations.contains_key(&restore.invitation_id) {
+                return Ok(restore.invitation_id);
+            }
+            let now = now();
+            let sent_at = now.checked_sub(restore.age).unwrap_or(now);
+            let callee_online = !entry.sessions.is_empty();
+            let (machine, notices) = Invitation::restore(
+                now,
+                sent_at,
+                restore.received,
+                callee_online,
+                self.config.invitation_timers,
+            );
+            entry.invitations.insert(
+                restore.invitation_id,
+                PendingInvitation {
+                    machine,
+                    caller: send.caller.uid,
+                    caller_session: send.caller_session,
+                    content: send.content,
+                    channel_id: send.channel_id,
+                    response: String::new(),
+                    ended_at: None,
+                },
+            );
+            self.timed_users.insert(callee.clone());
+            self.notify_invitation(&callee, restore.invitation_id, &notices);
+            return Ok(restore.invitation_id);
+        }
         if entry
             .invitations
             .values()

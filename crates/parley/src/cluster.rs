@@ -420,7 +420,7 @@ async fn leave_gracefully(handle: &ClusterHandle, metas: &[String]) {
     let me = handle.inner.me;
     let drained = tokio::time::timeout(
         SHUTDOWN_GRACE,
-        meta_command(metas, |mut client| async move {
+        parley_meta::watch::command(metas, |mut client| async move {
             client.drain(wire::NodeCommand { node: me.0 }).await
         }),
     )
@@ -439,56 +439,6 @@ async fn leave_gracefully(handle: &ClusterHandle, metas: &[String]) {
         Ok(Err(error)) => tracing::warn!(%error, "draining on shutdown failed"),
         Err(_) => tracing::warn!("draining on shutdown timed out"),
     }
-}
-
-/// Sends an operator command to the meta leader: tries each address of `metas`, following a
-/// follower's pointer to the leader.
-pub async fn meta_command<T, F, Fut>(metas: &[String], call: F) -> anyhow::Result<T>
-where
-    F: Fn(parley_proto::cluster::v1::meta_client::MetaClient<tonic::transport::Channel>) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let mut last_error = anyhow::anyhow!("no meta address given");
-    let mut addresses: Vec<String> = metas.to_vec();
-    let mut tried = 0;
-    while tried < addresses.len() && tried < 8 {
-        let address = addresses[tried].clone();
-        tried += 1;
-        let client = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
-            Ok(endpoint) => match endpoint
-                .connect_timeout(Duration::from_millis(500))
-                .connect()
-                .await
-            {
-                Ok(channel) => parley_proto::cluster::v1::meta_client::MetaClient::new(channel),
-                Err(error) => {
-                    last_error = anyhow::anyhow!("meta {address}: {error}");
-                    continue;
-                }
-            },
-            Err(error) => {
-                last_error = anyhow::anyhow!("meta {address}: {error}");
-                continue;
-            }
-        };
-        match call(client).await {
-            Ok(reply) => return Ok(reply.into_inner()),
-            Err(status) => {
-                if let Some(leader) = status
-                    .metadata()
-                    .get(parley_meta::meta::LEADER_KEY)
-                    .and_then(|value| value.to_str().ok())
-                {
-                    addresses.insert(tried, leader.to_owned());
-                }
-                last_error = anyhow::anyhow!("meta {address}: {}", status.message());
-                if status.code() != tonic::Code::Unavailable {
-                    return Err(last_error);
-                }
-            }
-        }
-    }
-    Err(last_error)
 }
 
 /// Answers `parley cluster status --node`.
@@ -534,7 +484,7 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
         ClusterCommand::Status { meta, node } => match node {
             Some(node) => node_status(&node).await?,
             None => {
-                let topology = meta_command(&meta, |mut client| async move {
+                let topology = parley_meta::watch::command(&meta, |mut client| async move {
                     client.topology(wire::TopologyRequest {}).await
                 })
                 .await?;
@@ -546,7 +496,7 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
             node_id,
             address,
         } => {
-            let reply = meta_command(&meta, |mut client| {
+            let reply = parley_meta::watch::command(&meta, |mut client| {
                 let address = address.clone();
                 async move {
                     client
@@ -561,7 +511,7 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
             serde_json::json!({ "added": node_id, "epoch": reply.epoch })
         }
         ClusterCommand::RemoveNode { meta, node_id } => {
-            let reply = meta_command(&meta, |mut client| async move {
+            let reply = parley_meta::watch::command(&meta, |mut client| async move {
                 client
                     .remove_node(wire::NodeCommand { node: node_id })
                     .await
@@ -570,7 +520,7 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
             serde_json::json!({ "removed": node_id, "epoch": reply.epoch })
         }
         ClusterCommand::Drain { meta, node_id } => {
-            let reply = meta_command(&meta, |mut client| async move {
+            let reply = parley_meta::watch::command(&meta, |mut client| async move {
                 client.drain(wire::NodeCommand { node: node_id }).await
             })
             .await?;

@@ -204,3 +204,74 @@ async fn when_an_owner_goes_its_channels_move_with_their_members() {
     assert_eq!(sent.result(), PeerMessageResult::ReceivedByPeer);
     let _ = bob_events.try_recv();
 }
+
+/// An invitation lives with its callee's owner; when that owner goes, the caller's edge rebuilds
+/// it with the new one, so the callee can still answer and the caller hears the answer.
+#[tokio::test]
+async fn an_invitation_survives_its_owner() {
+    use parley_proto::Codec;
+    use parley_proto::v1;
+    use parley_proto::v1::event::Kind as EventKind;
+    use parley_proto::v1::request::Op;
+    use parley_testkit::RawClient;
+
+    let mut server = TestServer::builder().cluster().start().await;
+    let callee_owner = NodeId(2);
+    let bob_uid = placed(&server.ring(), "bob", callee_owner, false);
+    let alice_uid = placed(&server.ring(), "alice", NodeId(1), false);
+    let mut alice = RawClient::login(&server, &alice_uid, Codec::Json).await;
+    let mut bob = RawClient::login(&server, &bob_uid, Codec::Json).await;
+    let sent = alice
+        .call(Op::SendLocalInvitation(v1::SendLocalInvitationRequest {
+            callee_id: bob_uid.clone(),
+            content: "call me".into(),
+            channel_id: String::new(),
+        }))
+        .await;
+    let Some(v1::reply::Result::SendLocalInvitation(sent)) = sent.result else {
+        panic!("invitation not sent: {:?}", sent.error);
+    };
+    let id = sent.invitation_id;
+    bob.event(|event| matches!(event, EventKind::RemoteInvitationReceived(_)))
+        .await;
+    bob.receipt(id).await;
+    alice
+        .event(|event| matches!(event, EventKind::LocalInvitationReceivedByPeer(_)))
+        .await;
+
+    server.stop_owner(callee_owner).await;
+
+    // Bob's answer reaches the new owner once the edges have caught up.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let reply = bob
+            .call(Op::AcceptRemoteInvitation(
+                v1::AcceptRemoteInvitationRequest {
+                    invitation_id: id,
+                    response: "on my way".into(),
+                },
+            ))
+            .await;
+        match reply.error {
+            None => break,
+            Some(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the invitation was not rebuilt: {error:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let accepted = alice
+        .event(|event| matches!(event, EventKind::LocalInvitationAccepted(_)))
+        .await;
+    assert_eq!(
+        accepted,
+        EventKind::LocalInvitationAccepted(v1::LocalInvitationAccepted {
+            invitation_id: id,
+            callee_id: bob_uid.clone(),
+            response: "on my way".into(),
+        })
+    );
+}
