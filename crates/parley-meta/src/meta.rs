@@ -339,6 +339,9 @@ impl meta_server::Meta for MetaService {
         request: Request<wire::NodeCommand>,
     ) -> Result<Response<wire::CommandReply>, Status> {
         let node = request.into_inner().node;
+        if !self.meta.is_leader() {
+            return Err(self.meta.not_leader());
+        }
         if !self.meta.cluster().nodes.contains_key(&node) {
             return Err(Status::not_found(format!("no data node {node}")));
         }

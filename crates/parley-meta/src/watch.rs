@@ -90,52 +90,52 @@ pub async fn follow(
     }
 }
 
-/// Sends an operator command to the meta leader: tries each address of `metas`, following a
-/// follower's pointer to the leader.
+/// Sends an operator command to the meta leader: tries the addresses of `metas` in turn,
+/// following a follower's pointer to the leader, for up to five seconds (an election may be
+/// under way). Errors other than "not the leader" are returned at once.
 pub async fn command<T, F, Fut>(metas: &[String], call: F) -> anyhow::Result<T>
 where
     F: Fn(MetaClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let mut last_error = anyhow::anyhow!("no meta address given");
-    let mut addresses: Vec<String> = metas.to_vec();
-    let mut tried = 0;
-    while tried < addresses.len() && tried < 8 {
-        let address = addresses[tried].clone();
-        tried += 1;
-        let client = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+    anyhow::ensure!(!metas.is_empty(), "no meta address given");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut next = 0;
+    let mut leader: Option<String> = None;
+    loop {
+        let address = leader.take().unwrap_or_else(|| {
+            next += 1;
+            metas[next % metas.len()].clone()
+        });
+        let outcome = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
             Ok(endpoint) => match endpoint
                 .connect_timeout(Duration::from_millis(500))
                 .connect()
                 .await
             {
-                Ok(channel) => MetaClient::new(channel),
-                Err(error) => {
-                    last_error = anyhow::anyhow!("meta {address}: {error}");
-                    continue;
-                }
+                Ok(channel) => call(MetaClient::new(channel)).await,
+                Err(error) => Err(tonic::Status::unavailable(error.to_string())),
             },
-            Err(error) => {
-                last_error = anyhow::anyhow!("meta {address}: {error}");
-                continue;
-            }
+            Err(error) => anyhow::bail!("meta address {address}: {error}"),
         };
-        match call(client).await {
+        let status = match outcome {
             Ok(reply) => return Ok(reply.into_inner()),
-            Err(status) => {
-                if let Some(leader) = status
-                    .metadata()
-                    .get(crate::meta::LEADER_KEY)
-                    .and_then(|value| value.to_str().ok())
-                {
-                    addresses.insert(tried, leader.to_owned());
-                }
-                last_error = anyhow::anyhow!("meta {address}: {}", status.message());
-                if status.code() != tonic::Code::Unavailable {
-                    return Err(last_error);
-                }
-            }
+            Err(status) => status,
+        };
+        if status.code() != tonic::Code::Unavailable {
+            anyhow::bail!("meta {address}: {}", status.message());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("no meta leader answered: {}", status.message());
+        }
+        leader = status
+            .metadata()
+            .get(crate::meta::LEADER_KEY)
+            .and_then(|value| value.to_str().ok())
+            .filter(|hint| *hint != address)
+            .map(str::to_owned);
+        if leader.is_none() {
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
-    Err(last_error)
 }
