@@ -1,6 +1,8 @@
 //! Apps (tenants): their certificate and per-app settings.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::RwLock;
 
 use crate::Error;
 use crate::ErrorCode;
@@ -60,30 +62,48 @@ impl AppConfig {
     }
 }
 
-/// The apps a node serves.
-#[derive(Clone, Debug, Default)]
+/// The apps a node serves. In a cluster the set changes at run time (`replace`), as meta's
+/// copy changes; lookups take a snapshot.
+#[derive(Debug, Default)]
 pub struct AppDirectory {
-    apps: HashMap<AppId, AppConfig>,
+    // A std lock: read at every login and limit lookup, written when meta's apps change; never
+    // held across an await.
+    apps: RwLock<Arc<HashMap<AppId, Arc<AppConfig>>>>,
 }
 
 impl AppDirectory {
     pub fn new(apps: impl IntoIterator<Item = AppConfig>) -> Self {
-        AppDirectory {
-            apps: apps
-                .into_iter()
-                .map(|app| (app.app_id.clone(), app))
-                .collect(),
-        }
+        let directory = AppDirectory::default();
+        directory.replace(apps);
+        directory
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &AppConfig> {
-        self.apps.values()
+    /// Serves `apps` from now on, instead of what was served.
+    pub fn replace(&self, apps: impl IntoIterator<Item = AppConfig>) {
+        let apps = apps
+            .into_iter()
+            .map(|app| (app.app_id.clone(), Arc::new(app)))
+            .collect();
+        *self.apps.write().expect("app directory lock poisoned") = Arc::new(apps);
     }
 
-    pub fn get(&self, raw_app_id: &str) -> Result<&AppConfig, Error> {
+    /// The apps served now.
+    pub fn all(&self) -> Vec<Arc<AppConfig>> {
+        self.apps
+            .read()
+            .expect("app directory lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, raw_app_id: &str) -> Result<Arc<AppConfig>, Error> {
         let app_id = AppId::parse(raw_app_id)?;
         self.apps
+            .read()
+            .expect("app directory lock poisoned")
             .get(&app_id)
+            .cloned()
             .ok_or_else(|| Error::new(ErrorCode::InvalidAppId, "no app with this id"))
     }
 }

@@ -26,6 +26,7 @@ use tonic::Status;
 
 use crate::network::Network;
 use crate::network::RaftService;
+use crate::state::AppRecord;
 use crate::state::ClusterState;
 use crate::state::Command;
 use crate::state::NodeRecord;
@@ -204,6 +205,15 @@ impl MetaNode {
                 .map(|(node, record)| node_info(*node, record))
                 .collect(),
             metas,
+            apps: cluster
+                .apps
+                .iter()
+                .map(|(app_id, app)| wire::AppInfo {
+                    app_id: app_id.clone(),
+                    certificate: app.certificate.clone().unwrap_or_default(),
+                    allow_multi_login: app.allow_multi_login,
+                })
+                .collect(),
         }
     }
 }
@@ -330,6 +340,10 @@ impl meta_server::Meta for MetaService {
         &self,
         _request: Request<wire::TopologyRequest>,
     ) -> Result<Response<wire::ClusterTopology>, Status> {
+        // A follower may lag behind the leader: send the caller there when there is one.
+        if !self.meta.is_leader() && self.meta.leader_address().is_some() {
+            return Err(self.meta.not_leader());
+        }
         let cluster = self.meta.cluster();
         Ok(Response::new(self.meta.topology(&cluster)))
     }
@@ -385,6 +399,41 @@ impl meta_server::Meta for MetaService {
         } else {
             meta.cluster().epoch
         };
+        Ok(Response::new(wire::CommandReply { epoch }))
+    }
+
+    async fn put_app(
+        &self,
+        request: Request<wire::AppInfo>,
+    ) -> Result<Response<wire::CommandReply>, Status> {
+        let app = request.into_inner();
+        parley_core::ids::AppId::parse(&app.app_id)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let epoch = self
+            .meta
+            .write(Command::PutApp {
+                app_id: app.app_id,
+                app: AppRecord {
+                    certificate: (!app.certificate.is_empty()).then_some(app.certificate),
+                    allow_multi_login: app.allow_multi_login,
+                },
+            })
+            .await?;
+        Ok(Response::new(wire::CommandReply { epoch }))
+    }
+
+    async fn remove_app(
+        &self,
+        request: Request<wire::AppRequest>,
+    ) -> Result<Response<wire::CommandReply>, Status> {
+        let app_id = request.into_inner().app_id;
+        if !self.meta.is_leader() {
+            return Err(self.meta.not_leader());
+        }
+        if !self.meta.cluster().apps.contains_key(&app_id) {
+            return Err(Status::not_found(format!("no app {app_id}")));
+        }
+        let epoch = self.meta.write(Command::RemoveApp { app_id }).await?;
         Ok(Response::new(wire::CommandReply { epoch }))
     }
 

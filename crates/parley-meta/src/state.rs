@@ -41,6 +41,18 @@ pub enum Command {
     Drain { node: u64 },
     /// An operator forgets a node.
     Remove { node: u64 },
+    /// An operator adds an app or changes its certificate or settings.
+    PutApp { app_id: String, app: AppRecord },
+    /// An operator stops serving an app.
+    RemoveApp { app_id: String },
+}
+
+/// An app every edge and owner serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// `None`: logins need no token.
+    pub certificate: Option<String>,
+    pub allow_multi_login: bool,
 }
 
 /// The answer to a command once applied.
@@ -59,6 +71,9 @@ pub struct ClusterState {
     /// Removed nodes by the incarnation they had: that run may not join again (a restart may).
     #[serde(default)]
     pub removed: BTreeMap<u64, u64>,
+    /// The apps, by app id.
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppRecord>,
 }
 
 impl ClusterState {
@@ -96,6 +111,10 @@ impl ClusterState {
                 }
                 None => false,
             },
+            Command::PutApp { app_id, app } => {
+                self.apps.insert(app_id.clone(), app.clone()) != Some(app.clone())
+            }
+            Command::RemoveApp { app_id } => self.apps.remove(app_id).is_some(),
         };
         if changed {
             self.epoch += 1;
@@ -249,6 +268,29 @@ mod tests {
         // The removed run stays out; a restart of it comes back.
         assert_eq!(state.on_heartbeat(1, &record(true, 7), 6), None);
         assert!(state.on_heartbeat(1, &record(true, 8), 6).is_some());
+    }
+
+    #[test]
+    fn apps_are_put_changed_and_removed() {
+        let mut state = ClusterState::default();
+        let app = AppRecord {
+            certificate: Some("secret".into()),
+            allow_multi_login: false,
+        };
+        let put = Command::PutApp {
+            app_id: "a".into(),
+            app: app.clone(),
+        };
+        assert!(state.apply(&put).changed);
+        assert!(!state.apply(&put).changed);
+        assert_eq!(state.apps["a"], app);
+        assert!(
+            state
+                .apply(&Command::RemoveApp { app_id: "a".into() })
+                .changed
+        );
+        assert!(state.apps.is_empty());
+        assert_eq!(state.epoch, 2);
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Owner {
     ) -> Result<Arc<Owner>, Error> {
         // Nothing has members yet: attributes left without an expiry by a crash get one now.
         let ttl = apps
+            .all()
             .iter()
             .map(|app| app.limits.channel_attributes_ttl)
             .max()
@@ -287,7 +288,7 @@ async fn maintain(owner: std::sync::Weak<Owner>) {
         if let Err(error) = owner.store.expire(unix_ms(), None).await {
             tracing::warn!(%error, "channel attribute expiry failed");
         }
-        for app in owner.apps.iter() {
+        for app in owner.apps.all() {
             let cutoff = owner.history_cutoff(&app.app_id);
             match owner.store.purge(&app.app_id, cutoff).await {
                 Ok(0) => {}

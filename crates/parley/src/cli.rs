@@ -110,6 +110,25 @@ pub enum ClusterCommand {
         #[arg(long)]
         node_id: u64,
     },
+    /// Serve an app on every edge and owner (or change its certificate or settings).
+    PutApp {
+        #[arg(long, env = "PARLEY_META", value_delimiter = ',', required = true)]
+        meta: Vec<String>,
+        #[arg(long)]
+        app_id: String,
+        /// Without it the app takes logins without a token (development only).
+        #[arg(long)]
+        app_certificate: Option<String>,
+        #[arg(long)]
+        allow_multi_login: bool,
+    },
+    /// Stop serving an app: new logins are refused with INVALID_APP_ID.
+    RemoveApp {
+        #[arg(long, env = "PARLEY_META", value_delimiter = ',', required = true)]
+        meta: Vec<String>,
+        #[arg(long)]
+        app_id: String,
+    },
 }
 
 #[derive(Clone, Debug, Args)]

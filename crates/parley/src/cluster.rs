@@ -11,7 +11,10 @@ use std::sync::Mutex;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
+use parley_core::app::MultiLogin;
+use parley_core::ids::AppId;
 use parley_core::ids::NodeId;
 use parley_core::ring::DEFAULT_VIRTUAL_NODES;
 use parley_core::ring::Ring;
@@ -104,6 +107,8 @@ pub async fn node(
     store: Option<Arc<dyn Store>>,
 ) -> anyhow::Result<ClusterNode> {
     let me = spec.node;
+    // The apps of the node's own configuration; meta's come on top with every topology.
+    let local_apps: Vec<AppConfig> = apps.all().iter().map(|app| app.as_ref().clone()).collect();
     let apps = Arc::new(apps);
     let shared: SharedTopology = Arc::new(RwLock::new(Topology {
         ring: Ring::new(0, &[], DEFAULT_VIRTUAL_NODES),
@@ -125,7 +130,7 @@ pub async fn node(
         let local = owner.clone().map(|owner| (me, owner as Arc<dyn OwnerApi>));
         let owners = Arc::new(RemoteOwners::new(shared.clone(), local));
         (
-            Some(Edge::new(edge_config, apps, owners.clone())),
+            Some(Edge::new(edge_config, apps.clone(), owners.clone())),
             Some(owners),
         )
     } else {
@@ -149,6 +154,8 @@ pub async fn node(
                 owner,
                 remote_edges: Mutex::new(BTreeMap::new()),
                 leaving: std::sync::atomic::AtomicBool::new(false),
+                apps: apps.clone(),
+                local_apps,
             }),
         },
         spec,
@@ -176,6 +183,9 @@ struct HandleInner {
     remote_edges: Mutex<BTreeMap<NodeId, (String, u64)>>,
     /// Set once meta said this node drains or is down: its clients have been sent away.
     leaving: std::sync::atomic::AtomicBool,
+    /// What the edge and owner serve: `local_apps` and meta's apps (meta's win).
+    apps: Arc<AppDirectory>,
+    local_apps: Vec<AppConfig>,
 }
 
 impl ClusterHandle {
@@ -193,6 +203,7 @@ impl ClusterHandle {
     /// edge re-register its sessions, channels and subscriptions with their (new) owners.
     pub fn apply(&self, cluster: &wire::ClusterTopology) {
         let inner = &self.inner;
+        self.serve_apps(cluster);
         let next = topology(cluster);
         if let Some(owner) = &inner.owner {
             self.connect_edges(owner, cluster);
@@ -253,6 +264,33 @@ impl ClusterHandle {
                     .await
             });
         }
+    }
+
+    fn serve_apps(&self, cluster: &wire::ClusterTopology) {
+        let mut apps: BTreeMap<String, AppConfig> = self
+            .inner
+            .local_apps
+            .iter()
+            .map(|app| (app.app_id.to_string(), app.clone()))
+            .collect();
+        for info in &cluster.apps {
+            let Ok(app_id) = AppId::parse(&info.app_id) else {
+                tracing::warn!(app_id = %info.app_id, "meta sent an invalid app id");
+                continue;
+            };
+            let certificate = (!info.certificate.is_empty()).then(|| info.certificate.clone());
+            let mut app = apps
+                .remove(&info.app_id)
+                .unwrap_or_else(|| AppConfig::new(app_id.clone(), None));
+            app.certificate = certificate;
+            app.multi_login = if info.allow_multi_login {
+                MultiLogin::AllowMany
+            } else {
+                MultiLogin::Replace
+            };
+            apps.insert(info.app_id.clone(), app);
+        }
+        self.inner.apps.replace(apps.into_values());
     }
 
     fn connect_edges(&self, owner: &Arc<Owner>, cluster: &wire::ClusterTopology) {
@@ -519,6 +557,33 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
             .await?;
             serde_json::json!({ "removed": node_id, "epoch": reply.epoch })
         }
+        ClusterCommand::PutApp {
+            meta,
+            app_id,
+            app_certificate,
+            allow_multi_login,
+        } => {
+            let reply = parley_meta::watch::command(&meta, |mut client| {
+                let app = wire::AppInfo {
+                    app_id: app_id.clone(),
+                    certificate: app_certificate.clone().unwrap_or_default(),
+                    allow_multi_login,
+                };
+                async move { client.put_app(app).await }
+            })
+            .await?;
+            serde_json::json!({ "app": app_id, "epoch": reply.epoch })
+        }
+        ClusterCommand::RemoveApp { meta, app_id } => {
+            let reply = parley_meta::watch::command(&meta, |mut client| {
+                let request = wire::AppRequest {
+                    app_id: app_id.clone(),
+                };
+                async move { client.remove_app(request).await }
+            })
+            .await?;
+            serde_json::json!({ "removedApp": app_id, "epoch": reply.epoch })
+        }
         ClusterCommand::Drain { meta, node_id } => {
             let reply = parley_meta::watch::command(&meta, |mut client| async move {
                 client.drain(wire::NodeCommand { node: node_id }).await
@@ -571,7 +636,18 @@ fn topology_json(topology: &wire::ClusterTopology) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "ringEpoch": topology.epoch, "nodes": nodes, "metas": metas })
+    // Certificates stay out of the output.
+    let apps: Vec<&str> = topology
+        .apps
+        .iter()
+        .map(|app| app.app_id.as_str())
+        .collect();
+    serde_json::json!({
+        "ringEpoch": topology.epoch,
+        "nodes": nodes,
+        "metas": metas,
+        "apps": apps,
+    })
 }
 
 fn topology_ring_owners(topology: &wire::ClusterTopology) -> Vec<u64> {

@@ -72,9 +72,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
         config.node_timeout = options.node_timeout;
         config
     });
-    if (edge || owner) && options.app_id.is_none() {
-        anyhow::bail!("--app-id is needed by edges and owners");
-    }
     let apps = match &options.app_id {
         Some(app_id) => {
             let app_id =

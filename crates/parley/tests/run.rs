@@ -219,8 +219,15 @@ async fn a_node_refuses_bad_flags() {
             "ID=HOST:PORT",
         ),
         (
-            vec!["--roles", "owner", "--meta", "1=127.0.0.1:1"],
-            "--app-id",
+            vec![
+                "--roles",
+                "owner",
+                "--meta",
+                "1=127.0.0.1:1",
+                "--store",
+                "nope",
+            ],
+            "--store must be",
         ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_parley"))
@@ -301,4 +308,82 @@ async fn meta_nodes_are_added_and_removed_by_operators() {
         .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no data node 999"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_are_served_as_meta_says() {
+    let cluster = ProcessCluster::start(env!("CARGO_BIN_EXE_parley").as_ref(), 3, 1, 2).await;
+    let metas = cluster.meta_addresses().join(",");
+    let app_id = "fedcba9876543210fedcba9876543210";
+    let certificate = "00112233445566778899aabbccddeeff";
+    let put = parley(&[
+        "cluster",
+        "put-app",
+        "--meta",
+        &metas,
+        "--app-id",
+        app_id,
+        "--app-certificate",
+        certificate,
+    ])
+    .await;
+    assert_eq!(put["app"], app_id);
+    let view = parley(&["cluster", "status", "--meta", &metas]).await;
+    assert_eq!(view["apps"], serde_json::json!([app_id]));
+    assert!(
+        !view.to_string().contains(certificate),
+        "certificates stay out"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let token = parley_core::token::build_007(app_id, certificate, "carol", 3600, now, 1);
+    for url in cluster.edge_urls() {
+        // Every edge serves it once the topology has reached it.
+        let deadline = tokio::time::Instant::now() + PROMPTLY;
+        loop {
+            match Client::login(ClientConfig::new(&url, app_id, "carol").token(&token)).await {
+                Ok((client, _events)) => {
+                    client.logout().await.unwrap();
+                    break;
+                }
+                Err(error) => {
+                    assert!(tokio::time::Instant::now() < deadline, "{url}: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let forged = Client::login(ClientConfig::new(&url, app_id, "carol").token("007bogus"))
+            .await
+            .err()
+            .expect("a bad token is refused");
+        assert_eq!(forged.code, parley_client::ErrorCode::InvalidToken);
+    }
+
+    parley(&[
+        "cluster",
+        "remove-app",
+        "--meta",
+        &metas,
+        "--app-id",
+        app_id,
+    ])
+    .await;
+    let url = &cluster.edge_urls()[0];
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let refused = Client::login(ClientConfig::new(url, app_id, "dave").token(&token)).await;
+        match refused {
+            Err(error) if error.code == parley_client::ErrorCode::InvalidAppId => break,
+            _ => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the removed app still serves"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
