@@ -107,9 +107,20 @@ impl Receipts {
     }
 }
 
+/// How long a call to another node may take to be answered (a streamed answer: its first
+/// message). A frozen node costs its callers this much, not forever.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection to another node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 fn lazy_channel(address: &str) -> Result<Channel, Error> {
     tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map(|endpoint| endpoint.connect_lazy())
+        .map(|endpoint| {
+            endpoint
+                .timeout(CALL_TIMEOUT)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .connect_lazy()
+        })
         .map_err(|error| Error::internal(format!("bad node address {address}: {error}")))
 }
 

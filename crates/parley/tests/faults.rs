@@ -377,3 +377,22 @@ async fn an_owner_added_under_load() {
     run_on(&cluster).await;
     load.finish_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_past_the_timeout_and_resumed() {
+    let (cluster, load) = cluster_under_load().await;
+    let victim = cluster.ids(Role::Owner)[2];
+    cluster.pause(victim);
+    cluster
+        .wait_for(
+            "the frozen owner out of the ring",
+            Duration::from_secs(10),
+            |topology| status(topology, victim) == Some(NodeStatus::Down),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Back: it must first learn it was taken out (and drop what it held), then rejoin.
+    cluster.resume(victim);
+    run_on(&cluster).await;
+    load.finish_and_check().await;
+}
