@@ -62,23 +62,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     let sorted = sorted_ms(&all);
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let (min, p50, p90, max) = (sorted[0], at(0.5), at(0.9), sorted[sorted.len() - 1]);
+    let (channels, rounds) = (sorted.len(), options.rounds);
     println!(
-        "failover over {} channels in {} rounds: min {:.0} ms, p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
-        sorted.len(),
-        options.rounds,
-        sorted[0],
-        at(0.5),
-        at(0.9),
-        sorted[sorted.len() - 1]
+        "failover over {channels} channels in {rounds} rounds: min {min:.0} ms, p50 {p50:.0} ms, p90 {p90:.0} ms, max {max:.0} ms"
     );
     println!(
-        "{{\"scenario\":\"failover\",\"channels\":{},\"rounds\":{},\"min_ms\":{:.0},\"p50_ms\":{:.0},\"p90_ms\":{:.0},\"max_ms\":{:.0}}}",
-        sorted.len(),
-        options.rounds,
-        sorted[0],
-        at(0.5),
-        at(0.9),
-        sorted[sorted.len() - 1]
+        "{{\"scenario\":\"failover\",\"channels\":{channels},\"rounds\":{rounds},\"min_ms\":{min:.0},\"p50_ms\":{p50:.0},\"p90_ms\":{p90:.0},\"max_ms\":{max:.0}}}"
     );
     Ok(())
 }

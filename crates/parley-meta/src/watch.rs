@@ -24,23 +24,14 @@ pub async fn follow(
     assert!(!metas.is_empty(), "no meta node to follow");
     let mut clients: HashMap<String, MetaClient<Channel>> = HashMap::new();
     let mut known_epoch = 0;
-    let mut next = 0;
+    let mut targets = Targets::new(&metas);
     let mut leader: Option<String> = None;
     loop {
-        let address = leader.take().unwrap_or_else(|| {
-            next += 1;
-            metas[next % metas.len()].clone()
-        });
+        let address = targets.next(leader.take());
         let client = match clients.get(&address) {
             Some(client) => client.clone(),
-            None => match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
-                Ok(endpoint) => {
-                    let client = MetaClient::new(
-                        endpoint
-                            .connect_timeout(Duration::from_millis(500))
-                            .tcp_nodelay(true)
-                            .connect_lazy(),
-                    );
+            None => match meta_client(&address) {
+                Ok(client) => {
                     clients.insert(address.clone(), client.clone());
                     client
                 }
@@ -100,22 +91,12 @@ where
 {
     anyhow::ensure!(!metas.is_empty(), "no meta address given");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut next = 0;
+    let mut targets = Targets::new(metas);
     let mut leader: Option<String> = None;
     loop {
-        let address = leader.take().unwrap_or_else(|| {
-            next += 1;
-            metas[next % metas.len()].clone()
-        });
-        let outcome = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
-            Ok(endpoint) => match endpoint
-                .connect_timeout(Duration::from_millis(500))
-                .connect()
-                .await
-            {
-                Ok(channel) => call(MetaClient::new(channel)).await,
-                Err(error) => Err(tonic::Status::unavailable(error.to_string())),
-            },
+        let address = targets.next(leader.take());
+        let outcome = match meta_client(&address) {
+            Ok(client) => call(client).await,
             Err(error) => anyhow::bail!("meta address {address}: {error}"),
         };
         let status = match outcome {
@@ -137,5 +118,36 @@ where
         if leader.is_none() {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+    }
+}
+
+/// A client of the meta node at `address` that connects on first use.
+fn meta_client(address: &str) -> Result<MetaClient<Channel>, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}")).map(|endpoint| {
+        MetaClient::new(
+            endpoint
+                .connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true)
+                .connect_lazy(),
+        )
+    })
+}
+
+/// Which meta node to try next: the leader when one was named, else the next in turn.
+struct Targets<'a> {
+    metas: &'a [String],
+    turn: usize,
+}
+
+impl<'a> Targets<'a> {
+    fn new(metas: &'a [String]) -> Self {
+        Targets { metas, turn: 0 }
+    }
+
+    fn next(&mut self, leader: Option<String>) -> String {
+        leader.unwrap_or_else(|| {
+            self.turn += 1;
+            self.metas[self.turn % self.metas.len()].clone()
+        })
     }
 }

@@ -1172,20 +1172,7 @@ impl Shard {
                 callee_online,
                 self.config.invitation_timers,
             );
-            entry.invitations.insert(
-                restore.invitation_id,
-                PendingInvitation {
-                    machine,
-                    caller: send.caller.uid,
-                    caller_session: send.caller_session,
-                    content: send.content,
-                    channel_id: send.channel_id,
-                    response: String::new(),
-                    ended_at: None,
-                },
-            );
-            self.timed_users.insert(callee.clone());
-            self.notify_invitation(&callee, restore.invitation_id, &notices);
+            self.start_invitation(callee, restore.invitation_id, machine, &notices, send);
             return Ok(restore.invitation_id);
         }
         if entry
@@ -1202,21 +1189,37 @@ impl Shard {
         let invitation_id = self.message_ids.next(unix_ms() as u64).0;
         let (machine, notices) =
             Invitation::send(now(), callee_online, self.config.invitation_timers);
-        entry.invitations.insert(
-            invitation_id,
-            PendingInvitation {
-                machine,
-                caller: send.caller.uid,
-                caller_session: send.caller_session,
-                content: send.content,
-                channel_id: send.channel_id,
-                response: String::new(),
-                ended_at: None,
-            },
-        );
-        self.timed_users.insert(callee.clone());
-        self.notify_invitation(&callee, invitation_id, &notices);
+        self.start_invitation(callee, invitation_id, machine, &notices, send);
         Ok(invitation_id)
+    }
+
+    /// Keeps a new (or rebuilt) invitation to `callee`, starts its timers and tells the clients.
+    fn start_invitation(
+        &mut self,
+        callee: UserKey,
+        invitation_id: u64,
+        machine: Invitation,
+        notices: &[Notice],
+        send: InvitationSend,
+    ) {
+        self.users
+            .entry(callee.clone())
+            .or_default()
+            .invitations
+            .insert(
+                invitation_id,
+                PendingInvitation {
+                    machine,
+                    caller: send.caller.uid,
+                    caller_session: send.caller_session,
+                    content: send.content,
+                    channel_id: send.channel_id,
+                    response: String::new(),
+                    ended_at: None,
+                },
+            );
+        self.timed_users.insert(callee.clone());
+        self.notify_invitation(&callee, invitation_id, notices);
     }
 
     /// Runs `call` on one invitation to `callee`, tells the clients what follows, and forgets the
