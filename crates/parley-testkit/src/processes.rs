@@ -74,25 +74,89 @@ impl ProcessCluster {
             metas: String::new(),
             node_timeout: Duration::from_secs(1),
         };
+        // Ports are picked free but bound later by the node: another test may take one in
+        // between. A node that cannot bind exits; the cluster then starts again on new ports.
+        for attempt in 1..=3 {
+            cluster.place(metas, owners, edges);
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            for id in ids {
+                cluster.spawn(id);
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let exited = cluster.exited();
+                if !exited.is_empty() {
+                    assert!(attempt < 3, "nodes {exited:?} keep exiting at start");
+                    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+                    for id in ids {
+                        cluster.kill(id);
+                    }
+                    break;
+                }
+                if cluster.all_up().await {
+                    return cluster;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the cluster did not come up: {:?}",
+                    cluster.topology().await
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Chooses ids and fresh ports for the nodes.
+    fn place(&mut self, metas: u64, owners: u64, edges: u64) {
+        self.nodes.clear();
         let meta_ids: Vec<u64> = (101..101 + metas).collect();
         for id in &meta_ids {
-            cluster.nodes.insert(*id, node(Role::Meta));
+            self.nodes.insert(*id, node(Role::Meta));
         }
-        cluster.metas = meta_ids
+        self.metas = meta_ids
             .iter()
-            .map(|id| format!("{id}=127.0.0.1:{}", cluster.nodes[id].grpc_port))
+            .map(|id| format!("{id}=127.0.0.1:{}", self.nodes[id].grpc_port))
             .collect::<Vec<_>>()
             .join(",");
         for id in (1..=owners).chain(51..51 + edges) {
             let role = if id < 51 { Role::Owner } else { Role::Edge };
-            cluster.nodes.insert(id, node(role));
+            self.nodes.insert(id, node(role));
         }
-        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-        for id in ids {
-            cluster.spawn(id);
+    }
+
+    /// The nodes whose process has exited on its own.
+    fn exited(&mut self) -> Vec<u64> {
+        let mut exited = Vec::new();
+        for (id, node) in &mut self.nodes {
+            if let Some(child) = &mut node.child
+                && matches!(child.try_wait(), Ok(Some(_)))
+            {
+                exited.push(*id);
+            }
         }
-        cluster.wait_until_all_up().await;
-        cluster
+        exited
+    }
+
+    /// Whether meta has every running data node up, and each of them knows it.
+    async fn all_up(&self) -> bool {
+        let Some(topology) = self.topology().await else {
+            return false;
+        };
+        for (id, node) in &self.nodes {
+            if node.role == Role::Meta || node.child.is_none() {
+                continue;
+            }
+            if status(&topology, *id) != Some(wire::NodeStatus::Up)
+                || self
+                    .node_epoch(*id)
+                    .await
+                    .is_none_or(|epoch| epoch < topology.epoch)
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// The client URLs of the edges, in id order.
