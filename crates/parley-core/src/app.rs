@@ -27,6 +27,34 @@ pub struct AppConfig {
     pub certificate: Option<String>,
     pub multi_login: MultiLogin,
     pub limits: Limits,
+    /// Credentials of the app's backends for the server API (HTTP Basic), any of which works.
+    pub customer_keys: Vec<CustomerKey>,
+}
+
+/// A customer key and its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CustomerKey {
+    pub key: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomerKey({}, secret hidden)", self.key)
+    }
+}
+
+impl CustomerKey {
+    /// Reads `KEY:SECRET`.
+    pub fn parse(raw: &str) -> Result<CustomerKey, Error> {
+        match raw.split_once(':') {
+            Some((key, secret)) if !key.is_empty() && !secret.is_empty() => Ok(CustomerKey {
+                key: key.to_owned(),
+                secret: secret.to_owned(),
+            }),
+            _ => Err(Error::invalid_argument("a customer key is KEY:SECRET")),
+        }
+    }
 }
 
 impl AppConfig {
@@ -36,7 +64,17 @@ impl AppConfig {
             certificate,
             multi_login: MultiLogin::default(),
             limits: Limits::default(),
+            customer_keys: Vec::new(),
         }
+    }
+
+    /// Whether `key` and `secret` are one of the app's customer keys (compared in constant time).
+    pub fn accepts_customer(&self, key: &str, secret: &str) -> bool {
+        self.customer_keys.iter().fold(false, |found, known| {
+            found
+                | (same_bytes(known.key.as_bytes(), key.as_bytes())
+                    & same_bytes(known.secret.as_bytes(), secret.as_bytes()))
+        })
     }
 
     /// Checks a login token. Returns when the login privilege ends (Unix seconds), if ever.
@@ -60,6 +98,11 @@ impl AppConfig {
             )),
         }
     }
+}
+
+/// Compares without stopping at the first difference.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// The apps a node serves. In a cluster the set changes at run time (`replace`), as meta's

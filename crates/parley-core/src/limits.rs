@@ -39,6 +39,8 @@ pub struct Limits {
     pub invitation_rate: Rate,
     /// History queries and counts.
     pub history_rate: Rate,
+    /// Server API requests per app (each edge counts its own).
+    pub server_api_rate: Rate,
     /// Offline messages kept per receiver (oldest dropped first).
     pub offline_max_count: usize,
     pub offline_max_age: Duration,
@@ -66,6 +68,7 @@ impl Default for Limits {
             status_rate: Rate::per_window(10, Duration::from_secs(5)),
             invitation_rate: Rate::new(20, 10.0),
             history_rate: Rate::per_window(10, Duration::from_secs(5)),
+            server_api_rate: Rate::new(200, 100.0),
             offline_max_count: 200,
             offline_max_age: Duration::from_secs(7 * 24 * 3600),
             history_retention: Duration::from_secs(7 * 24 * 3600),

@@ -151,6 +151,8 @@ pub struct Edge {
     sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
     /// Login attempts per app and uid, across connections.
     login_buckets: Mutex<HashMap<(AppId, UserId), TokenBucket>>,
+    /// Server API requests per app.
+    api_buckets: Mutex<HashMap<AppId, TokenBucket>>,
     /// Set once the edge sends its clients away (shutdown, drain): logins are refused so that
     /// clients reconnect to another edge.
     closing: std::sync::atomic::AtomicBool,
@@ -166,6 +168,7 @@ impl Edge {
             sessions: RwLock::new(HashMap::new()),
             login_buckets: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            api_buckets: Mutex::new(HashMap::new()),
         })
     }
 
@@ -249,6 +252,21 @@ impl Edge {
         while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Takes one server API request from `app`'s bucket.
+    pub(crate) fn allow_api_call(
+        &self,
+        app: &AppId,
+        rate: parley_core::rate::Rate,
+        now: Instant,
+    ) -> bool {
+        self.api_buckets
+            .lock()
+            .expect("api bucket lock poisoned")
+            .entry(app.clone())
+            .or_insert_with(|| TokenBucket::new(rate, now))
+            .try_take(now)
     }
 
     /// Whether the edge is sending its clients away.

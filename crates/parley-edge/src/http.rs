@@ -1,4 +1,4 @@
-//! HTTP surface of an edge: `/v1/ws` and `/healthz`.
+//! HTTP surface of an edge: `/v1/ws`, the server API (`rest.rs`) and `/healthz`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
         .route("/v1/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::rest::routes())
         .with_state(edge)
 }
 

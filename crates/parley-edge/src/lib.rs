@@ -11,6 +11,7 @@ mod connection;
 mod edge;
 mod http;
 mod requests;
+pub mod rest;
 
 pub use axum::Router;
 pub use edge::Edge;

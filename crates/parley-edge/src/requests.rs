@@ -282,7 +282,7 @@ impl Connection {
             .send_channel(ChannelSend {
                 channel: channel_key(&session.user, &channel),
                 from: session.user.uid.clone(),
-                session: session.session,
+                session: Some(session.session),
                 message,
                 enable_history: send.enable_historical_messaging,
             })
@@ -797,7 +797,7 @@ fn parse_cursor(cursor: &str) -> Result<(i64, u64), Error> {
     ))
 }
 
-fn validate_message(message: Option<v1::MessageBody>) -> Result<v1::MessageBody, Error> {
+pub(crate) fn validate_message(message: Option<v1::MessageBody>) -> Result<v1::MessageBody, Error> {
     let invalid = |why: &str| Error::new(ErrorCode::InvalidMessage, why);
     let message = message.ok_or_else(|| invalid("message is missing"))?;
     let content_len = match &message.content {

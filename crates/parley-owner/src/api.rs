@@ -86,7 +86,9 @@ pub struct PeerDispatch {
 pub struct ChannelSend {
     pub channel: ChannelKey,
     pub from: UserId,
-    pub session: SessionRef,
+    /// The sending member's session; `None` for a message from the app's backend (the server
+    /// API), which need not be a member.
+    pub session: Option<SessionRef>,
     pub message: v1::MessageBody,
     pub enable_history: bool,
 }

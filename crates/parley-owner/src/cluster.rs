@@ -377,7 +377,10 @@ impl owner_server::Owner for OwnerService {
             .send_channel(ChannelSend {
                 channel,
                 from: uid(&request.from)?,
-                session: from_session_ref(request.session)?,
+                session: request
+                    .session
+                    .map(|session| from_session_ref(Some(session)))
+                    .transpose()?,
                 message: request.message.ok_or_else(|| malformed("message"))?,
                 enable_history: request.enable_history,
             })
@@ -1021,7 +1024,7 @@ impl OwnerApi for RemoteOwners {
                     epoch: 0,
                     channel: Some(channel_key(&send.channel)),
                     from: send.from.to_string(),
-                    session: Some(session_ref(send.session)),
+                    session: send.session.map(session_ref),
                     message: Some(send.message),
                     enable_history: send.enable_history,
                 };

@@ -897,11 +897,18 @@ impl Shard {
         let store = self.store.clone();
         let recovery_window = self.config.recovery_window;
         let retention_ms = self.limits(&send.channel.app).history_retention.as_millis() as i64;
-        let entry = self
-            .channels
-            .get_mut(&send.channel)
-            .filter(|entry| entry.membership.is_active(&send.from, send.session))
-            .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel"))?;
+        let entry = match send.session {
+            Some(session) => self
+                .channels
+                .get_mut(&send.channel)
+                .filter(|entry| entry.membership.is_active(&send.from, session))
+                .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel"))?,
+            None => match self.channels.get_mut(&send.channel) {
+                Some(entry) => entry,
+                // From the backend to a channel nobody is in: no one to number it for.
+                None => return self.send_to_empty_channel(send, retention_ms).await,
+            },
+        };
         let seq = entry.last_seq + 1;
         if seq > entry.reserved_seq {
             let reserve = entry.last_seq + SEQUENCE_BLOCK;
@@ -943,11 +950,41 @@ impl Shard {
             entry.recent.pop_front();
         }
         let entry = &self.channels[&send.channel];
-        self.fan_out_shared(&entry.membership, Some(send.session), frame);
+        self.fan_out_shared(&entry.membership, send.session, frame);
         Ok(ChannelSent {
             message_id,
             server_received_ts,
             seq,
+        })
+    }
+
+    /// A backend's message to a channel without members: kept in history when asked, with
+    /// sequence number 0 (sequence numbers count what members were sent).
+    async fn send_to_empty_channel(
+        &mut self,
+        send: ChannelSend,
+        retention_ms: i64,
+    ) -> Result<ChannelSent, Error> {
+        let server_received_ts = unix_ms();
+        let message_id = self.message_ids.next(server_received_ts as u64);
+        if send.enable_history {
+            let stored = v1::HistoryMessage {
+                message_id: message_id.0,
+                from: send.from.to_string(),
+                message: Some(send.message),
+                server_received_ts,
+                seq: 0,
+            };
+            let conversation = Conversation::Channel(send.channel.channel.clone());
+            self.store
+                .append(&send.channel.app, &conversation, stored, retention_ms)
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(ChannelSent {
+            message_id,
+            server_received_ts,
+            seq: 0,
         })
     }
 

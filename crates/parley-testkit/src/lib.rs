@@ -8,6 +8,7 @@
 //!
 //! Architecture invariant: nothing here ships in the `parley` binary.
 
+pub mod http;
 pub mod ops;
 pub mod processes;
 mod proxy;
@@ -20,6 +21,8 @@ pub use proxy::Proxy;
 pub use raw::RawClient;
 pub use redis::RedisCluster;
 pub use redis::RedisServer;
+pub use server::CUSTOMER_KEY;
+pub use server::CUSTOMER_SECRET;
 pub use server::TestServer;
 pub use server::TestServerBuilder;
 pub use server::fresh_temp_dir;

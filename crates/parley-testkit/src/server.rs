@@ -26,6 +26,9 @@ use crate::RedisServer;
 
 pub const APP_ID: &str = "0123456789abcdef0123456789ABCDEF";
 pub const CERTIFICATE: &str = "fedcba9876543210fedcba9876543210";
+/// The customer key (and secret) of the test app, for the server API.
+pub const CUSTOMER_KEY: &str = "test-backend";
+pub const CUSTOMER_SECRET: &str = "test-backend-secret";
 
 pub struct TestServerBuilder {
     /// Run as a cluster whatever the environment says.
@@ -97,6 +100,10 @@ impl TestServerBuilder {
             self.certificate,
         );
         app.multi_login = self.multi_login;
+        app.customer_keys = vec![parley_core::app::CustomerKey {
+            key: CUSTOMER_KEY.into(),
+            secret: CUSTOMER_SECRET.into(),
+        }];
         app.limits = self.limits;
         let certificate = app.certificate.clone();
         let data_dir = match self.data_dir {
@@ -379,6 +386,11 @@ impl TestServer {
 
     pub fn certificate(&self) -> Option<&str> {
         self.certificate.as_deref()
+    }
+
+    /// The HTTP address of every edge (the server API is served there too).
+    pub fn http_addresses(&self) -> Vec<SocketAddr> {
+        self.edges.clone()
     }
 
     /// The WebSocket URL of every edge.

@@ -58,6 +58,10 @@ pub struct DevOptions {
     /// Let one uid be logged in from several devices at once instead of REMOTE_LOGIN.
     #[arg(long, env = "PARLEY_ALLOW_MULTI_LOGIN")]
     pub allow_multi_login: bool,
+    /// A customer key of the app for the server API, `KEY:SECRET` (repeat, or separate with
+    /// commas).
+    #[arg(long, env = "PARLEY_CUSTOMER_KEYS", value_delimiter = ',')]
+    pub customer_key: Vec<String>,
     /// How long a member whose connection was lost stays in its channels.
     #[arg(long, env = "PARLEY_MEMBER_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub member_grace: Duration,
@@ -176,6 +180,10 @@ pub struct RunOptions {
     pub app_certificate: Option<String>,
     #[arg(long, env = "PARLEY_ALLOW_MULTI_LOGIN")]
     pub allow_multi_login: bool,
+    /// A customer key of `--app-id` for the server API, `KEY:SECRET` (repeat, or separate with
+    /// commas).
+    #[arg(long, env = "PARLEY_CUSTOMER_KEYS", value_delimiter = ',')]
+    pub customer_key: Vec<String>,
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 }

@@ -92,6 +92,7 @@ pub async fn serve(
 
 pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
     let mut app = resolve_app(&options)?;
+    app.customer_keys = customer_keys(&options.customer_key)?;
     if options.allow_multi_login {
         app.multi_login = MultiLogin::AllowMany;
     }
@@ -162,6 +163,16 @@ fn save_app(path: &Path, app_id: &str, certificate: &str) -> anyhow::Result<()> 
     let saved = serde_json::json!({ "appId": app_id, "appCertificate": certificate });
     std::fs::write(path, serde_json::to_string_pretty(&saved)?)
         .with_context(|| format!("write {}", path.display()))
+}
+
+/// Reads `--customer-key` values.
+pub fn customer_keys(raw: &[String]) -> anyhow::Result<Vec<parley_core::app::CustomerKey>> {
+    raw.iter()
+        .map(|raw| {
+            parley_core::app::CustomerKey::parse(raw)
+                .map_err(|error| anyhow::anyhow!("--customer-key: {error}"))
+        })
+        .collect()
 }
 
 fn random_hex32() -> String {

@@ -80,6 +80,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
             if options.allow_multi_login {
                 app.multi_login = MultiLogin::AllowMany;
             }
+            app.customer_keys = crate::dev::customer_keys(&options.customer_key)?;
             AppDirectory::new([app])
         }
         None => AppDirectory::new([]),

@@ -1,0 +1,378 @@
+//! The server API for app backends: JSON over HTTP under `/v1/apps/{appId}/…`, described by
+//! `openapi.json` (served at `/v1/openapi.json`).
+//!
+//! Auth: HTTP Basic with one of the app's customer keys (the backend may act as any uid), or a
+//! user's RTM token in `x-parley-token` with `x-parley-uid` (Agora's `x-agora-token` and
+//! `x-agora-uid` work too; it may then act only as that uid). Errors are `{"code", "message"}`
+//! with the code from the protocol's `ErrorCode`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::Path;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::get;
+use axum::routing::post;
+use base64::Engine;
+use parley_core::Error;
+use parley_core::ErrorCode;
+use parley_core::app::AppConfig;
+use parley_core::ids::ChannelId;
+use parley_core::ids::UserId;
+use parley_owner::ChannelKey;
+use parley_owner::ChannelSend;
+use parley_owner::PeerOutcome;
+use parley_owner::PeerSend;
+use parley_owner::UserKey;
+use parley_proto::v1;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::edge::Edge;
+
+/// The OpenAPI document of this API, kept in the repository beside this file.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub fn routes() -> Router<Arc<Edge>> {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/apps/{app_id}/peer-messages", post(send_peer_message))
+        .route(
+            "/v1/apps/{app_id}/channel-messages",
+            post(send_channel_message),
+        )
+        .route("/v1/apps/{app_id}/users/{uid}/status", get(user_status))
+        .route(
+            "/v1/apps/{app_id}/channels/{channel_id}/member-count",
+            get(member_count),
+        )
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// An error as the API answers it.
+struct ApiError(Error);
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError(error)
+    }
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized | ErrorCode::InvalidToken | ErrorCode::TokenExpired => {
+            StatusCode::UNAUTHORIZED
+        }
+        ErrorCode::Forbidden | ErrorCode::Banned => StatusCode::FORBIDDEN,
+        ErrorCode::InvalidAppId => StatusCode::NOT_FOUND,
+        ErrorCode::TooOften => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::NotJoined
+        | ErrorCode::AlreadyJoined
+        | ErrorCode::Muted
+        | ErrorCode::AlreadyLoggedIn
+        | ErrorCode::NotLoggedIn
+        | ErrorCode::InvitationNotStarted
+        | ErrorCode::InvitationAlreadyEnded
+        | ErrorCode::InvitationAlreadyAccepted
+        | ErrorCode::InvitationAlreadySent => StatusCode::CONFLICT,
+        ErrorCode::InvalidArgument
+        | ErrorCode::InvalidUserid
+        | ErrorCode::InvalidChannelId
+        | ErrorCode::InvalidMessage
+        | ErrorCode::ExceedLimit
+        | ErrorCode::SizeOverflow => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.0.code);
+        let body = Json(json!({
+            "code": self.0.code.as_str_name(),
+            "message": self.0.message,
+        }));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, [(header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (status, body).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Who is calling.
+enum Caller {
+    /// A backend with a customer key: may act as any uid.
+    Backend,
+    /// A user with its token: may act only as itself.
+    User(UserId),
+}
+
+impl Caller {
+    fn may_act_as(&self, uid: &UserId) -> Result<(), Error> {
+        match self {
+            Caller::User(me) if me != uid => Err(Error::new(
+                ErrorCode::Forbidden,
+                "a user token may act only as its own uid",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|value| value.to_str().ok())
+}
+
+/// Checks the caller's credentials against the app in the path, and the app's request rate.
+fn authorize(
+    edge: &Edge,
+    app_id: &str,
+    headers: &HeaderMap,
+) -> Result<(Arc<AppConfig>, Caller), Error> {
+    let unauthorized = |why: &str| Error::new(ErrorCode::Unauthorized, why);
+    let app = edge.apps().get(app_id)?;
+    let caller = if let Some(token) = header(headers, &["x-parley-token", "x-agora-token"]) {
+        let uid = header(headers, &["x-parley-uid", "x-agora-uid"])
+            .ok_or_else(|| unauthorized("a user token needs its uid in x-parley-uid"))?;
+        let uid = UserId::parse(uid)?;
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        app.authenticate(uid.as_str(), token, now_secs)?;
+        Caller::User(uid)
+    } else {
+        let basic = header(headers, &["authorization"])
+            .and_then(|value| value.strip_prefix("Basic "))
+            .ok_or_else(|| unauthorized("send HTTP Basic credentials or a user token"))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| unauthorized("malformed HTTP Basic credentials"))?;
+        let (key, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| unauthorized("malformed HTTP Basic credentials"))?;
+        if !app.accepts_customer(key, secret) {
+            let elsewhere = edge
+                .apps()
+                .all()
+                .iter()
+                .any(|other| other.accepts_customer(key, secret));
+            return Err(if elsewhere {
+                Error::new(
+                    ErrorCode::Forbidden,
+                    "this customer key is not for this app",
+                )
+            } else {
+                unauthorized("unknown customer key or wrong secret")
+            });
+        }
+        Caller::Backend
+    };
+    if !edge.allow_api_call(&app.app_id, app.limits.server_api_rate, Instant::now()) {
+        return Err(Error::too_often("server API request"));
+    }
+    Ok((app, caller))
+}
+
+/// Reads a JSON body, answering a malformed one with INVALID_ARGUMENT.
+fn body<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(raw).map_err(|error| Error::invalid_argument(format!("body: {error}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PeerMessageBody {
+    from: String,
+    to: String,
+    message: v1::MessageBody,
+    #[serde(default)]
+    enable_offline_messaging: bool,
+    #[serde(default)]
+    enable_historical_messaging: bool,
+    /// Answer only once the receiver acknowledged (or the message was cached, or failed).
+    #[serde(default)]
+    wait_for_ack: bool,
+}
+
+async fn send_peer_message(
+    State(edge): State<Arc<Edge>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    let send: PeerMessageBody = body(&raw)?;
+    let from = UserId::parse(&send.from)?;
+    caller.may_act_as(&from)?;
+    let to = UserId::parse(&send.to)?;
+    let message = crate::requests::validate_message(Some(send.message))?;
+    let dispatch = edge
+        .owner()
+        .send_peer(PeerSend {
+            from: UserKey {
+                app: app.app_id.clone(),
+                uid: from,
+            },
+            to,
+            message,
+            enable_offline: send.enable_offline_messaging,
+            enable_history: send.enable_historical_messaging,
+        })
+        .await?;
+    let result = if send.wait_for_ack {
+        match dispatch.outcome.await {
+            PeerOutcome::Received => "RECEIVED_BY_PEER",
+            PeerOutcome::Cached => "CACHED_BY_SERVER",
+            PeerOutcome::Unreachable => "PEER_UNREACHABLE",
+            PeerOutcome::TimedOut => {
+                return Err(
+                    Error::new(ErrorCode::Timeout, "the peer did not acknowledge in time").into(),
+                );
+            }
+        }
+    } else {
+        // The delivery goes on without the caller.
+        tokio::spawn(dispatch.outcome);
+        "SENT"
+    };
+    Ok(Json(json!({
+        "messageId": dispatch.message_id.0.to_string(),
+        "serverReceivedTs": dispatch.server_received_ts,
+        "result": result,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ChannelMessageBody {
+    from: String,
+    channel_id: String,
+    message: v1::MessageBody,
+    #[serde(default)]
+    enable_historical_messaging: bool,
+}
+
+async fn send_channel_message(
+    State(edge): State<Arc<Edge>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    let send: ChannelMessageBody = body(&raw)?;
+    let from = UserId::parse(&send.from)?;
+    caller.may_act_as(&from)?;
+    let channel = ChannelId::parse(&send.channel_id)?;
+    let message = crate::requests::validate_message(Some(send.message))?;
+    let sent = edge
+        .owner()
+        .send_channel(ChannelSend {
+            channel: ChannelKey {
+                app: app.app_id.clone(),
+                channel,
+            },
+            from,
+            session: None,
+            message,
+            enable_history: send.enable_historical_messaging,
+        })
+        .await?;
+    Ok(Json(json!({
+        "messageId": sent.message_id.0.to_string(),
+        "serverReceivedTs": sent.server_received_ts,
+        "seq": sent.seq,
+    }))
+    .into_response())
+}
+
+async fn user_status(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, uid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, _caller) = authorize(&edge, &app_id, &headers)?;
+    let uid = UserId::parse(&uid)?;
+    let state = edge
+        .owner()
+        .presence(UserKey {
+            app: app.app_id.clone(),
+            uid: uid.clone(),
+        })
+        .await?;
+    let state = match state {
+        v1::PeerOnlineState::Online => "ONLINE",
+        v1::PeerOnlineState::Unreachable => "UNREACHABLE",
+        _ => "OFFLINE",
+    };
+    Ok(Json(json!({ "uid": uid.as_str(), "state": state })).into_response())
+}
+
+async fn member_count(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, channel_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, _caller) = authorize(&edge, &app_id, &headers)?;
+    let channel = ChannelId::parse(&channel_id)?;
+    let count = edge
+        .owner()
+        .member_count(ChannelKey {
+            app: app.app_id.clone(),
+            channel: channel.clone(),
+        })
+        .await?;
+    Ok(Json(json!({ "channelId": channel.as_str(), "count": count })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_names_every_route() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(document["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let paths = document["paths"].as_object().unwrap();
+        for path in [
+            "/v1/openapi.json",
+            "/v1/apps/{appId}/peer-messages",
+            "/v1/apps/{appId}/channel-messages",
+            "/v1/apps/{appId}/users/{uid}/status",
+            "/v1/apps/{appId}/channels/{channelId}/member-count",
+        ] {
+            assert!(paths.contains_key(path), "{path} is not in openapi.json");
+        }
+        assert_eq!(
+            paths.len(),
+            5,
+            "openapi.json has a path the router does not"
+        );
+    }
+
+    #[test]
+    fn every_error_code_has_an_http_status() {
+        for code in 0..=25 {
+            let code = ErrorCode::try_from(code).unwrap();
+            assert!(status_of(code).as_u16() >= 400);
+        }
+    }
+}
