@@ -316,8 +316,7 @@ impl Connection {
             .owner()
             .members(
                 channel_key(&session.user, &channel),
-                session.user.uid.clone(),
-                session.session,
+                Some((session.user.uid.clone(), session.session)),
             )
             .await?;
         Ok(ReplyResult::GetMembers(v1::GetMembersResult {

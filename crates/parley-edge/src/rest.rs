@@ -53,6 +53,10 @@ pub fn routes() -> Router<Arc<Edge>> {
             "/v1/apps/{app_id}/channels/{channel_id}/member-count",
             get(member_count),
         )
+        .route(
+            "/v1/apps/{app_id}/channels/{channel_id}/members",
+            get(members),
+        )
 }
 
 async fn openapi() -> Response {
@@ -343,6 +347,27 @@ async fn member_count(
     Ok(Json(json!({ "channelId": channel.as_str(), "count": count })).into_response())
 }
 
+async fn members(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, channel_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, _caller) = authorize(&edge, &app_id, &headers)?;
+    let channel = ChannelId::parse(&channel_id)?;
+    let members = edge
+        .owner()
+        .members(
+            ChannelKey {
+                app: app.app_id.clone(),
+                channel: channel.clone(),
+            },
+            None,
+        )
+        .await?;
+    let members: Vec<&str> = members.iter().map(UserId::as_str).collect();
+    Ok(Json(json!({ "channelId": channel.as_str(), "members": members })).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,14 +383,24 @@ mod tests {
             "/v1/apps/{appId}/channel-messages",
             "/v1/apps/{appId}/users/{uid}/status",
             "/v1/apps/{appId}/channels/{channelId}/member-count",
+            "/v1/apps/{appId}/channels/{channelId}/members",
         ] {
             assert!(paths.contains_key(path), "{path} is not in openapi.json");
         }
         assert_eq!(
             paths.len(),
-            5,
+            6,
             "openapi.json has a path the router does not"
         );
+        // Each path names its methods (a path item, not an operation).
+        for (path, item) in paths {
+            assert!(
+                item.as_object().is_some_and(|item| item
+                    .keys()
+                    .all(|method| ["get", "post"].contains(&method.as_str()))),
+                "{path} is not a path item of get/post operations"
+            );
+        }
     }
 
     #[test]

@@ -176,12 +176,12 @@ pub trait OwnerApi: Send + Sync + 'static {
         reason: LeaveReason,
     ) -> Result<(), Error>;
     async fn send_channel(&self, send: ChannelSend) -> Result<ChannelSent, Error>;
-    /// Members of a channel that `session` has joined.
+    /// Members of a channel: one the asking member's session has joined, or (`None`, the app's
+    /// backend) any channel.
     async fn members(
         &self,
         channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
+        asker: Option<(UserId, SessionRef)>,
     ) -> Result<Vec<UserId>, Error>;
     /// Members of any channel; 0 for one nobody is in.
     async fn member_count(&self, channel: ChannelKey) -> Result<u32, Error>;

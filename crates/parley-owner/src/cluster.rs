@@ -404,8 +404,10 @@ impl owner_server::Owner for OwnerService {
             .owner
             .members(
                 channel,
-                uid(&request.uid)?,
-                from_session_ref(request.session)?,
+                match request.session {
+                    Some(session) => Some((uid(&request.uid)?, from_session_ref(Some(session))?)),
+                    None => None,
+                },
             )
             .await
             .map_err(status_of)?;
@@ -1049,17 +1051,19 @@ impl OwnerApi for RemoteOwners {
     async fn members(
         &self,
         channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
+        asker: Option<(UserId, SessionRef)>,
     ) -> Result<Vec<UserId>, Error> {
         match self.channel_route(&channel)? {
-            Route::Local(owner) => owner.members(channel, uid, session).await,
+            Route::Local(owner) => owner.members(channel, asker).await,
             Route::Remote(node) => {
                 let request = wire::MembersRequest {
                     epoch: 0,
                     channel: Some(channel_key(&channel)),
-                    uid: uid.to_string(),
-                    session: Some(session_ref(session)),
+                    uid: asker
+                        .as_ref()
+                        .map(|(uid, _)| uid.to_string())
+                        .unwrap_or_default(),
+                    session: asker.map(|(_, session)| session_ref(session)),
                 };
                 let members = self
                     .remote(node, |mut client, epoch| {

@@ -479,14 +479,12 @@ impl OwnerApi for Owner {
     async fn members(
         &self,
         channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
+        asker: Option<(UserId, SessionRef)>,
     ) -> Result<Vec<UserId>, Error> {
         let shard = self.channel_shard(&channel);
         self.ask(shard, |reply| Command::Members {
             channel,
-            uid,
-            session,
+            asker,
             reply,
         })
         .await?

@@ -115,8 +115,7 @@ pub(crate) enum Command {
     },
     Members {
         channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
+        asker: Option<(UserId, SessionRef)>,
         reply: Reply<Result<Vec<UserId>, Error>>,
     },
     MemberCount {
@@ -397,11 +396,10 @@ impl Shard {
             }
             Command::Members {
                 channel,
-                uid,
-                session,
+                asker,
                 reply,
             } => {
-                let _ = reply.send(self.members(&channel, &uid, session));
+                let _ = reply.send(self.members(&channel, asker.as_ref()));
             }
             Command::MemberCount { channel, reply } => {
                 let count = self
@@ -991,21 +989,25 @@ impl Shard {
     fn members(
         &self,
         key: &ChannelKey,
-        uid: &UserId,
-        session: SessionRef,
+        asker: Option<&(UserId, SessionRef)>,
     ) -> Result<Vec<UserId>, Error> {
-        self.channels
-            .get(key)
-            .filter(|entry| entry.membership.is_active(uid, session))
-            .map(|entry| {
-                entry
-                    .membership
-                    .uids()
-                    .take(MAX_MEMBERS_LISTED)
-                    .cloned()
-                    .collect()
-            })
-            .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel"))
+        let entry = self.channels.get(key);
+        let listed = |entry: &ChannelEntry| {
+            entry
+                .membership
+                .uids()
+                .take(MAX_MEMBERS_LISTED)
+                .cloned()
+                .collect()
+        };
+        match asker {
+            // The backend: any channel, empty if nobody is in it.
+            None => Ok(entry.map_or_else(Vec::new, listed)),
+            Some((uid, session)) => entry
+                .filter(|entry| entry.membership.is_active(uid, *session))
+                .map(listed)
+                .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel")),
+        }
     }
 
     /// MemberLeft for `uids` (if the channel is small enough), then forget an empty channel.

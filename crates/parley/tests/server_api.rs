@@ -131,7 +131,7 @@ async fn a_backend_sends_channel_messages_without_joining() {
 }
 
 #[tokio::test]
-async fn status_and_member_counts() {
+async fn status_member_counts_and_member_lists() {
     let server = TestServer::start().await;
     let (alice, _events) = Client::login(server.client_config("alice")).await.unwrap();
     alice.join("lobby").await.unwrap();
@@ -141,6 +141,13 @@ async fn status_and_member_counts() {
     assert_eq!(offline.body["state"], "OFFLINE");
     let count = get(&server, "/channels/lobby/member-count", &backend()).await;
     assert_eq!(count.body, json!({ "channelId": "lobby", "count": 1 }));
+    let members = get(&server, "/channels/lobby/members", &backend()).await;
+    assert_eq!(
+        members.body,
+        json!({ "channelId": "lobby", "members": ["alice"] })
+    );
+    let empty = get(&server, "/channels/empty/members", &backend()).await;
+    assert_eq!(empty.body["members"], json!([]));
     let bad = get(&server, "/channels/null/member-count", &backend()).await;
     assert_error(&bad, 400, "INVALID_CHANNEL_ID");
 }
