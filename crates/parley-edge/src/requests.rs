@@ -45,7 +45,7 @@ use crate::edge::Outgoing;
 /// Outgoing invitations a session remembers (for cancel); older ones are forgotten.
 const MAX_OUTGOING_INVITATIONS: usize = 64;
 /// History page size when the request names none.
-const DEFAULT_HISTORY_PAGE: usize = 20;
+pub(crate) const DEFAULT_HISTORY_PAGE: usize = 20;
 
 impl Connection {
     pub(crate) async fn login(&mut self, login: v1::LoginRequest) -> Result<ReplyResult, Error> {
@@ -776,7 +776,7 @@ fn conversation(session: &LoggedIn, which: Option<Which>) -> Result<Conversation
     }
 }
 
-fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
+pub(crate) fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
     if start < 0 || end < 0 || (end > 0 && end <= start) {
         Err(Error::invalid_argument(
             "the time range is empty or negative",
@@ -787,7 +787,7 @@ fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
 }
 
 /// Reads a paging cursor: `timestamp:messageId` of the last message of the previous page.
-fn parse_cursor(cursor: &str) -> Result<(i64, u64), Error> {
+pub(crate) fn parse_cursor(cursor: &str) -> Result<(i64, u64), Error> {
     let invalid = || Error::invalid_argument("cursor is not one this server gave out");
     let (ts, id) = cursor.split_once(':').ok_or_else(invalid)?;
     Ok((

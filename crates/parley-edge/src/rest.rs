@@ -26,12 +26,16 @@ use parley_core::ErrorCode;
 use parley_core::app::AppConfig;
 use parley_core::ids::ChannelId;
 use parley_core::ids::UserId;
+use parley_core::limits::MAX_HISTORY_PAGE;
 use parley_owner::ChannelKey;
 use parley_owner::ChannelSend;
 use parley_owner::PeerOutcome;
 use parley_owner::PeerSend;
 use parley_owner::UserKey;
 use parley_proto::v1;
+use parley_store::Conversation;
+use parley_store::HistoryQuery;
+use parley_store::Order;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -56,6 +60,14 @@ pub fn routes() -> Router<Arc<Edge>> {
         .route(
             "/v1/apps/{app_id}/channels/{channel_id}/members",
             get(members),
+        )
+        .route(
+            "/v1/apps/{app_id}/channels/{channel_id}/history",
+            get(channel_history),
+        )
+        .route(
+            "/v1/apps/{app_id}/users/{uid}/peers/{peer_id}/history",
+            get(peer_history),
         )
 }
 
@@ -368,6 +380,135 @@ async fn members(
     Ok(Json(json!({ "channelId": channel.as_str(), "members": members })).into_response())
 }
 
+/// A history page request: time range (ms, start inclusive, end exclusive, 0 = open), page
+/// size, order, and the cursor of the previous page.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HistoryParams {
+    #[serde(default)]
+    start: i64,
+    #[serde(default)]
+    end: i64,
+    #[serde(default)]
+    limit: usize,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    /// Answer only how many messages the range holds.
+    #[serde(default)]
+    count: bool,
+}
+
+fn query_params(uri: &axum::http::Uri) -> Result<HistoryParams, Error> {
+    axum::extract::Query::<HistoryParams>::try_from_uri(uri)
+        .map(|query| query.0)
+        .map_err(|error| Error::invalid_argument(format!("query: {error}")))
+}
+
+async fn history(
+    edge: &Edge,
+    app: &AppConfig,
+    conversation: Conversation,
+    params: HistoryParams,
+) -> ApiResult {
+    if params.start < 0 || params.end < 0 {
+        return Err(Error::invalid_argument("times are ms since the epoch, not negative").into());
+    }
+    // A range that ends where (or before) it starts holds nothing.
+    if params.end > 0 && params.end <= params.start {
+        return Ok(Json(if params.count {
+            json!({ "count": 0 })
+        } else {
+            json!({ "messages": [], "next": "" })
+        })
+        .into_response());
+    }
+    if params.count {
+        let count = edge
+            .owner()
+            .count_history(app.app_id.clone(), conversation, params.start, params.end)
+            .await?;
+        return Ok(Json(json!({ "count": count })).into_response());
+    }
+    let limit = match params.limit {
+        0 => crate::requests::DEFAULT_HISTORY_PAGE,
+        limit if limit <= MAX_HISTORY_PAGE => limit,
+        _ => {
+            return Err(Error::invalid_argument(format!(
+                "limit must be at most {MAX_HISTORY_PAGE}"
+            ))
+            .into());
+        }
+    };
+    let order = match params.order.as_deref() {
+        None | Some("asc") => Order::Ascending,
+        Some("desc") => Order::Descending,
+        Some(_) => return Err(Error::invalid_argument("order is asc or desc").into()),
+    };
+    let after = params
+        .cursor
+        .filter(|cursor| !cursor.is_empty())
+        .map(|cursor| crate::requests::parse_cursor(&cursor))
+        .transpose()?;
+    let messages = edge
+        .owner()
+        .query_history(
+            app.app_id.clone(),
+            conversation,
+            HistoryQuery {
+                start_ms: params.start,
+                end_ms: params.end,
+                limit,
+                order,
+                after,
+            },
+        )
+        .await?;
+    let next = match messages.last() {
+        Some(last) if messages.len() == limit => {
+            format!("{}:{}", last.server_received_ts, last.message_id)
+        }
+        _ => String::new(),
+    };
+    let messages = serde_json::to_value(&messages)
+        .map_err(|error| Error::internal(format!("encode history: {error}")))?;
+    Ok(Json(json!({ "messages": messages, "next": next })).into_response())
+}
+
+async fn channel_history(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, channel_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    if let Caller::User(_) = caller {
+        return Err(Error::new(
+            ErrorCode::Forbidden,
+            "channel history needs a customer key (a user reads it through a session)",
+        )
+        .into());
+    }
+    let channel = ChannelId::parse(&channel_id)?;
+    let params = query_params(&uri)?;
+    history(&edge, &app, Conversation::Channel(channel), params).await
+}
+
+async fn peer_history(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, uid, peer_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    let uid = UserId::parse(&uid)?;
+    caller.may_act_as(&uid)?;
+    let peer = UserId::parse(&peer_id)?;
+    let params = query_params(&uri)?;
+    history(&edge, &app, Conversation::peers(uid, peer), params).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,12 +525,14 @@ mod tests {
             "/v1/apps/{appId}/users/{uid}/status",
             "/v1/apps/{appId}/channels/{channelId}/member-count",
             "/v1/apps/{appId}/channels/{channelId}/members",
+            "/v1/apps/{appId}/channels/{channelId}/history",
+            "/v1/apps/{appId}/users/{uid}/peers/{peerId}/history",
         ] {
             assert!(paths.contains_key(path), "{path} is not in openapi.json");
         }
         assert_eq!(
             paths.len(),
-            6,
+            8,
             "openapi.json has a path the router does not"
         );
         // Each path names its methods (a path item, not an operation).

@@ -275,3 +275,80 @@ async fn the_openapi_document_is_served() {
     assert_eq!(reply.body["info"]["title"], "Parley server API");
     assert!(reply.body["paths"]["/v1/apps/{appId}/peer-messages"].is_object());
 }
+
+#[tokio::test]
+async fn backends_read_channel_and_peer_history() {
+    let server = TestServer::start().await;
+    for n in 0..3 {
+        let sent = post(
+            &server,
+            "/channel-messages",
+            &backend(),
+            json!({
+                "from": "announcer",
+                "channelId": "news",
+                "message": { "text": format!("item {n}") },
+                "enableHistoricalMessaging": true,
+            }),
+        )
+        .await;
+        assert_eq!(sent.status, 200, "{sent:?}");
+    }
+    let page = get(
+        &server,
+        "/channels/news/history?limit=2&order=asc",
+        &backend(),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let messages = page.body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["message"]["text"], "item 0");
+    let next = page.body["next"].as_str().unwrap().to_owned();
+    assert!(!next.is_empty());
+    let rest = get(
+        &server,
+        &format!("/channels/news/history?limit=2&order=asc&cursor={next}"),
+        &backend(),
+    )
+    .await;
+    assert_eq!(rest.body["messages"][0]["message"]["text"], "item 2");
+    assert_eq!(rest.body["next"], "");
+    let count = get(&server, "/channels/news/history?count=true", &backend()).await;
+    assert_eq!(count.body, json!({ "count": 3 }));
+    let empty = get(&server, "/channels/news/history?start=10&end=5", &backend()).await;
+    assert_eq!(empty.body["messages"], json!([]));
+    let bad = get(&server, "/channels/news/history?order=sideways", &backend()).await;
+    assert_error(&bad, 400, "INVALID_ARGUMENT");
+    let bad_cursor = get(&server, "/channels/news/history?cursor=x", &backend()).await;
+    assert_error(&bad_cursor, 400, "INVALID_ARGUMENT");
+
+    // Peer history: the conversation of two users, readable by either user's token.
+    post(
+        &server,
+        "/peer-messages",
+        &backend(),
+        json!({
+            "from": "alice",
+            "to": "bob",
+            "message": { "text": "hi bob" },
+            "enableOfflineMessaging": true,
+            "enableHistoricalMessaging": true,
+            "waitForAck": true,
+        }),
+    )
+    .await;
+    let as_bob = vec![
+        ("x-parley-token", server.token("bob")),
+        ("x-parley-uid", "bob".to_owned()),
+    ];
+    let peer = get(&server, "/users/bob/peers/alice/history", &as_bob).await;
+    assert_eq!(
+        peer.body["messages"][0]["message"]["text"], "hi bob",
+        "{peer:?}"
+    );
+    let snooping = get(&server, "/users/alice/peers/carol/history", &as_bob).await;
+    assert_error(&snooping, 403, "FORBIDDEN");
+    let channel_as_user = get(&server, "/channels/news/history", &as_bob).await;
+    assert_error(&channel_as_user, 403, "FORBIDDEN");
+}
