@@ -212,6 +212,7 @@ impl MetaNode {
                     app_id: app_id.clone(),
                     certificate: app.certificate.clone().unwrap_or_default(),
                     allow_multi_login: app.allow_multi_login,
+                    customer_keys: app.customer_keys.clone(),
                 })
                 .collect(),
         }
@@ -409,6 +410,10 @@ impl meta_server::Meta for MetaService {
         let app = request.into_inner();
         parley_core::ids::AppId::parse(&app.app_id)
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        for key in &app.customer_keys {
+            parley_core::app::CustomerKey::parse(key)
+                .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        }
         let epoch = self
             .meta
             .write(Command::PutApp {
@@ -416,6 +421,7 @@ impl meta_server::Meta for MetaService {
                 app: AppRecord {
                     certificate: (!app.certificate.is_empty()).then_some(app.certificate),
                     allow_multi_login: app.allow_multi_login,
+                    customer_keys: app.customer_keys,
                 },
             })
             .await?;

@@ -53,6 +53,9 @@ pub struct AppRecord {
     /// `None`: logins need no token.
     pub certificate: Option<String>,
     pub allow_multi_login: bool,
+    /// Customer keys for the server API, each `KEY:SECRET`.
+    #[serde(default)]
+    pub customer_keys: Vec<String>,
 }
 
 /// The answer to a command once applied.
@@ -276,6 +279,7 @@ mod tests {
         let app = AppRecord {
             certificate: Some("secret".into()),
             allow_multi_login: false,
+            customer_keys: vec!["backend:secret".into()],
         };
         let put = Command::PutApp {
             app_id: "a".into(),

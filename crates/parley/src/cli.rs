@@ -125,6 +125,10 @@ pub enum ClusterCommand {
         app_certificate: Option<String>,
         #[arg(long)]
         allow_multi_login: bool,
+        /// A customer key for the server API, `KEY:SECRET` (repeat for several; the keys given
+        /// replace the app's keys, so leaving one out revokes it).
+        #[arg(long, value_delimiter = ',')]
+        customer_key: Vec<String>,
     },
     /// Stop serving an app: new logins are refused with INVALID_APP_ID.
     RemoveApp {

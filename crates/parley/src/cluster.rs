@@ -288,6 +288,12 @@ impl ClusterHandle {
             } else {
                 MultiLogin::Replace
             };
+            let keys = crate::dev::customer_keys(&info.customer_keys);
+            match keys {
+                // Meta's keys come on top of the node's own.
+                Ok(keys) => app.customer_keys.extend(keys),
+                Err(error) => tracing::warn!(%error, app_id = %info.app_id, "meta sent a bad key"),
+            }
             apps.insert(info.app_id.clone(), app);
         }
         self.inner.apps.replace(apps.into_values());
@@ -562,12 +568,15 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
             app_id,
             app_certificate,
             allow_multi_login,
+            customer_key,
         } => {
+            crate::dev::customer_keys(&customer_key)?;
             let reply = parley_meta::watch::command(&meta, |mut client| {
                 let app = wire::AppInfo {
                     app_id: app_id.clone(),
                     certificate: app_certificate.clone().unwrap_or_default(),
                     allow_multi_login,
+                    customer_keys: customer_key.clone(),
                 };
                 async move { client.put_app(app).await }
             })

@@ -325,6 +325,8 @@ async fn apps_are_served_as_meta_says() {
         app_id,
         "--app-certificate",
         certificate,
+        "--customer-key",
+        "backend:s3cret",
     ])
     .await;
     assert_eq!(put["app"], app_id);
@@ -360,6 +362,31 @@ async fn apps_are_served_as_meta_says() {
             .err()
             .expect("a bad token is refused");
         assert_eq!(forged.code, parley_client::ErrorCode::InvalidToken);
+        // Its backend reaches the server API on every edge with the key meta holds.
+        let address = url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/v1/ws")
+            .parse()
+            .unwrap();
+        let path = format!("/v1/apps/{app_id}/users/carol/status");
+        let status = parley_testkit::http::http(
+            address,
+            "GET",
+            &path,
+            &[parley_testkit::http::basic("backend", "s3cret")],
+            None,
+        )
+        .await;
+        assert_eq!(status.status, 200, "{status:?}");
+        let wrong = parley_testkit::http::http(
+            address,
+            "GET",
+            &path,
+            &[parley_testkit::http::basic("backend", "guess")],
+            None,
+        )
+        .await;
+        assert_eq!(wrong.status, 401);
     }
 
     parley(&[
