@@ -97,33 +97,60 @@ pub(crate) struct Outgoing {
     pub over: bool,
 }
 
-impl SessionHandle {
-    /// Notes what a delivery tells this session about its channels and invitations.
-    fn note(&self, frame: &SharedFrame) {
+/// What the edge keeps track of in a delivered frame, read once per delivery (not per
+/// recipient).
+#[derive(Clone, Copy)]
+enum Tracked<'a> {
+    Nothing,
+    /// A channel message: the recipients have seen the channel up to this sequence number.
+    ChannelSeq(&'a str, u64),
+    /// News of an invitation the recipient sent: it was received, or it `ended`.
+    Invitation {
+        id: u64,
+        ended: bool,
+    },
+}
+
+impl<'a> Tracked<'a> {
+    fn of(frame: &'a SharedFrame) -> Self {
         use parley_proto::v1::event::Kind;
         use parley_proto::v1::server_frame;
         let Some(server_frame::Kind::Event(event)) = &frame.message().kind else {
-            return;
+            return Tracked::Nothing;
         };
-        let (invitation_id, ended) = match &event.kind {
+        let invitation = |id, ended| Tracked::Invitation { id, ended };
+        match &event.kind {
             Some(Kind::ChannelMessage(message)) => {
-                self.saw(&message.channel_id, message.seq);
-                return;
+                Tracked::ChannelSeq(&message.channel_id, message.seq)
             }
-            Some(Kind::LocalInvitationReceivedByPeer(event)) => (event.invitation_id, false),
-            Some(Kind::LocalInvitationAccepted(event)) => (event.invitation_id, true),
-            Some(Kind::LocalInvitationRefused(event)) => (event.invitation_id, true),
-            Some(Kind::LocalInvitationCanceled(event)) => (event.invitation_id, true),
-            Some(Kind::LocalInvitationFailure(event)) => (event.invitation_id, true),
-            _ => return,
-        };
-        let mut outgoing = self
-            .outgoing_invitations
-            .lock()
-            .expect("invitation lock poisoned");
-        if let Some(invitation) = outgoing.get_mut(&invitation_id) {
-            invitation.received = true;
-            invitation.over |= ended;
+            Some(Kind::LocalInvitationReceivedByPeer(event)) => {
+                invitation(event.invitation_id, false)
+            }
+            Some(Kind::LocalInvitationAccepted(event)) => invitation(event.invitation_id, true),
+            Some(Kind::LocalInvitationRefused(event)) => invitation(event.invitation_id, true),
+            Some(Kind::LocalInvitationCanceled(event)) => invitation(event.invitation_id, true),
+            Some(Kind::LocalInvitationFailure(event)) => invitation(event.invitation_id, true),
+            _ => Tracked::Nothing,
+        }
+    }
+}
+
+impl SessionHandle {
+    /// Notes what a delivery tells this session about its channels and invitations.
+    fn note(&self, news: Tracked<'_>) {
+        match news {
+            Tracked::Nothing => {}
+            Tracked::ChannelSeq(channel, seq) => self.saw(channel, seq),
+            Tracked::Invitation { id, ended } => {
+                let mut outgoing = self
+                    .outgoing_invitations
+                    .lock()
+                    .expect("invitation lock poisoned");
+                if let Some(invitation) = outgoing.get_mut(&id) {
+                    invitation.received = true;
+                    invitation.over |= ended;
+                }
+            }
         }
     }
 
@@ -321,9 +348,10 @@ impl EdgeSink for Edge {
     fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
         // One read lock for the whole batch; `enqueue` never blocks.
         let table = self.sessions.read().expect("session table lock poisoned");
+        let news = Tracked::of(&frame);
         for session in sessions {
             if let Some(handle) = table.get(session) {
-                handle.note(&frame);
+                handle.note(news);
                 self.enqueue(*session, handle, Outbound::Shared(frame.clone()));
             }
         }

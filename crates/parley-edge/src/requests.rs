@@ -776,7 +776,7 @@ fn conversation(session: &LoggedIn, which: Option<Which>) -> Result<Conversation
     }
 }
 
-pub(crate) fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
+fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
     if start < 0 || end < 0 || (end > 0 && end <= start) {
         Err(Error::invalid_argument(
             "the time range is empty or negative",

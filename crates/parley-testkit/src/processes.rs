@@ -349,42 +349,16 @@ impl ProcessCluster {
         }
     }
 
-    /// Waits until every data node of the cluster is up in meta's view.
-    pub async fn wait_until_all_up(&self) -> wire::ClusterTopology {
-        let data: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(_, node)| node.role != Role::Meta && node.child.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        let topology = self
-            .wait_for("every data node up", Duration::from_secs(30), |topology| {
-                data.iter()
-                    .all(|id| status(topology, *id) == Some(wire::NodeStatus::Up))
-            })
-            .await;
-        for id in data {
-            self.wait_for_node_epoch(id, topology.epoch).await;
-        }
-        topology
-    }
-
-    /// Waits until node `id` routes by epoch `epoch` or a later one.
-    pub async fn wait_for_node_epoch(&self, id: u64, epoch: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if self
-                .node_epoch(id)
-                .await
-                .is_some_and(|known| known >= epoch)
-            {
-                return;
-            }
+    /// Waits until every running data node is up in meta's view and routes by its epoch.
+    pub async fn wait_until_all_up(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.all_up().await {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "node {id} never reached epoch {epoch}"
+                "the cluster did not settle: {:?}",
+                self.topology().await
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

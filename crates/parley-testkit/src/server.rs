@@ -307,7 +307,7 @@ impl ClusterState {
 
 impl TestServer {
     /// Default settings, with timers short enough for tests. With `PARLEY_TEST_CLUSTER=1` the
-    /// server is a cluster of two owners and two edges sharing a Redis, and clients are spread
+    /// server is a cluster of three meta nodes, three owners and two edges sharing a Redis, and clients are spread
     /// over both edges.
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder {
