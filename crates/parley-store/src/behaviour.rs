@@ -12,12 +12,16 @@ use parley_proto::v1;
 
 use crate::ChannelAttribute;
 use crate::Conversation;
+use crate::EventStream;
 use crate::HistoryMessage;
 use crate::HistoryQuery;
 use crate::InboxLimits;
 use crate::Order;
+use crate::Restriction;
+use crate::Scope;
 use crate::Store;
 use crate::StoredChannelAttributes;
+use crate::StoredEvent;
 use crate::StoredUserAttributes;
 
 fn app() -> AppId {
@@ -68,6 +72,186 @@ pub async fn all(store: &dyn Store) {
     user_attributes_round_trip(store).await;
     session_directory_tracks_sessions(store).await;
     concurrent_writes_keep_their_invariants(store).await;
+    restrictions_expire_and_lift(store).await;
+    event_logs_page_and_trim(store).await;
+}
+
+pub async fn restrictions_expire_and_lift(store: &dyn Store) {
+    let (now, room) = (1_000_000, Scope::Channel(channel("room")));
+    let restriction = |name: &str, until_ms: i64| Restriction {
+        uid: name.to_owned(),
+        since_ms: now - 10,
+        until_ms,
+        reason: format!("{name} misbehaved"),
+    };
+    for (name, until) in [
+        ("mallory", now + 60_000),
+        ("oscar", now + 1),
+        ("trent", now),
+    ] {
+        store
+            .restrict(&app(), &Scope::Login, restriction(name, until))
+            .await
+            .unwrap();
+    }
+    store
+        .restrict(&app(), &room, restriction("mallory", now + 5))
+        .await
+        .unwrap();
+    // A ban is not a mute, and a restriction ends at its time.
+    let banned = store
+        .restrictions(&app(), &Scope::Login, now)
+        .await
+        .unwrap();
+    let names: Vec<&str> = banned.iter().map(|r| r.uid.as_str()).collect();
+    assert_eq!(names, ["mallory", "oscar"]);
+    assert_eq!(banned[0], restriction("mallory", now + 60_000));
+    let muted = store.restrictions(&app(), &room, now).await.unwrap();
+    assert_eq!(muted, [restriction("mallory", now + 5)]);
+    assert!(
+        store
+            .restrictions(&app(), &Scope::Channel(channel("hall")), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .restriction(&app(), &Scope::Login, &uid("oscar"), now)
+            .await
+            .unwrap(),
+        Some(restriction("oscar", now + 1))
+    );
+    assert_eq!(
+        store
+            .restriction(&app(), &Scope::Login, &uid("oscar"), now + 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .restriction(&app(), &Scope::Login, &uid("trent"), now)
+            .await
+            .unwrap(),
+        None
+    );
+    // A later restriction replaces the earlier one.
+    store
+        .restrict(&app(), &Scope::Login, restriction("oscar", now + 90))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .restriction(&app(), &Scope::Login, &uid("oscar"), now + 50)
+            .await
+            .unwrap()
+            .map(|r| r.until_ms),
+        Some(now + 90)
+    );
+    assert!(
+        store
+            .lift(&app(), &Scope::Login, &uid("oscar"), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lift(&app(), &Scope::Login, &uid("oscar"), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lift(&app(), &Scope::Login, &uid("trent"), now)
+            .await
+            .unwrap()
+    );
+    let banned = store
+        .restrictions(&app(), &Scope::Login, now)
+        .await
+        .unwrap();
+    assert_eq!(banned, [restriction("mallory", now + 60_000)]);
+}
+
+pub async fn event_logs_page_and_trim(store: &dyn Store) {
+    let now = 1_700_000_000_000;
+    let limits = InboxLimits {
+        max_count: 5,
+        max_age_ms: 60_000,
+    };
+    let event = |n: usize| StoredEvent {
+        id: 0,
+        ts_ms: now,
+        kind: if n.is_multiple_of(2) { "login" } else { "logout" }.to_owned(),
+        uid: format!("user{n}"),
+        channel_id: String::new(),
+        reason: String::new(),
+    };
+    store
+        .append_events(
+            &app(),
+            EventStream::Users,
+            (0..3).map(event).collect(),
+            limits,
+            now,
+        )
+        .await
+        .unwrap();
+    let first = store
+        .events(&app(), EventStream::Users, 0, 10)
+        .await
+        .unwrap();
+    let names: Vec<&str> = first.iter().map(|e| e.uid.as_str()).collect();
+    assert_eq!(names, ["user0", "user1", "user2"]);
+    assert!(first.windows(2).all(|pair| pair[0].id < pair[1].id));
+    assert!(
+        first[0].id >= now as u64 * 1000,
+        "ids start at the append time"
+    );
+    assert!(
+        store
+            .events(&app(), EventStream::Channels, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Paging: after the last id seen.
+    let page = store
+        .events(&app(), EventStream::Users, first[0].id, 1)
+        .await
+        .unwrap();
+    assert_eq!(page, [first[1].clone()]);
+    // Over the count: the oldest go.
+    store
+        .append_events(
+            &app(),
+            EventStream::Users,
+            (3..7).map(event).collect(),
+            limits,
+            now,
+        )
+        .await
+        .unwrap();
+    let kept = store
+        .events(&app(), EventStream::Users, 0, 10)
+        .await
+        .unwrap();
+    let names: Vec<&str> = kept.iter().map(|e| e.uid.as_str()).collect();
+    assert_eq!(names, ["user2", "user3", "user4", "user5", "user6"]);
+    // Too old: everything appended a minute before goes; ids keep growing.
+    let later = now + 61_000;
+    store
+        .append_events(&app(), EventStream::Users, vec![event(7)], limits, later)
+        .await
+        .unwrap();
+    let kept = store
+        .events(&app(), EventStream::Users, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].uid, "user7");
+    assert!(kept[0].id > first[2].id);
 }
 
 pub async fn user_attributes_round_trip(store: &dyn Store) {

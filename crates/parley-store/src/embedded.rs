@@ -26,22 +26,29 @@ use tokio::sync::oneshot;
 
 use crate::ChannelAttributeStore;
 use crate::Conversation;
+use crate::EventLog;
+use crate::EventStream;
 use crate::HistoryMessage;
 use crate::HistoryQuery;
 use crate::HistoryStore;
 use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
+use crate::Restriction;
+use crate::RestrictionStore;
+use crate::Scope;
 use crate::SequenceStore;
 use crate::SessionDirectory;
 use crate::StoreError;
 use crate::StoreResult;
 use crate::StoredChannelAttributes;
+use crate::StoredEvent;
 use crate::StoredUserAttributes;
 use crate::UserAttributeStore;
 use crate::keys::Key;
 use crate::keys::prefix_end;
 use crate::keys::u64_at_end;
+use crate::next_event_id;
 
 const INBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbox");
 const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
@@ -49,6 +56,8 @@ const CHANNEL_ATTRIBUTES: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("channel_attributes");
 const SEQUENCES: TableDefinition<&[u8], u64> = TableDefinition::new("sequences");
 const USER_ATTRIBUTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("user_attributes");
+const RESTRICTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("restrictions");
+const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 
 /// Writes queued for the writer thread. Overflow policy: callers wait.
 const WRITE_QUEUE: usize = 1024;
@@ -95,6 +104,8 @@ impl EmbeddedStore {
             // their user's sessions: a (re)start begins without either.
             txn.delete_table(USER_ATTRIBUTES).map_err(failed)?;
             txn.open_table(USER_ATTRIBUTES).map_err(failed)?;
+            txn.open_table(RESTRICTIONS).map_err(failed)?;
+            txn.open_table(EVENTS).map_err(failed)?;
             txn.commit().map_err(failed)?;
         }
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
@@ -632,5 +643,189 @@ impl SessionDirectory for EmbeddedStore {
             .get(&(app.clone(), uid.clone()))
             .cloned()
             .unwrap_or_default())
+    }
+}
+
+/// The keys of a scope's restrictions: app, then the channel (empty for bans), then the uid.
+fn restrictions_prefix(app: &AppId, scope: &Scope) -> Vec<u8> {
+    let scope = match scope {
+        Scope::Login => "",
+        Scope::Channel(channel) => channel.as_str(),
+    };
+    Key::new(b'r').str(app.as_str()).str(scope).into_bytes()
+}
+
+fn restriction_key(app: &AppId, scope: &Scope, uid: &UserId) -> Vec<u8> {
+    let mut key = restrictions_prefix(app, scope);
+    key.extend_from_slice(uid.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+fn corrupted(error: impl std::fmt::Display) -> redb::Error {
+    redb::Error::Corrupted(error.to_string())
+}
+
+#[async_trait]
+impl RestrictionStore for EmbeddedStore {
+    async fn restrict(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        restriction: Restriction,
+    ) -> StoreResult<()> {
+        let uid = UserId::parse(&restriction.uid).map_err(failed)?;
+        let key = restriction_key(app, scope, &uid);
+        self.put_or_remove(RESTRICTIONS, key, Some(restriction.encode_to_vec()))
+            .await
+    }
+
+    async fn lift(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        uid: &UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let in_force = self.restriction(app, scope, uid, now_ms).await?.is_some();
+        self.put_or_remove(RESTRICTIONS, restriction_key(app, scope, uid), None)
+            .await?;
+        Ok(in_force)
+    }
+
+    async fn restriction(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        uid: &UserId,
+        now_ms: i64,
+    ) -> StoreResult<Option<Restriction>> {
+        let key = restriction_key(app, scope, uid);
+        self.read(move |txn| {
+            let table = txn.open_table(RESTRICTIONS)?;
+            let Some(value) = table.get(key.as_slice())? else {
+                return Ok(None);
+            };
+            let restriction = Restriction::decode(value.value()).map_err(corrupted)?;
+            Ok((restriction.until_ms > now_ms).then_some(restriction))
+        })
+        .await
+    }
+
+    async fn restrictions(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        now_ms: i64,
+    ) -> StoreResult<Vec<Restriction>> {
+        let prefix = restrictions_prefix(app, scope);
+        let (in_force, expired) = self
+            .read(move |txn| {
+                let table = txn.open_table(RESTRICTIONS)?;
+                let end = prefix_end(&prefix);
+                let (mut in_force, mut expired) = (Vec::new(), Vec::new());
+                for entry in table.range(prefix.as_slice()..end.as_slice())? {
+                    let (key, value) = entry?;
+                    let restriction = Restriction::decode(value.value()).map_err(corrupted)?;
+                    if restriction.until_ms > now_ms {
+                        in_force.push(restriction);
+                    } else {
+                        expired.push(key.value().to_vec());
+                    }
+                }
+                Ok((in_force, expired))
+            })
+            .await?;
+        if !expired.is_empty() {
+            self.write(move |txn| {
+                let mut table = txn.open_table(RESTRICTIONS)?;
+                for key in expired {
+                    table.remove(key.as_slice())?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(in_force)
+    }
+}
+
+fn events_prefix(app: &AppId, stream: EventStream) -> Vec<u8> {
+    Key::new(b'e')
+        .str(app.as_str())
+        .str(stream.as_str())
+        .into_bytes()
+}
+
+#[async_trait]
+impl EventLog for EmbeddedStore {
+    async fn append_events(
+        &self,
+        app: &AppId,
+        stream: EventStream,
+        events: Vec<StoredEvent>,
+        limits: InboxLimits,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let prefix = events_prefix(app, stream);
+        self.write(move |txn| {
+            let mut table = txn.open_table(EVENTS)?;
+            let end = prefix_end(&prefix);
+            let mut last = match table.range(prefix.as_slice()..end.as_slice())?.next_back() {
+                Some(entry) => u64_at_end(entry?.0.value(), 8),
+                None => 0,
+            };
+            for mut event in events {
+                last = next_event_id(last, now_ms);
+                event.id = last;
+                let mut key = prefix.clone();
+                key.extend_from_slice(&last.to_be_bytes());
+                table.insert(key.as_slice(), event.encode_to_vec().as_slice())?;
+            }
+            // Oldest first: drop what is too old, then what is over the count.
+            let cutoff = next_event_id(0, now_ms - limits.max_age_ms);
+            let mut keys = Vec::new();
+            for entry in table.range(prefix.as_slice()..end.as_slice())? {
+                keys.push(entry?.0.value().to_vec());
+            }
+            let too_old = keys
+                .iter()
+                .take_while(|key| u64_at_end(key, 8) < cutoff)
+                .count();
+            let over = keys
+                .len()
+                .saturating_sub(too_old)
+                .saturating_sub(limits.max_count);
+            for key in keys.iter().take(too_old + over) {
+                table.remove(key.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events(
+        &self,
+        app: &AppId,
+        stream: EventStream,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let prefix = events_prefix(app, stream);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        self.read(move |txn| {
+            let table = txn.open_table(EVENTS)?;
+            let end = prefix_end(&prefix);
+            let mut events = Vec::new();
+            for entry in table.range(start.as_slice()..end.as_slice())?.take(limit) {
+                let (key, value) = entry?;
+                let mut event = StoredEvent::decode(value.value()).map_err(corrupted)?;
+                event.id = u64_at_end(key.value(), 8);
+                events.push(event);
+            }
+            Ok(events)
+        })
+        .await
     }
 }

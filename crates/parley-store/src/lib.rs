@@ -220,6 +220,132 @@ pub trait SessionDirectory: Send + Sync + 'static {
     async fn sessions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<SessionRef>>;
 }
 
+/// What a restriction keeps a user from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Logging in: a ban.
+    Login,
+    /// Sending to one channel: a mute.
+    Channel(ChannelId),
+}
+
+/// A ban or a mute of one user, in force until a time.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Restriction {
+    #[prost(string, tag = "1")]
+    pub uid: String,
+    /// Since when, in ms since the Unix epoch.
+    #[prost(int64, tag = "2")]
+    pub since_ms: i64,
+    /// Until when (exclusive), in ms since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub until_ms: i64,
+    #[prost(string, tag = "4")]
+    pub reason: String,
+}
+
+/// Bans and mutes, so they outlive the owner that set them.
+#[async_trait]
+pub trait RestrictionStore: Send + Sync + 'static {
+    /// Stores `restriction`, replacing the user's earlier one in `scope`.
+    async fn restrict(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        restriction: Restriction,
+    ) -> StoreResult<()>;
+    /// Removes the user's restriction in `scope`; whether one was in force at `now_ms`.
+    async fn lift(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        uid: &UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// The user's restriction in `scope`, if in force at `now_ms`.
+    async fn restriction(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        uid: &UserId,
+        now_ms: i64,
+    ) -> StoreResult<Option<Restriction>>;
+    /// Every restriction in `scope` in force at `now_ms`, by uid. Expired ones are dropped.
+    async fn restrictions(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        now_ms: i64,
+    ) -> StoreResult<Vec<Restriction>>;
+}
+
+/// The two event logs an app's backend can page through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventStream {
+    /// Logins and logouts.
+    Users,
+    /// Joins and leaves.
+    Channels,
+}
+
+impl EventStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStream::Users => "users",
+            EventStream::Channels => "channels",
+        }
+    }
+}
+
+/// One entry of an event log.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct StoredEvent {
+    /// Given by the store on append: grows with every event of the app's stream, and never
+    /// goes back (it starts at the append time in µs), so it is a cursor that stays valid.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(int64, tag = "2")]
+    pub ts_ms: i64,
+    /// `login`, `logout`, `join` or `leave`.
+    #[prost(string, tag = "3")]
+    pub kind: String,
+    #[prost(string, tag = "4")]
+    pub uid: String,
+    #[prost(string, tag = "5")]
+    pub channel_id: String,
+    #[prost(string, tag = "6")]
+    pub reason: String,
+}
+
+/// Per-app logs of user and channel events, newest kept within count and age limits.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `events` in order, giving each its id, then drops the stream's events beyond
+    /// `limits` (count, and age measured from `now_ms`).
+    async fn append_events(
+        &self,
+        app: &AppId,
+        stream: EventStream,
+        events: Vec<StoredEvent>,
+        limits: InboxLimits,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// At most `limit` events with ids above `after`, oldest first.
+    async fn events(
+        &self,
+        app: &AppId,
+        stream: EventStream,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>>;
+}
+
+/// The id an event log gives the next event: one more than the last, and never less than the
+/// append time in µs, so ids keep growing even after the log was emptied.
+pub fn next_event_id(last: u64, now_ms: i64) -> u64 {
+    (last + 1).max(now_ms.max(0) as u64 * 1000)
+}
+
 /// Everything an owner stores.
 pub trait Store:
     InboxStore
@@ -228,6 +354,8 @@ pub trait Store:
     + SequenceStore
     + UserAttributeStore
     + SessionDirectory
+    + RestrictionStore
+    + EventLog
 {
 }
 
@@ -237,7 +365,9 @@ impl<
         + ChannelAttributeStore
         + SequenceStore
         + UserAttributeStore
-        + SessionDirectory,
+        + SessionDirectory
+        + RestrictionStore
+        + EventLog,
 > Store for T
 {
 }

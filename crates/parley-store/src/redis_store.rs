@@ -29,17 +29,23 @@ use redis::cluster_async::ClusterConnection;
 
 use crate::ChannelAttributeStore;
 use crate::Conversation;
+use crate::EventLog;
+use crate::EventStream;
 use crate::HistoryMessage;
 use crate::HistoryQuery;
 use crate::HistoryStore;
 use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
+use crate::Restriction;
+use crate::RestrictionStore;
+use crate::Scope;
 use crate::SequenceStore;
 use crate::SessionDirectory;
 use crate::StoreError;
 use crate::StoreResult;
 use crate::StoredChannelAttributes;
+use crate::StoredEvent;
 use crate::StoredUserAttributes;
 use crate::UserAttributeStore;
 
@@ -92,6 +98,27 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1])
 end
+return 0
+";
+
+/// Appends events to a log: a sorted set of `id:record` members scored by id. KEYS[1] the log;
+/// ARGV: now (ms), max count, max age (ms), then the records. Ids follow `next_event_id`.
+const APPEND_EVENTS: &str = r"
+local now = tonumber(ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local id = 0
+if last[2] then id = tonumber(last[2]) end
+for i = 4, #ARGV do
+  id = math.max(id + 1, now * 1000)
+  redis.call('ZADD', KEYS[1], id, string.format('%d', id) .. ':' .. ARGV[i])
+end
+local cutoff = (now - tonumber(ARGV[3])) * 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', cutoff))
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if excess > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 0
 ";
 
@@ -586,5 +613,166 @@ impl SessionDirectory for RedisStore {
             .collect();
         sessions.sort();
         Ok(sessions)
+    }
+}
+
+/// The hash of a scope's restrictions, one field per uid.
+fn restrictions_key(app: &AppId, scope: &Scope) -> String {
+    match scope {
+        Scope::Login => format!("parley:{{{app}:bans}}"),
+        Scope::Channel(channel) => channel_key(app, channel, "mutes"),
+    }
+}
+
+fn decode_restriction(bytes: &[u8]) -> StoreResult<Restriction> {
+    Restriction::decode(bytes).map_err(failed)
+}
+
+#[async_trait]
+impl RestrictionStore for RedisStore {
+    async fn restrict(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        restriction: Restriction,
+    ) -> StoreResult<()> {
+        let command = redis::cmd("HSET")
+            .arg(restrictions_key(app, scope))
+            .arg(&restriction.uid)
+            .arg(restriction.encode_to_vec())
+            .clone();
+        self.query::<()>(&command).await
+    }
+
+    async fn lift(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        uid: &UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let in_force = self.restriction(app, scope, uid, now_ms).await?.is_some();
+        self.query::<()>(
+            redis::cmd("HDEL")
+                .arg(restrictions_key(app, scope))
+                .arg(uid.as_str()),
+        )
+        .await?;
+        Ok(in_force)
+    }
+
+    async fn restriction(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        uid: &UserId,
+        now_ms: i64,
+    ) -> StoreResult<Option<Restriction>> {
+        let bytes: Option<Vec<u8>> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(restrictions_key(app, scope))
+                    .arg(uid.as_str()),
+            )
+            .await?;
+        match bytes {
+            Some(bytes) => {
+                let restriction = decode_restriction(&bytes)?;
+                Ok((restriction.until_ms > now_ms).then_some(restriction))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn restrictions(
+        &self,
+        app: &AppId,
+        scope: &Scope,
+        now_ms: i64,
+    ) -> StoreResult<Vec<Restriction>> {
+        let key = restrictions_key(app, scope);
+        let fields: Vec<(String, Vec<u8>)> = self.query(redis::cmd("HGETALL").arg(&key)).await?;
+        let mut in_force = Vec::with_capacity(fields.len());
+        let mut expired = Vec::new();
+        for (uid, bytes) in fields {
+            let restriction = decode_restriction(&bytes)?;
+            if restriction.until_ms > now_ms {
+                in_force.push(restriction);
+            } else {
+                expired.push(uid);
+            }
+        }
+        if !expired.is_empty() {
+            self.query::<()>(redis::cmd("HDEL").arg(&key).arg(expired))
+                .await?;
+        }
+        in_force.sort_by(|a, b| a.uid.cmp(&b.uid));
+        Ok(in_force)
+    }
+}
+
+fn events_key(app: &AppId, stream: EventStream) -> String {
+    format!("parley:{{{app}:events:{}}}", stream.as_str())
+}
+
+#[async_trait]
+impl EventLog for RedisStore {
+    async fn append_events(
+        &self,
+        app: &AppId,
+        stream: EventStream,
+        events: Vec<StoredEvent>,
+        limits: InboxLimits,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let head = [
+            now_ms.to_string().into_bytes(),
+            limits.max_count.to_string().into_bytes(),
+            limits.max_age_ms.to_string().into_bytes(),
+        ];
+        let records: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+        let args: Vec<&[u8]> = head
+            .iter()
+            .chain(records.iter())
+            .map(Vec::as_slice)
+            .collect();
+        self.script::<()>(APPEND_EVENTS, &events_key(app, stream), &args)
+            .await
+    }
+
+    async fn events(
+        &self,
+        app: &AppId,
+        stream: EventStream,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let members: Vec<Vec<u8>> = self
+            .query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(events_key(app, stream))
+                    .arg(format!("({after}"))
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        members
+            .iter()
+            .map(|member| {
+                let colon = member
+                    .iter()
+                    .position(|byte| *byte == b':')
+                    .ok_or_else(|| failed("an event without its id"))?;
+                let id = std::str::from_utf8(&member[..colon])
+                    .ok()
+                    .and_then(|id| id.parse().ok())
+                    .ok_or_else(|| failed("an event with a malformed id"))?;
+                let mut event = StoredEvent::decode(&member[colon + 1..]).map_err(failed)?;
+                event.id = id;
+                Ok(event)
+            })
+            .collect()
     }
 }
