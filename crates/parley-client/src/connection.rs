@@ -335,6 +335,10 @@ impl Manager {
                     return None;
                 }
             }
+            // No longer a member: a reconnect must not join it again.
+            Event::KickedFromChannel(kicked) => {
+                self.joined.remove(&kicked.channel_id);
+            }
             _ => {}
         }
         self.emit(kind).await;

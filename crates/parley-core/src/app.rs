@@ -29,6 +29,39 @@ pub struct AppConfig {
     pub limits: Limits,
     /// Credentials of the app's backends for the server API (HTTP Basic), any of which works.
     pub customer_keys: Vec<CustomerKey>,
+    /// Where the app's events are POSTed, if anywhere.
+    pub webhook: Option<Webhook>,
+}
+
+/// An app's webhook: events are POSTed to `url`, signed with `secret` (HMAC-SHA256).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Webhook({}, secret hidden)", self.url)
+    }
+}
+
+impl Webhook {
+    /// Reads `URL` and `SECRET`; only `http://` URLs are supported.
+    pub fn new(url: &str, secret: &str) -> Result<Webhook, Error> {
+        if !url.starts_with("http://") {
+            return Err(Error::invalid_argument(
+                "a webhook URL starts with http:// (put a TLS-terminating proxy in front for https)",
+            ));
+        }
+        if secret.is_empty() {
+            return Err(Error::invalid_argument("a webhook needs a signing secret"));
+        }
+        Ok(Webhook {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
 }
 
 /// A customer key and its secret.
@@ -65,6 +98,7 @@ impl AppConfig {
             multi_login: MultiLogin::default(),
             limits: Limits::default(),
             customer_keys: Vec::new(),
+            webhook: None,
         }
     }
 

@@ -82,6 +82,20 @@ impl Membership {
         Ok(self.remove_if_gone(uid))
     }
 
+    /// Takes `uid` out of the channel with all its sessions (a kick). Returns the sessions that
+    /// were live; empty when the uid was not a member.
+    pub fn remove(&mut self, uid: &UserId) -> Option<Vec<SessionRef>> {
+        let member = self.members.remove(uid)?;
+        Some(
+            member
+                .sessions
+                .into_iter()
+                .filter(|(_, presence)| *presence == Presence::Active)
+                .map(|(session, _)| session)
+                .collect(),
+        )
+    }
+
     /// Drops sessions whose grace period is over. Returns the uids that left the channel.
     pub fn expire(&mut self, now: Instant) -> Vec<UserId> {
         let mut left = Vec::new();
@@ -180,6 +194,29 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_removed_member_is_gone_with_all_its_sessions() {
+        let mut channel = Membership::default();
+        let (alice, bob) = (uid("alice"), uid("bob"));
+        channel.join(&alice, session(1)).unwrap();
+        channel.join(&alice, session(2)).unwrap();
+        channel.join(&bob, session(3)).unwrap();
+        channel
+            .leave(
+                &alice,
+                session(2),
+                Departure::Linger {
+                    until: Instant::now(),
+                },
+            )
+            .unwrap();
+        // Only live sessions need telling; the lingering one just goes.
+        assert_eq!(channel.remove(&alice), Some(vec![session(1)]));
+        assert_eq!(channel.remove(&alice), None);
+        assert!(!channel.is_active(&alice, session(1)));
+        assert_eq!(channel.uids().collect::<Vec<_>>(), [&bob]);
+    }
     use crate::ids::NodeId;
     use crate::ids::SessionId;
 

@@ -2,7 +2,6 @@
 //! outgoing frames.
 
 use std::collections::BTreeSet;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -71,7 +70,6 @@ pub(crate) struct LoggedIn {
     pub(crate) app: AppConfig,
     pub(crate) user: UserKey,
     pub(crate) session: SessionRef,
-    pub(crate) joined: HashSet<ChannelId>,
     /// Users whose online status this session watches.
     pub(crate) subscriptions: BTreeSet<UserId>,
     pub(crate) message_bucket: TokenBucket,
@@ -425,7 +423,10 @@ impl Connection {
         {
             tracing::warn!(%error, "delivering the offline inbox after a hand-off failed");
         }
-        for channel in &session.joined {
+        for channel in self.handle.joined() {
+            let Ok(channel) = ChannelId::parse(&channel) else {
+                continue;
+            };
             let resume_after = self
                 .handle
                 .channel_seqs
@@ -435,7 +436,7 @@ impl Connection {
                 .copied();
             let joined = owner
                 .join(
-                    crate::requests::channel_key(&session.user, channel),
+                    crate::requests::channel_key(&session.user, &channel),
                     session.user.uid.clone(),
                     session.session,
                     resume_after.map_or(Resume::Fresh, |after| Resume::Handoff { after }),
@@ -530,10 +531,13 @@ impl Connection {
                 Ending::Lost | Ending::Server(_) => LeaveReason::ConnectionLost,
             };
             let owner = self.edge.owner();
-            for channel in &session.joined {
+            for channel in self.handle.joined() {
+                let Ok(channel) = ChannelId::parse(&channel) else {
+                    continue;
+                };
                 let left = owner
                     .leave(
-                        channel_key(&session.user, channel),
+                        channel_key(&session.user, &channel),
                         session.user.uid.clone(),
                         session.session,
                         reason,

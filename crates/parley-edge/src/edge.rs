@@ -104,6 +104,8 @@ enum Tracked<'a> {
     Nothing,
     /// A channel message: the recipients have seen the channel up to this sequence number.
     ChannelSeq(&'a str, u64),
+    /// The recipient is no longer in this channel.
+    Kicked(&'a str),
     /// News of an invitation the recipient sent: it was received, or it `ended`.
     Invitation {
         id: u64,
@@ -120,6 +122,7 @@ impl<'a> Tracked<'a> {
         };
         let invitation = |id, ended| Tracked::Invitation { id, ended };
         match &event.kind {
+            Some(Kind::KickedFromChannel(kicked)) => Tracked::Kicked(&kicked.channel_id),
             Some(Kind::ChannelMessage(message)) => {
                 Tracked::ChannelSeq(&message.channel_id, message.seq)
             }
@@ -141,6 +144,12 @@ impl SessionHandle {
         match news {
             Tracked::Nothing => {}
             Tracked::ChannelSeq(channel, seq) => self.saw(channel, seq),
+            Tracked::Kicked(channel) => {
+                self.channel_seqs
+                    .lock()
+                    .expect("channel seq lock poisoned")
+                    .remove(channel);
+            }
             Tracked::Invitation { id, ended } => {
                 let mut outgoing = self
                     .outgoing_invitations
@@ -152,6 +161,24 @@ impl SessionHandle {
                 }
             }
         }
+    }
+
+    /// Whether the session is in `channel` (joined, and not kicked since).
+    pub(crate) fn is_joined(&self, channel: &str) -> bool {
+        self.channel_seqs
+            .lock()
+            .expect("channel seq lock poisoned")
+            .contains_key(channel)
+    }
+
+    /// The channels the session is in.
+    pub(crate) fn joined(&self) -> Vec<String> {
+        self.channel_seqs
+            .lock()
+            .expect("channel seq lock poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Notes that the session has seen `channel` up to `seq`.

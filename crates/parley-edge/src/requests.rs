@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
-use std::collections::HashSet;
 
 use parley_core::Error;
 use parley_core::ErrorCode;
@@ -41,6 +40,7 @@ use crate::connection::reply_frame;
 use crate::connection::unix_ms;
 use crate::edge::Outbound;
 use crate::edge::Outgoing;
+use crate::edge::SessionHandle;
 
 /// Outgoing invitations a session remembers (for cancel); older ones are forgotten.
 const MAX_OUTGOING_INVITATIONS: usize = 64;
@@ -101,7 +101,6 @@ impl Connection {
         self.session = Some(LoggedIn {
             user,
             session,
-            joined: HashSet::new(),
             subscriptions: BTreeSet::new(),
             message_bucket: bucket(limits.message_rate),
             join_bucket: bucket(limits.join_rate),
@@ -196,14 +195,14 @@ impl Connection {
             return Err(Error::too_often("join"));
         }
         let channel = ChannelId::parse(&join.channel_id)?;
-        if session.joined.contains(&channel) {
+        if handle.is_joined(channel.as_str()) {
             return Err(Error::new(
                 ErrorCode::AlreadyJoined,
                 "already joined this channel",
             ));
         }
         let max = session.app.limits.max_channels_per_user;
-        if session.joined.len() >= max {
+        if handle.joined().len() >= max {
             return Err(Error::new(
                 ErrorCode::ExceedLimit,
                 format!("at most {max} channels may be joined at once"),
@@ -226,7 +225,6 @@ impl Connection {
             .lock()
             .expect("channel seq lock poisoned")
             .insert(channel.to_string(), last_seq);
-        session.joined.insert(channel);
         Ok(ReplyResult::Join(v1::JoinResult { last_seq }))
     }
 
@@ -238,17 +236,18 @@ impl Connection {
             return Err(Error::too_often("leave"));
         }
         let channel = ChannelId::parse(&leave.channel_id)?;
-        if !session.joined.remove(&channel) {
+        let was_joined = handle
+            .channel_seqs
+            .lock()
+            .expect("channel seq lock poisoned")
+            .remove(channel.as_str())
+            .is_some();
+        if !was_joined {
             return Err(Error::new(
                 ErrorCode::NotJoined,
                 "not joined to this channel",
             ));
         }
-        handle
-            .channel_seqs
-            .lock()
-            .expect("channel seq lock poisoned")
-            .remove(channel.as_str());
         edge.owner()
             .leave(
                 channel_key(&session.user, &channel),
@@ -265,12 +264,13 @@ impl Connection {
         send: v1::SendMessageRequest,
     ) -> Result<ReplyResult, Error> {
         let edge = self.edge.clone();
+        let handle = self.handle.clone();
         let session = self.logged_in()?;
         if !session.message_bucket.try_take(std::time::Instant::now()) {
             return Err(Error::too_often("message"));
         }
         let channel = ChannelId::parse(&send.channel_id)?;
-        if !session.joined.contains(&channel) {
+        if !handle.is_joined(channel.as_str()) {
             return Err(Error::new(
                 ErrorCode::NotJoined,
                 "not joined to this channel",
@@ -301,12 +301,13 @@ impl Connection {
         get: v1::GetMembersRequest,
     ) -> Result<ReplyResult, Error> {
         let edge = self.edge.clone();
+        let handle = self.handle.clone();
         let session = self.logged_in()?;
         if !session.query_bucket.try_take(std::time::Instant::now()) {
             return Err(Error::too_often("getMembers"));
         }
         let channel = ChannelId::parse(&get.channel_id)?;
-        if !session.joined.contains(&channel) {
+        if !handle.is_joined(channel.as_str()) {
             return Err(Error::new(
                 ErrorCode::NotJoined,
                 "not joined to this channel",
@@ -630,6 +631,7 @@ impl Connection {
         query: v1::QueryHistoryRequest,
     ) -> Result<ReplyResult, Error> {
         let edge = self.edge.clone();
+        let handle = self.handle.clone();
         let session = self.logged_in()?;
         take(&mut session.history_bucket, "queryHistory")?;
         let order = match query.order() {
@@ -638,6 +640,7 @@ impl Connection {
         };
         let conversation = conversation(
             session,
+            &handle,
             query.conversation.map(|which| match which {
                 v1::query_history_request::Conversation::PeerId(peer) => Which::Peer(peer),
                 v1::query_history_request::Conversation::ChannelId(channel) => {
@@ -692,10 +695,12 @@ impl Connection {
         count: v1::CountHistoryRequest,
     ) -> Result<ReplyResult, Error> {
         let edge = self.edge.clone();
+        let handle = self.handle.clone();
         let session = self.logged_in()?;
         take(&mut session.history_bucket, "countHistory")?;
         let conversation = conversation(
             session,
+            &handle,
             count.conversation.map(|which| match which {
                 v1::count_history_request::Conversation::PeerId(peer) => Which::Peer(peer),
                 v1::count_history_request::Conversation::ChannelId(channel) => {
@@ -756,7 +761,11 @@ enum Which {
 }
 
 /// The conversation a history request names: with a peer, or in a channel the session joined.
-fn conversation(session: &LoggedIn, which: Option<Which>) -> Result<Conversation, Error> {
+fn conversation(
+    session: &LoggedIn,
+    handle: &SessionHandle,
+    which: Option<Which>,
+) -> Result<Conversation, Error> {
     match which {
         Some(Which::Peer(peer)) => Ok(Conversation::peers(
             session.user.uid.clone(),
@@ -764,7 +773,7 @@ fn conversation(session: &LoggedIn, which: Option<Which>) -> Result<Conversation
         )),
         Some(Which::Channel(channel)) => {
             let channel = ChannelId::parse(&channel)?;
-            if !session.joined.contains(&channel) {
+            if !handle.is_joined(channel.as_str()) {
                 return Err(Error::new(
                     ErrorCode::NotJoined,
                     "join the channel to read its history",

@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::response::Response;
+use axum::routing::delete;
 use axum::routing::get;
 use axum::routing::post;
 use base64::Engine;
@@ -29,13 +30,17 @@ use parley_core::ids::UserId;
 use parley_core::limits::MAX_HISTORY_PAGE;
 use parley_owner::ChannelKey;
 use parley_owner::ChannelSend;
+use parley_owner::Moderation;
 use parley_owner::PeerOutcome;
 use parley_owner::PeerSend;
 use parley_owner::UserKey;
 use parley_proto::v1;
 use parley_store::Conversation;
+use parley_store::EventStream;
 use parley_store::HistoryQuery;
 use parley_store::Order;
+use parley_store::Restriction;
+use parley_store::Scope;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -69,6 +74,21 @@ pub fn routes() -> Router<Arc<Edge>> {
             "/v1/apps/{app_id}/users/{uid}/peers/{peer_id}/history",
             get(peer_history),
         )
+        .route(
+            "/v1/apps/{app_id}/channels/{channel_id}/members/{uid}",
+            delete(kick),
+        )
+        .route("/v1/apps/{app_id}/bans", get(list_bans).post(ban))
+        .route("/v1/apps/{app_id}/bans/{uid}", delete(unban))
+        .route(
+            "/v1/apps/{app_id}/channels/{channel_id}/mutes",
+            get(list_mutes).post(mute),
+        )
+        .route(
+            "/v1/apps/{app_id}/channels/{channel_id}/mutes/{uid}",
+            delete(unmute),
+        )
+        .route("/v1/apps/{app_id}/events/{stream}", get(events))
 }
 
 async fn openapi() -> Response {
@@ -138,6 +158,17 @@ enum Caller {
 }
 
 impl Caller {
+    /// Moderation and the event logs are for the app's backend only.
+    fn must_be_backend(&self, what: &str) -> Result<(), Error> {
+        match self {
+            Caller::Backend => Ok(()),
+            Caller::User(_) => Err(Error::new(
+                ErrorCode::Forbidden,
+                format!("{what} needs a customer key"),
+            )),
+        }
+    }
+
     fn may_act_as(&self, uid: &UserId) -> Result<(), Error> {
         match self {
             Caller::User(me) if me != uid => Err(Error::new(
@@ -509,6 +540,291 @@ async fn peer_history(
     history(&edge, &app, Conversation::peers(uid, peer), params).await
 }
 
+/// The longest ban or mute: a year.
+const MAX_RESTRICTION_SECONDS: u64 = 365 * 24 * 3600;
+/// The longest reason kept with a ban or mute, in bytes.
+const MAX_REASON_BYTES: usize = 256;
+/// Event log page sizes: the default and the most.
+const DEFAULT_EVENT_PAGE: usize = 100;
+const MAX_EVENT_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RestrictBody {
+    uid: String,
+    duration_seconds: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+impl RestrictBody {
+    /// The uid, the end time (ms since the epoch) and the reason, checked.
+    fn parse(self) -> Result<(UserId, i64, String), Error> {
+        let uid = UserId::parse(&self.uid)?;
+        if !(1..=MAX_RESTRICTION_SECONDS).contains(&self.duration_seconds) {
+            return Err(Error::invalid_argument(format!(
+                "durationSeconds must be 1 to {MAX_RESTRICTION_SECONDS}"
+            )));
+        }
+        if self.reason.len() > MAX_REASON_BYTES {
+            return Err(Error::new(
+                ErrorCode::SizeOverflow,
+                format!("a reason is at most {MAX_REASON_BYTES} bytes"),
+            ));
+        }
+        let until_ms = unix_ms() + self.duration_seconds as i64 * 1000;
+        Ok((uid, until_ms, self.reason))
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn restrictions_json(restrictions: &[Restriction]) -> serde_json::Value {
+    restrictions
+        .iter()
+        .map(|restriction| {
+            json!({
+                "uid": restriction.uid,
+                "sinceTs": restriction.since_ms,
+                "untilTs": restriction.until_ms,
+                "reason": restriction.reason,
+            })
+        })
+        .collect()
+}
+
+async fn ban(
+    State(edge): State<Arc<Edge>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("banning")?;
+    let (uid, until_ms, reason) = body::<RestrictBody>(&raw)?.parse()?;
+    let user = UserKey {
+        app: app.app_id.clone(),
+        uid: uid.clone(),
+    };
+    edge.owner()
+        .moderate(Moderation::Ban {
+            user,
+            until_ms,
+            reason,
+        })
+        .await?;
+    Ok(Json(json!({ "uid": uid.as_str(), "untilTs": until_ms })).into_response())
+}
+
+async fn list_bans(
+    State(edge): State<Arc<Edge>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("listing bans")?;
+    let bans = edge
+        .owner()
+        .restrictions(app.app_id.clone(), Scope::Login)
+        .await?;
+    Ok(Json(json!({ "bans": restrictions_json(&bans) })).into_response())
+}
+
+async fn unban(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, uid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("lifting a ban")?;
+    let uid = UserId::parse(&uid)?;
+    let user = UserKey {
+        app: app.app_id.clone(),
+        uid: uid.clone(),
+    };
+    let lifted = edge.owner().moderate(Moderation::Unban { user }).await?;
+    Ok(Json(json!({ "uid": uid.as_str(), "lifted": lifted })).into_response())
+}
+
+async fn mute(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, channel_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("muting")?;
+    let channel = ChannelId::parse(&channel_id)?;
+    let (uid, until_ms, reason) = body::<RestrictBody>(&raw)?.parse()?;
+    edge.owner()
+        .moderate(Moderation::Mute {
+            channel: ChannelKey {
+                app: app.app_id.clone(),
+                channel: channel.clone(),
+            },
+            uid: uid.clone(),
+            until_ms,
+            reason,
+        })
+        .await?;
+    Ok(Json(json!({
+        "channelId": channel.as_str(),
+        "uid": uid.as_str(),
+        "untilTs": until_ms,
+    }))
+    .into_response())
+}
+
+async fn list_mutes(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, channel_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("listing mutes")?;
+    let channel = ChannelId::parse(&channel_id)?;
+    let mutes = edge
+        .owner()
+        .restrictions(app.app_id.clone(), Scope::Channel(channel.clone()))
+        .await?;
+    Ok(Json(json!({
+        "channelId": channel.as_str(),
+        "mutes": restrictions_json(&mutes),
+    }))
+    .into_response())
+}
+
+async fn unmute(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, channel_id, uid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("lifting a mute")?;
+    let channel = ChannelId::parse(&channel_id)?;
+    let uid = UserId::parse(&uid)?;
+    let lifted = edge
+        .owner()
+        .moderate(Moderation::Unmute {
+            channel: ChannelKey {
+                app: app.app_id.clone(),
+                channel: channel.clone(),
+            },
+            uid: uid.clone(),
+        })
+        .await?;
+    Ok(Json(json!({
+        "channelId": channel.as_str(),
+        "uid": uid.as_str(),
+        "lifted": lifted,
+    }))
+    .into_response())
+}
+
+async fn kick(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, channel_id, uid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("kicking")?;
+    let channel = ChannelId::parse(&channel_id)?;
+    let uid = UserId::parse(&uid)?;
+    let kicked = edge
+        .owner()
+        .moderate(Moderation::Kick {
+            channel: ChannelKey {
+                app: app.app_id.clone(),
+                channel: channel.clone(),
+            },
+            uid: uid.clone(),
+        })
+        .await?;
+    Ok(Json(json!({
+        "channelId": channel.as_str(),
+        "uid": uid.as_str(),
+        "kicked": kicked,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventParams {
+    /// The `next` of the previous page; empty or absent: from the oldest event kept.
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: usize,
+}
+
+async fn events(
+    State(edge): State<Arc<Edge>>,
+    Path((app_id, stream)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    let (app, caller) = authorize(&edge, &app_id, &headers)?;
+    caller.must_be_backend("reading events")?;
+    let stream = match stream.as_str() {
+        "users" => EventStream::Users,
+        "channels" => EventStream::Channels,
+        _ => {
+            return Err(Error::new(
+                ErrorCode::InvalidArgument,
+                "the event logs are users and channels",
+            )
+            .into());
+        }
+    };
+    let params = axum::extract::Query::<EventParams>::try_from_uri(&uri)
+        .map(|query| query.0)
+        .map_err(|error| Error::invalid_argument(format!("query: {error}")))?;
+    let after = match params.after.as_deref() {
+        None | Some("") => 0,
+        Some(after) => after
+            .parse()
+            .map_err(|_| Error::invalid_argument("after is the next of a previous page"))?,
+    };
+    let limit = match params.limit {
+        0 => DEFAULT_EVENT_PAGE,
+        limit if limit <= MAX_EVENT_PAGE => limit,
+        _ => {
+            return Err(
+                Error::invalid_argument(format!("limit must be at most {MAX_EVENT_PAGE}")).into(),
+            );
+        }
+    };
+    let page = edge
+        .owner()
+        .events(app.app_id.clone(), stream, after, limit)
+        .await?;
+    let next = page.last().map_or(after, |event| event.id);
+    let events: Vec<serde_json::Value> = page
+        .iter()
+        .map(|event| {
+            let mut json = json!({
+                "id": event.id.to_string(),
+                "type": event.kind,
+                "ts": event.ts_ms,
+                "uid": event.uid,
+            });
+            if !event.channel_id.is_empty() {
+                json["channelId"] = event.channel_id.clone().into();
+            }
+            if !event.reason.is_empty() {
+                json["reason"] = event.reason.clone().into();
+            }
+            json
+        })
+        .collect();
+    Ok(Json(json!({ "events": events, "next": next.to_string() })).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,12 +843,18 @@ mod tests {
             "/v1/apps/{appId}/channels/{channelId}/members",
             "/v1/apps/{appId}/channels/{channelId}/history",
             "/v1/apps/{appId}/users/{uid}/peers/{peerId}/history",
+            "/v1/apps/{appId}/channels/{channelId}/members/{uid}",
+            "/v1/apps/{appId}/bans",
+            "/v1/apps/{appId}/bans/{uid}",
+            "/v1/apps/{appId}/channels/{channelId}/mutes",
+            "/v1/apps/{appId}/channels/{channelId}/mutes/{uid}",
+            "/v1/apps/{appId}/events/{stream}",
         ] {
             assert!(paths.contains_key(path), "{path} is not in openapi.json");
         }
         assert_eq!(
             paths.len(),
-            8,
+            14,
             "openapi.json has a path the router does not"
         );
         // Each path names its methods (a path item, not an operation).
@@ -540,8 +862,8 @@ mod tests {
             assert!(
                 item.as_object().is_some_and(|item| item
                     .keys()
-                    .all(|method| ["get", "post"].contains(&method.as_str()))),
-                "{path} is not a path item of get/post operations"
+                    .all(|method| ["get", "post", "delete"].contains(&method.as_str()))),
+                "{path} is not a path item of get/post/delete operations"
             );
         }
     }

@@ -18,7 +18,11 @@ use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Conversation;
+use parley_store::EventStream;
 use parley_store::HistoryQuery;
+use parley_store::Restriction;
+use parley_store::Scope;
+use parley_store::StoredEvent;
 use tokio::sync::oneshot;
 
 /// A channel, named within its app.
@@ -249,6 +253,125 @@ pub trait OwnerApi: Send + Sync + 'static {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<u64, Error>;
+
+    /// Carries out a moderation action of the app's backend. Returns whether it changed anything
+    /// (lifting a ban that was not in force, kicking a non-member: false).
+    async fn moderate(&self, action: Moderation) -> Result<bool, Error>;
+    /// The bans (`Scope::Login`) or one channel's mutes in force, by uid.
+    async fn restrictions(&self, app: AppId, scope: Scope) -> Result<Vec<Restriction>, Error>;
+    /// A page of the app's user or channel event log: at most `limit` events after id `after`.
+    async fn events(
+        &self,
+        app: AppId,
+        stream: EventStream,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error>;
+}
+
+/// What the app's backend may do to its users (the server API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Moderation {
+    /// Keeps the user from logging in until `until_ms`; its sessions end with BANNED_BY_SERVER.
+    Ban {
+        user: UserKey,
+        until_ms: i64,
+        reason: String,
+    },
+    Unban {
+        user: UserKey,
+    },
+    /// Keeps `uid`'s messages out of the channel until `until_ms` (MUTED); members are told.
+    Mute {
+        channel: ChannelKey,
+        uid: UserId,
+        until_ms: i64,
+        reason: String,
+    },
+    Unmute {
+        channel: ChannelKey,
+        uid: UserId,
+    },
+    /// Takes every session of `uid` out of the channel now; they are told (KickedFromChannel).
+    Kick {
+        channel: ChannelKey,
+        uid: UserId,
+    },
+}
+
+/// Something that happened to an app's users that its backend may want to hear of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppEvent {
+    pub app: AppId,
+    /// Unique among the app's events (a message ID), so receivers can drop repeats.
+    pub id: MessageId,
+    pub ts_ms: i64,
+    pub kind: AppEventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppEventKind {
+    /// The user went from no session to one.
+    Login {
+        uid: UserId,
+    },
+    /// The user's last session ended: `logout`, `connection_lost`, `banned`, `remote_login`…
+    Logout {
+        uid: UserId,
+        reason: &'static str,
+    },
+    Join {
+        channel: ChannelId,
+        uid: UserId,
+    },
+    /// `left`, `connection_lost` or `kicked`.
+    Leave {
+        channel: ChannelId,
+        uid: UserId,
+        reason: &'static str,
+    },
+    /// A peer message waits in the inbox of `to`, who is offline (a push notification's cue).
+    PeerMessageCached {
+        from: UserId,
+        to: UserId,
+        message_id: MessageId,
+        message: v1::MessageBody,
+    },
+    /// An invitation reached a callee who is offline.
+    InvitationToOffline {
+        caller: UserId,
+        callee: UserId,
+        invitation_id: u64,
+        content: String,
+        channel_id: String,
+    },
+}
+
+impl AppEventKind {
+    /// The user whose events keep their order.
+    pub fn uid(&self) -> &UserId {
+        match self {
+            AppEventKind::Login { uid }
+            | AppEventKind::Logout { uid, .. }
+            | AppEventKind::Join { uid, .. }
+            | AppEventKind::Leave { uid, .. } => uid,
+            AppEventKind::PeerMessageCached { to, .. } => to,
+            AppEventKind::InvitationToOffline { callee, .. } => callee,
+        }
+    }
+}
+
+/// Where owners send app events (to the event logs, webhooks, Kafka). Never blocks: a sink
+/// that cannot keep up drops events and counts them.
+pub trait EventSink: Send + Sync + 'static {
+    fn emit(&self, event: AppEvent);
+}
+
+/// A sink for nodes that publish no events.
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn emit(&self, _event: AppEvent) {}
 }
 
 /// What an owner asks of an edge. Calls never block: an edge queues and returns.

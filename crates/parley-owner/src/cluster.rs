@@ -32,8 +32,12 @@ use parley_proto::cluster::v1::owner_server;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Conversation;
+use parley_store::EventStream;
 use parley_store::HistoryQuery;
 use parley_store::Order;
+use parley_store::Restriction;
+use parley_store::Scope;
+use parley_store::StoredEvent;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -49,6 +53,7 @@ use crate::api::EdgeSink;
 use crate::api::InvitationRestore;
 use crate::api::InvitationSend;
 use crate::api::LeaveReason;
+use crate::api::Moderation;
 use crate::api::OpenSession;
 use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
@@ -639,6 +644,62 @@ impl owner_server::Owner for OwnerService {
         Ok(Response::new(wire::CountHistoryReply { count }))
     }
 
+    async fn moderate(
+        &self,
+        request: Request<wire::ModerateRequest>,
+    ) -> Result<Response<wire::ModerateReply>, Status> {
+        let request = request.into_inner();
+        let epoch = request.epoch;
+        let action = crate::wire::from_moderate_request(request)?;
+        match &action {
+            Moderation::Ban { user, .. } | Moderation::Unban { user } => {
+                self.check_user(user, epoch).await?;
+            }
+            Moderation::Mute { channel, .. }
+            | Moderation::Unmute { channel, .. }
+            | Moderation::Kick { channel, .. } => self.check_channel(channel, epoch).await?,
+        }
+        let changed = self.owner.moderate(action).await.map_err(status_of)?;
+        Ok(Response::new(wire::ModerateReply { changed }))
+    }
+
+    async fn restrictions(
+        &self,
+        request: Request<wire::RestrictionsRequest>,
+    ) -> Result<Response<wire::RestrictionsReply>, Status> {
+        let request = request.into_inner();
+        let app = AppId::parse(&request.app_id).map_err(status_of)?;
+        let scope = crate::wire::scope_of(&request.channel_id)?;
+        let restrictions = self
+            .owner
+            .restrictions(app, scope)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(wire::RestrictionsReply {
+            restrictions: restrictions
+                .into_iter()
+                .map(crate::wire::restriction)
+                .collect(),
+        }))
+    }
+
+    async fn events(
+        &self,
+        request: Request<wire::EventsRequest>,
+    ) -> Result<Response<wire::EventsReply>, Status> {
+        let request = request.into_inner();
+        let app = AppId::parse(&request.app_id).map_err(status_of)?;
+        let stream = crate::wire::stream_of(&request.stream)?;
+        let events = self
+            .owner
+            .events(app, stream, request.after, request.limit as usize)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(wire::EventsReply {
+            events: events.into_iter().map(crate::wire::event).collect(),
+        }))
+    }
+
     async fn receipt(
         &self,
         request: Request<wire::ReceiptRequest>,
@@ -675,6 +736,7 @@ routed!(
     JoinRequest,
     LeaveRequest,
     MembersRequest,
+    ModerateRequest,
     OpenSessionRequest,
     SendChannelRequest,
     SendInvitationRequest,
@@ -1427,6 +1489,94 @@ impl OwnerApi for RemoteOwners {
                             .count_history(request)
                             .await
                             .map(|reply| reply.into_inner().count)
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn moderate(&self, action: Moderation) -> Result<bool, Error> {
+        let route = match &action {
+            Moderation::Ban { user, .. } | Moderation::Unban { user } => self.user_route(user)?,
+            Moderation::Mute { channel, .. }
+            | Moderation::Unmute { channel, .. }
+            | Moderation::Kick { channel, .. } => self.channel_route(channel)?,
+        };
+        match route {
+            Route::Local(owner) => owner.moderate(action).await,
+            Route::Remote(node) => {
+                let request = crate::wire::moderate_request(&action);
+                self.remote(node, |mut client, epoch| {
+                    let request = stamped(&request, epoch);
+                    async move {
+                        client
+                            .moderate(request)
+                            .await
+                            .map(|reply| reply.into_inner().changed)
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn restrictions(&self, app: AppId, scope: Scope) -> Result<Vec<Restriction>, Error> {
+        match self.any_route()? {
+            Route::Local(owner) => owner.restrictions(app, scope).await,
+            Route::Remote(node) => {
+                let request = wire::RestrictionsRequest {
+                    app_id: app.to_string(),
+                    channel_id: match &scope {
+                        Scope::Login => String::new(),
+                        Scope::Channel(channel) => channel.to_string(),
+                    },
+                };
+                self.remote(node, |mut client, _| {
+                    let request = request.clone();
+                    async move {
+                        client.restrictions(request).await.map(|reply| {
+                            reply
+                                .into_inner()
+                                .restrictions
+                                .into_iter()
+                                .map(crate::wire::from_restriction)
+                                .collect()
+                        })
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn events(
+        &self,
+        app: AppId,
+        stream: EventStream,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        match self.any_route()? {
+            Route::Local(owner) => owner.events(app, stream, after, limit).await,
+            Route::Remote(node) => {
+                let request = wire::EventsRequest {
+                    app_id: app.to_string(),
+                    stream: stream.as_str().to_owned(),
+                    after,
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                };
+                self.remote(node, |mut client, _| {
+                    let request = request.clone();
+                    async move {
+                        client.events(request).await.map(|reply| {
+                            reply
+                                .into_inner()
+                                .events
+                                .into_iter()
+                                .map(crate::wire::from_event)
+                                .collect()
+                        })
                     }
                 })
                 .await

@@ -12,13 +12,18 @@ mod owner;
 mod shard;
 mod wire;
 
+pub use api::AppEvent;
+pub use api::AppEventKind;
 pub use api::ChannelKey;
 pub use api::ChannelSend;
 pub use api::ChannelSent;
 pub use api::EdgeSink;
+pub use api::EventSink;
 pub use api::InvitationRestore;
 pub use api::InvitationSend;
 pub use api::LeaveReason;
+pub use api::Moderation;
+pub use api::NoEvents;
 pub use api::OpenSession;
 pub use api::OwnerApi;
 pub use api::PeerDispatch;

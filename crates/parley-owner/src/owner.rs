@@ -25,10 +25,14 @@ use parley_core::invitation::InvitationTimers;
 use parley_core::ring::Ring;
 use parley_proto::v1;
 use parley_store::Conversation;
+use parley_store::EventStream;
 use parley_store::HistoryQuery;
 use parley_store::InboxLimits;
+use parley_store::Restriction;
+use parley_store::Scope;
 use parley_store::Store;
 use parley_store::StoreError;
+use parley_store::StoredEvent;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -36,8 +40,10 @@ use crate::api::ChannelKey;
 use crate::api::ChannelSend;
 use crate::api::ChannelSent;
 use crate::api::EdgeSink;
+use crate::api::EventSink;
 use crate::api::InvitationSend;
 use crate::api::LeaveReason;
+use crate::api::Moderation;
 use crate::api::OpenSession;
 use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
@@ -134,6 +140,7 @@ impl Owner {
         config: OwnerConfig,
         apps: Arc<AppDirectory>,
         store: Arc<dyn Store>,
+        events: Arc<dyn EventSink>,
     ) -> Result<Arc<Owner>, Error> {
         // Nothing has members yet: attributes left without an expiry by a crash get one now.
         let ttl = apps
@@ -159,6 +166,7 @@ impl Owner {
                     apps.clone(),
                     edges.clone(),
                     store.clone(),
+                    events.clone(),
                     command_tx.downgrade(),
                 );
                 tokio::spawn(shard.run(command_rx));
@@ -306,7 +314,7 @@ impl OwnerApi for Owner {
     async fn open_session(&self, open: OpenSession) -> Result<(), Error> {
         let shard = self.user_shard(&open.user);
         self.ask(shard, |reply| Command::OpenSession { open, reply })
-            .await
+            .await?
     }
 
     async fn session_ready(&self, user: UserKey, session: SessionRef) -> Result<(), Error> {
@@ -663,6 +671,37 @@ impl OwnerApi for Owner {
         let start_ms = start_ms.max(self.history_cutoff(&app));
         self.store
             .count(&app, &conversation, start_ms, end_ms)
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn moderate(&self, action: Moderation) -> Result<bool, Error> {
+        let shard = match &action {
+            Moderation::Ban { user, .. } | Moderation::Unban { user } => self.user_shard(user),
+            Moderation::Mute { channel, .. }
+            | Moderation::Unmute { channel, .. }
+            | Moderation::Kick { channel, .. } => self.channel_shard(channel),
+        };
+        self.ask(shard, |reply| Command::Moderate { action, reply })
+            .await?
+    }
+
+    async fn restrictions(&self, app: AppId, scope: Scope) -> Result<Vec<Restriction>, Error> {
+        self.store
+            .restrictions(&app, &scope, unix_ms())
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn events(
+        &self,
+        app: AppId,
+        stream: EventStream,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        self.store
+            .events(&app, stream, after, limit)
             .await
             .map_err(storage_error)
     }

@@ -41,17 +41,23 @@ use parley_store::Conversation;
 use parley_store::HistoryQuery;
 use parley_store::InboxLimits;
 use parley_store::Order;
+use parley_store::Restriction;
+use parley_store::Scope;
 use parley_store::Store;
 use parley_store::StoredChannelAttributes;
 use parley_store::StoredUserAttributes;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
+use crate::api::AppEvent;
+use crate::api::AppEventKind;
 use crate::api::ChannelKey;
 use crate::api::ChannelSend;
 use crate::api::ChannelSent;
+use crate::api::EventSink;
 use crate::api::InvitationSend;
 use crate::api::LeaveReason;
+use crate::api::Moderation;
 use crate::api::OpenSession;
 use crate::api::PeerSend;
 use crate::api::Resume;
@@ -71,7 +77,7 @@ const CAS_ATTEMPTS: usize = 8;
 pub(crate) enum Command {
     OpenSession {
         open: OpenSession,
-        reply: Reply<()>,
+        reply: Reply<Result<(), Error>>,
     },
     SessionReady {
         user: UserKey,
@@ -138,6 +144,10 @@ pub(crate) enum Command {
         user: UserKey,
         reply: Reply<PeerOnlineState>,
     },
+    Moderate {
+        action: Moderation,
+        reply: Reply<Result<bool, Error>>,
+    },
     Subscribe {
         user: UserKey,
         subscriber: SessionRef,
@@ -162,10 +172,7 @@ pub(crate) enum Command {
         reply: Reply<Result<(), Error>>,
     },
     /// The callee's client acknowledged an invitation (sent by the shard to itself).
-    InvitationReceipt {
-        callee: UserKey,
-        invitation_id: u64,
-    },
+    InvitationReceipt { callee: UserKey, invitation_id: u64 },
     /// The ring changed: drop what node `me` no longer owns, so that stale state never comes
     /// back should the keys return (the edges re-register what is live with the new owners).
     Forget {
@@ -175,10 +182,7 @@ pub(crate) enum Command {
     },
     /// Edge `node` left the cluster (it died, or it restarted): its sessions lost their
     /// connections.
-    EdgeGone {
-        node: NodeId,
-        reply: Reply<()>,
-    },
+    EdgeGone { node: NodeId, reply: Reply<()> },
 }
 
 /// Where a peer message went.
@@ -205,6 +209,8 @@ struct ChannelEntry {
     count_sent_at: Option<Instant>,
     /// The last messages, for recovery after a reconnect.
     recent: VecDeque<(u64, Arc<SharedFrame>)>,
+    /// Muted members and when their mutes end (ms since the epoch), as stored.
+    mutes: HashMap<UserId, i64>,
 }
 
 struct UserSession {
@@ -233,6 +239,8 @@ struct UserEntry {
     subscribers: BTreeSet<SessionRef>,
     /// Invitations to this user, by id.
     invitations: BTreeMap<u64, PendingInvitation>,
+    /// Why the user's last session ended, for the logout event.
+    logout_reason: Option<&'static str>,
 }
 
 impl Default for UserEntry {
@@ -243,6 +251,7 @@ impl Default for UserEntry {
             announced: PeerOnlineState::Offline,
             subscribers: BTreeSet::new(),
             invitations: BTreeMap::new(),
+            logout_reason: None,
         }
     }
 }
@@ -272,6 +281,7 @@ pub(crate) struct Shard {
     apps: Arc<AppDirectory>,
     edges: Arc<Edges>,
     store: Arc<dyn Store>,
+    events: Arc<dyn EventSink>,
     /// For receipts that arrive after the shard has moved on; weak so the shard still ends when
     /// the owner goes.
     self_tx: mpsc::WeakSender<Command>,
@@ -292,6 +302,7 @@ impl Shard {
         apps: Arc<AppDirectory>,
         edges: Arc<Edges>,
         store: Arc<dyn Store>,
+        events: Arc<dyn EventSink>,
         self_tx: mpsc::WeakSender<Command>,
     ) -> Self {
         Shard {
@@ -300,6 +311,7 @@ impl Shard {
             apps,
             edges,
             store,
+            events,
             self_tx,
             users: HashMap::new(),
             channels: HashMap::new(),
@@ -331,8 +343,10 @@ impl Shard {
         // A caller that went away no longer wants its reply, so failed sends are ignored.
         match command {
             Command::OpenSession { open, reply } => {
-                self.open_session(open).await;
-                let _ = reply.send(());
+                let _ = reply.send(self.open_session(open).await);
+            }
+            Command::Moderate { action, reply } => {
+                let _ = reply.send(self.moderate(action).await);
             }
             Command::SessionReady {
                 user,
@@ -503,16 +517,18 @@ impl Shard {
 
     // ---- sessions and presence -------------------------------------------------------------
 
-    async fn open_session(&mut self, open: OpenSession) {
-        let entry = self.users.entry(open.user.clone()).or_default();
+    async fn open_session(&mut self, open: OpenSession) -> Result<(), Error> {
         // A session registering again (after a ring change) is already here: nothing to do.
-        if entry
-            .sessions
-            .iter()
-            .any(|known| known.session == open.session)
-        {
-            return;
+        if self.users.get(&open.user).is_some_and(|entry| {
+            entry
+                .sessions
+                .iter()
+                .any(|known| known.session == open.session)
+        }) {
+            return Ok(());
         }
+        self.refuse_if_banned(&open.user).await?;
+        let entry = self.users.entry(open.user.clone()).or_default();
         let mut replaced = Vec::new();
         if open.multi_login == MultiLogin::Replace {
             for old in entry.sessions.drain(..) {
@@ -538,6 +554,27 @@ impl Shard {
         }
         if let Err(error) = self.store.register_session(app, uid, open.session).await {
             tracing::warn!(%error, "session directory update failed");
+        }
+        Ok(())
+    }
+
+    /// Fails a login of a banned user with BANNED. When storage cannot say, the login goes on
+    /// (availability over enforcement; a ban also ends live sessions when it is set).
+    async fn refuse_if_banned(&self, user: &UserKey) -> Result<(), Error> {
+        match self
+            .store
+            .restriction(&user.app, &Scope::Login, &user.uid, unix_ms())
+            .await
+        {
+            Ok(Some(ban)) => Err(Error::new(
+                ErrorCode::Banned,
+                format!("banned until {} ms since the epoch", ban.until_ms),
+            )),
+            Ok(None) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, uid = %user.uid, "could not check for a ban; letting the login in");
+                Ok(())
+            }
         }
     }
 
@@ -606,8 +643,12 @@ impl Shard {
                 LeaveReason::ConnectionLost => {
                     entry.lost_until = Some(now() + offline_after);
                     self.timed_users.insert(user.clone());
+                    entry.logout_reason.get_or_insert("connection_lost");
                 }
-                LeaveReason::Left => logged_out = true,
+                LeaveReason::Left => {
+                    logged_out = true;
+                    entry.logout_reason.get_or_insert("logout");
+                }
             }
         }
         self.announce_presence(user);
@@ -642,6 +683,20 @@ impl Shard {
         };
         let state = entry.presence();
         if state != entry.announced {
+            let was_offline = entry.announced == PeerOnlineState::Offline;
+            let kind = if was_offline {
+                entry.logout_reason = None;
+                Some(AppEventKind::Login {
+                    uid: user.uid.clone(),
+                })
+            } else if state == PeerOnlineState::Offline {
+                Some(AppEventKind::Logout {
+                    uid: user.uid.clone(),
+                    reason: entry.logout_reason.take().unwrap_or("logout"),
+                })
+            } else {
+                None
+            };
             entry.announced = state;
             let frame = SharedFrame::event(EventKind::PeersOnlineStatusChanged(
                 v1::PeersOnlineStatusChanged {
@@ -650,6 +705,9 @@ impl Shard {
             ));
             let subscribers: Vec<SessionRef> = entry.subscribers.iter().copied().collect();
             self.send_to(subscribers, frame);
+            if let Some(kind) = kind {
+                self.emit(&user.app, kind);
+            }
         }
         self.forget_user_if_idle(user);
     }
@@ -705,6 +763,15 @@ impl Shard {
                 )
                 .await
                 .map_err(storage_error)?;
+            self.emit(
+                &receiver.app,
+                AppEventKind::PeerMessageCached {
+                    from: send.from.uid.clone(),
+                    to: receiver.uid.clone(),
+                    message_id,
+                    message: send.message,
+                },
+            );
             return Ok(PeerRouted::Cached {
                 message_id,
                 server_received_ts,
@@ -757,11 +824,20 @@ impl Shard {
                 .map_err(storage_error)?;
             // The channel has a member again: its attributes no longer expire.
             self.set_attribute_expiry(&key, 0).await?;
+            let mutes = self
+                .store
+                .restrictions(&key.app, &Scope::Channel(key.channel.clone()), unix_ms())
+                .await
+                .map_err(storage_error)?
+                .into_iter()
+                .filter_map(|mute| Some((UserId::parse(&mute.uid).ok()?, mute.until_ms)))
+                .collect();
             self.channels.insert(
                 key.clone(),
                 ChannelEntry {
                     last_seq: high_water,
                     reserved_seq,
+                    mutes,
                     ..ChannelEntry::default()
                 },
             );
@@ -774,6 +850,13 @@ impl Shard {
             Resume::Handoff { after } => self.replay(&key, session, after, false).await,
         }
         if is_new_member {
+            self.emit(
+                &key.app,
+                AppEventKind::Join {
+                    channel: key.channel.clone(),
+                    uid: uid.clone(),
+                },
+            );
             self.counts_changed.insert(key.clone());
             let entry = &self.channels[&key];
             if entry.membership.member_count() <= limits.member_events_threshold {
@@ -886,7 +969,7 @@ impl Shard {
             self.lingering.insert(key.clone());
         }
         if left {
-            self.announce_left(&key, &[uid]).await;
+            self.announce_left(&key, &[uid], "left").await;
         }
         Ok(())
     }
@@ -907,6 +990,12 @@ impl Shard {
                 None => return self.send_to_empty_channel(send, retention_ms).await,
             },
         };
+        if let Some(until) = entry.mutes.get(&send.from).copied() {
+            if until > unix_ms() {
+                return Err(muted(until));
+            }
+            entry.mutes.remove(&send.from);
+        }
         let seq = entry.last_seq + 1;
         if seq > entry.reserved_seq {
             let reserve = entry.last_seq + SEQUENCE_BLOCK;
@@ -964,6 +1053,15 @@ impl Shard {
         retention_ms: i64,
     ) -> Result<ChannelSent, Error> {
         let server_received_ts = unix_ms();
+        let scope = Scope::Channel(send.channel.channel.clone());
+        let mute = self
+            .store
+            .restriction(&send.channel.app, &scope, &send.from, server_received_ts)
+            .await
+            .map_err(storage_error)?;
+        if let Some(mute) = mute {
+            return Err(muted(mute.until_ms));
+        }
         let message_id = self.message_ids.next(server_received_ts as u64);
         if send.enable_history {
             let stored = v1::HistoryMessage {
@@ -1011,7 +1109,17 @@ impl Shard {
     }
 
     /// MemberLeft for `uids` (if the channel is small enough), then forget an empty channel.
-    async fn announce_left(&mut self, key: &ChannelKey, uids: &[UserId]) {
+    async fn announce_left(&mut self, key: &ChannelKey, uids: &[UserId], reason: &'static str) {
+        for uid in uids {
+            self.emit(
+                &key.app,
+                AppEventKind::Leave {
+                    channel: key.channel.clone(),
+                    uid: uid.clone(),
+                    reason,
+                },
+            );
+        }
         self.counts_changed.insert(key.clone());
         let limits = self.limits(&key.app);
         let entry = &self.channels[key];
@@ -1226,6 +1334,18 @@ impl Shard {
         }
         let callee_online = !entry.sessions.is_empty();
         let invitation_id = self.message_ids.next(unix_ms() as u64).0;
+        if !callee_online {
+            self.emit(
+                &callee.app,
+                AppEventKind::InvitationToOffline {
+                    caller: send.caller.uid.clone(),
+                    callee: callee.uid.clone(),
+                    invitation_id,
+                    content: send.content.clone(),
+                    channel_id: send.channel_id.clone(),
+                },
+            );
+        }
         let (machine, notices) =
             Invitation::send(now(), callee_online, self.config.invitation_timers);
         self.start_invitation(callee, invitation_id, machine, &notices, send);
@@ -1417,6 +1537,121 @@ impl Shard {
         }
     }
 
+    // ---- moderation ------------------------------------------------------------------------
+
+    async fn moderate(&mut self, action: Moderation) -> Result<bool, Error> {
+        let now_ms = unix_ms();
+        match action {
+            Moderation::Ban {
+                user,
+                until_ms,
+                reason,
+            } => {
+                let ban = Restriction {
+                    uid: user.uid.to_string(),
+                    since_ms: now_ms,
+                    until_ms,
+                    reason,
+                };
+                self.store
+                    .restrict(&user.app, &Scope::Login, ban)
+                    .await
+                    .map_err(storage_error)?;
+                if let Some(entry) = self.users.get_mut(&user) {
+                    entry.logout_reason = Some("banned");
+                    for known in &entry.sessions {
+                        if let Some(edge) = self.edges.get(known.session.edge) {
+                            edge.end_session(known.session.session, Reason::BannedByServer);
+                        }
+                    }
+                }
+                Ok(true)
+            }
+            Moderation::Unban { user } => self
+                .store
+                .lift(&user.app, &Scope::Login, &user.uid, now_ms)
+                .await
+                .map_err(storage_error),
+            Moderation::Mute {
+                channel,
+                uid,
+                until_ms,
+                reason,
+            } => {
+                let mute = Restriction {
+                    uid: uid.to_string(),
+                    since_ms: now_ms,
+                    until_ms,
+                    reason,
+                };
+                let scope = Scope::Channel(channel.channel.clone());
+                self.store
+                    .restrict(&channel.app, &scope, mute)
+                    .await
+                    .map_err(storage_error)?;
+                self.tell_muted(&channel, uid, Some(until_ms));
+                Ok(true)
+            }
+            Moderation::Unmute { channel, uid } => {
+                let scope = Scope::Channel(channel.channel.clone());
+                let lifted = self
+                    .store
+                    .lift(&channel.app, &scope, &uid, now_ms)
+                    .await
+                    .map_err(storage_error)?;
+                if lifted {
+                    self.tell_muted(&channel, uid, None);
+                }
+                Ok(lifted)
+            }
+            Moderation::Kick { channel, uid } => {
+                let Some(entry) = self.channels.get_mut(&channel) else {
+                    return Ok(false);
+                };
+                let Some(sessions) = entry.membership.remove(&uid) else {
+                    return Ok(false);
+                };
+                let frame =
+                    SharedFrame::event(EventKind::KickedFromChannel(v1::KickedFromChannel {
+                        channel_id: channel.channel.to_string(),
+                    }));
+                self.send_to(sessions, frame);
+                self.announce_left(&channel, &[uid], "kicked").await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Records a mute (`until_ms`) or its lifting (`None`) in the live channel, and tells its
+    /// members.
+    fn tell_muted(&mut self, channel: &ChannelKey, uid: UserId, until_ms: Option<i64>) {
+        let Some(entry) = self.channels.get_mut(channel) else {
+            return;
+        };
+        match until_ms {
+            Some(until) => entry.mutes.insert(uid.clone(), until),
+            None => entry.mutes.remove(&uid),
+        };
+        let frame = SharedFrame::event(EventKind::MemberMuted(v1::MemberMuted {
+            channel_id: channel.channel.to_string(),
+            member_id: uid.to_string(),
+            muted: until_ms.is_some(),
+            until_ts: until_ms.unwrap_or(0),
+        }));
+        let entry = &self.channels[channel];
+        self.fan_out(&entry.membership, None, frame);
+    }
+
+    fn emit(&mut self, app: &parley_core::ids::AppId, kind: AppEventKind) {
+        let ts_ms = unix_ms();
+        self.events.emit(AppEvent {
+            app: app.clone(),
+            id: self.message_ids.next(ts_ms as u64),
+            ts_ms,
+            kind,
+        });
+    }
+
     // ---- timers ----------------------------------------------------------------------------
 
     /// Treats every session of edge `node` as a lost connection: members linger for their
@@ -1489,7 +1724,7 @@ impl Shard {
                 self.lingering.remove(&key);
             }
             if !left.is_empty() {
-                self.announce_left(&key, &left).await;
+                self.announce_left(&key, &left, "connection_lost").await;
             }
         }
 
@@ -1601,6 +1836,13 @@ impl Shard {
             .map(|app| app.limits.clone())
             .unwrap_or_default()
     }
+}
+
+fn muted(until_ms: i64) -> Error {
+    Error::new(
+        ErrorCode::Muted,
+        format!("muted in this channel until {until_ms} ms since the epoch"),
+    )
 }
 
 fn not_started() -> Error {

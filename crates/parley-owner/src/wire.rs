@@ -15,10 +15,15 @@ use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_proto::cluster::v1 as wire;
 use parley_store::Conversation;
+use parley_store::EventStream;
+use parley_store::Restriction;
+use parley_store::Scope;
+use parley_store::StoredEvent;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
 use crate::api::ChannelKey;
+use crate::api::Moderation;
 use crate::api::PeerOutcome;
 use crate::api::UserKey;
 
@@ -188,5 +193,159 @@ pub(crate) fn from_peer_outcome(outcome: wire::PeerOutcome) -> PeerOutcome {
         wire::PeerOutcome::Cached => PeerOutcome::Cached,
         wire::PeerOutcome::TimedOut => PeerOutcome::TimedOut,
         wire::PeerOutcome::Unreachable | wire::PeerOutcome::Unspecified => PeerOutcome::Unreachable,
+    }
+}
+
+pub(crate) fn moderate_request(action: &Moderation) -> wire::ModerateRequest {
+    use wire::moderate_request::Action;
+    let (action, app, uid, channel, until_ms, reason) = match action {
+        Moderation::Ban {
+            user,
+            until_ms,
+            reason,
+        } => (
+            Action::Ban,
+            &user.app,
+            &user.uid,
+            None,
+            *until_ms,
+            reason.as_str(),
+        ),
+        Moderation::Unban { user } => (Action::Unban, &user.app, &user.uid, None, 0, ""),
+        Moderation::Mute {
+            channel,
+            uid,
+            until_ms,
+            reason,
+        } => (
+            Action::Mute,
+            &channel.app,
+            uid,
+            Some(&channel.channel),
+            *until_ms,
+            reason.as_str(),
+        ),
+        Moderation::Unmute { channel, uid } => (
+            Action::Unmute,
+            &channel.app,
+            uid,
+            Some(&channel.channel),
+            0,
+            "",
+        ),
+        Moderation::Kick { channel, uid } => (
+            Action::Kick,
+            &channel.app,
+            uid,
+            Some(&channel.channel),
+            0,
+            "",
+        ),
+    };
+    wire::ModerateRequest {
+        epoch: 0,
+        action: action as i32,
+        app_id: app.to_string(),
+        uid: uid.to_string(),
+        channel_id: channel.map(ToString::to_string).unwrap_or_default(),
+        until_ms,
+        reason: reason.to_owned(),
+    }
+}
+
+pub(crate) fn from_moderate_request(request: wire::ModerateRequest) -> Result<Moderation, Status> {
+    use wire::moderate_request::Action;
+    let app = AppId::parse(&request.app_id).map_err(status_of)?;
+    let uid = uid(&request.uid)?;
+    let user = || UserKey {
+        app: app.clone(),
+        uid: uid.clone(),
+    };
+    let channel = || -> Result<ChannelKey, Status> {
+        Ok(ChannelKey {
+            app: app.clone(),
+            channel: ChannelId::parse(&request.channel_id).map_err(status_of)?,
+        })
+    };
+    Ok(match Action::try_from(request.action) {
+        Ok(Action::Ban) => Moderation::Ban {
+            user: user(),
+            until_ms: request.until_ms,
+            reason: request.reason,
+        },
+        Ok(Action::Unban) => Moderation::Unban { user: user() },
+        Ok(Action::Mute) => Moderation::Mute {
+            channel: channel()?,
+            uid,
+            until_ms: request.until_ms,
+            reason: request.reason,
+        },
+        Ok(Action::Unmute) => Moderation::Unmute {
+            channel: channel()?,
+            uid,
+        },
+        Ok(Action::Kick) => Moderation::Kick {
+            channel: channel()?,
+            uid,
+        },
+        _ => return Err(malformed("moderation action")),
+    })
+}
+
+pub(crate) fn scope_of(channel_id: &str) -> Result<Scope, Status> {
+    if channel_id.is_empty() {
+        Ok(Scope::Login)
+    } else {
+        Ok(Scope::Channel(
+            ChannelId::parse(channel_id).map_err(status_of)?,
+        ))
+    }
+}
+
+pub(crate) fn restriction(restriction: Restriction) -> wire::Restriction {
+    wire::Restriction {
+        uid: restriction.uid,
+        since_ms: restriction.since_ms,
+        until_ms: restriction.until_ms,
+        reason: restriction.reason,
+    }
+}
+
+pub(crate) fn from_restriction(restriction: wire::Restriction) -> Restriction {
+    Restriction {
+        uid: restriction.uid,
+        since_ms: restriction.since_ms,
+        until_ms: restriction.until_ms,
+        reason: restriction.reason,
+    }
+}
+
+pub(crate) fn stream_of(raw: &str) -> Result<EventStream, Status> {
+    match raw {
+        "users" => Ok(EventStream::Users),
+        "channels" => Ok(EventStream::Channels),
+        _ => Err(malformed("event stream")),
+    }
+}
+
+pub(crate) fn event(event: StoredEvent) -> wire::StoredEvent {
+    wire::StoredEvent {
+        id: event.id,
+        ts_ms: event.ts_ms,
+        kind: event.kind,
+        uid: event.uid,
+        channel_id: event.channel_id,
+        reason: event.reason,
+    }
+}
+
+pub(crate) fn from_event(event: wire::StoredEvent) -> StoredEvent {
+    StoredEvent {
+        id: event.id,
+        ts_ms: event.ts_ms,
+        kind: event.kind,
+        uid: event.uid,
+        channel_id: event.channel_id,
+        reason: event.reason,
     }
 }

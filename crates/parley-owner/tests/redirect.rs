@@ -34,7 +34,14 @@ async fn owner(node: u64, apps: &Arc<AppDirectory>) -> Arc<Owner> {
         node: NodeId(node),
         ..OwnerConfig::default()
     };
-    Owner::start(config, apps.clone(), store).await.unwrap()
+    Owner::start(
+        config,
+        apps.clone(),
+        store,
+        Arc::new(parley_owner::NoEvents),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

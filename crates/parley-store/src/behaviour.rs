@@ -183,7 +183,12 @@ pub async fn event_logs_page_and_trim(store: &dyn Store) {
     let event = |n: usize| StoredEvent {
         id: 0,
         ts_ms: now,
-        kind: if n.is_multiple_of(2) { "login" } else { "logout" }.to_owned(),
+        kind: if n.is_multiple_of(2) {
+            "login"
+        } else {
+            "logout"
+        }
+        .to_owned(),
         uid: format!("user{n}"),
         channel_id: String::new(),
         reason: String::new(),

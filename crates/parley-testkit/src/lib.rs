@@ -15,6 +15,7 @@ mod proxy;
 mod raw;
 mod redis;
 mod server;
+pub mod webhook;
 
 pub use processes::ProcessCluster;
 pub use proxy::Proxy;

@@ -40,6 +40,7 @@ pub struct TestServerBuilder {
     limits: Limits,
     owner: OwnerConfig,
     edge: EdgeConfig,
+    webhook: Option<parley_core::app::Webhook>,
 }
 
 impl TestServerBuilder {
@@ -64,6 +65,12 @@ impl TestServerBuilder {
     /// Keeps state in this store (`redis://…`, `redis-cluster://…`) whatever the environment says.
     pub fn store(mut self, url: String) -> Self {
         self.store = Some(url);
+        self
+    }
+
+    /// POSTs the app's events to `url`, signed with `secret`.
+    pub fn webhook(mut self, url: &str, secret: &str) -> Self {
+        self.webhook = Some(parley_core::app::Webhook::new(url, secret).expect("a valid webhook"));
         self
     }
 
@@ -105,6 +112,7 @@ impl TestServerBuilder {
             secret: CUSTOMER_SECRET.into(),
         }];
         app.limits = self.limits;
+        app.webhook = self.webhook;
         let certificate = app.certificate.clone();
         let data_dir = match self.data_dir {
             Some(dir) => DataDir::Kept(dir),
@@ -324,6 +332,7 @@ impl TestServer {
                 ..OwnerConfig::default()
             },
             edge: EdgeConfig::default(),
+            webhook: None,
         }
     }
 

@@ -610,6 +610,17 @@ fn event_json(event: &Event) -> Value {
             "channelId": left.channel_id,
             "memberId": left.member_id,
         }),
+        Event::MemberMuted(muted) => json!({
+            "event": "MemberMuted",
+            "channelId": muted.channel_id,
+            "memberId": muted.member_id,
+            "muted": muted.muted,
+            "untilTs": muted.until_ts,
+        }),
+        Event::KickedFromChannel(kicked) => json!({
+            "event": "KickedFromChannel",
+            "channelId": kicked.channel_id,
+        }),
         Event::MemberCountUpdated(count) => json!({
             "event": "MemberCountUpdated",
             "channelId": count.channel_id,

@@ -21,6 +21,8 @@ use parley_core::ring::Ring;
 use parley_edge::Edge;
 use parley_edge::EdgeConfig;
 use parley_edge::cluster::EdgeService;
+use parley_events::EventPipeline;
+use parley_events::PipelineConfig;
 use parley_meta::MetaConfig;
 use parley_meta::MetaNode;
 use parley_owner::EdgeSink;
@@ -118,7 +120,8 @@ pub async fn node(
     let owner = if spec.owner {
         owner_config.node = me;
         let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
-        let owner = Owner::start(owner_config, apps.clone(), store)
+        let events = EventPipeline::start(PipelineConfig::default(), apps.clone(), store.clone());
+        let owner = Owner::start(owner_config, apps.clone(), store, events)
             .await
             .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
         Some(owner)

@@ -14,6 +14,8 @@ use parley_core::ids::AppId;
 use parley_edge::Edge;
 use parley_edge::EdgeConfig;
 use parley_edge::Router;
+use parley_events::EventPipeline;
+use parley_events::PipelineConfig;
 use parley_owner::Owner;
 use parley_owner::OwnerConfig;
 use parley_proto::v1::connection_state_changed::Reason;
@@ -58,7 +60,8 @@ pub async fn node(
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Node> {
     let apps = Arc::new(apps);
-    let owner = Owner::start(owner_config, apps.clone(), store)
+    let events = EventPipeline::start(PipelineConfig::default(), apps.clone(), store.clone());
+    let owner = Owner::start(owner_config, apps.clone(), store, events)
         .await
         .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
     let edge = Edge::new(edge_config, apps, owner.clone());
