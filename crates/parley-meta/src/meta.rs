@@ -213,6 +213,8 @@ impl MetaNode {
                     certificate: app.certificate.clone().unwrap_or_default(),
                     allow_multi_login: app.allow_multi_login,
                     customer_keys: app.customer_keys.clone(),
+                    webhook_url: app.webhook.clone().unwrap_or_default().0,
+                    webhook_secret: app.webhook.clone().unwrap_or_default().1,
                 })
                 .collect(),
         }
@@ -414,6 +416,12 @@ impl meta_server::Meta for MetaService {
             parley_core::app::CustomerKey::parse(key)
                 .map_err(|error| Status::invalid_argument(error.to_string()))?;
         }
+        let webhook =
+            (!app.webhook_url.is_empty()).then_some((app.webhook_url, app.webhook_secret));
+        if let Some((url, secret)) = &webhook {
+            parley_core::app::Webhook::new(url, secret)
+                .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        }
         let epoch = self
             .meta
             .write(Command::PutApp {
@@ -422,6 +430,7 @@ impl meta_server::Meta for MetaService {
                     certificate: (!app.certificate.is_empty()).then_some(app.certificate),
                     allow_multi_login: app.allow_multi_login,
                     customer_keys: app.customer_keys,
+                    webhook,
                 },
             })
             .await?;

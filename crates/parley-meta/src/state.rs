@@ -56,6 +56,9 @@ pub struct AppRecord {
     /// Customer keys for the server API, each `KEY:SECRET`.
     #[serde(default)]
     pub customer_keys: Vec<String>,
+    /// Where the app's events are POSTed, and the secret that signs them.
+    #[serde(default)]
+    pub webhook: Option<(String, String)>,
 }
 
 /// The answer to a command once applied.
@@ -280,6 +283,7 @@ mod tests {
             certificate: Some("secret".into()),
             allow_multi_login: false,
             customer_keys: vec!["backend:secret".into()],
+            webhook: Some(("http://127.0.0.1:9000/hook".into(), "hush".into())),
         };
         let put = Command::PutApp {
             app_id: "a".into(),

@@ -62,6 +62,8 @@ pub struct DevOptions {
     /// commas).
     #[arg(long, env = "PARLEY_CUSTOMER_KEYS", value_delimiter = ',')]
     pub customer_key: Vec<String>,
+    #[command(flatten)]
+    pub webhook: WebhookOptions,
     /// How long a member whose connection was lost stays in its channels.
     #[arg(long, env = "PARLEY_MEMBER_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub member_grace: Duration,
@@ -129,6 +131,8 @@ pub enum ClusterCommand {
         /// replace the app's keys, so leaving one out revokes it).
         #[arg(long, value_delimiter = ',')]
         customer_key: Vec<String>,
+        #[command(flatten)]
+        webhook: WebhookOptions,
     },
     /// Stop serving an app: new logins are refused with INVALID_APP_ID.
     RemoveApp {
@@ -188,8 +192,33 @@ pub struct RunOptions {
     /// commas).
     #[arg(long, env = "PARLEY_CUSTOMER_KEYS", value_delimiter = ',')]
     pub customer_key: Vec<String>,
+    #[command(flatten)]
+    pub webhook: WebhookOptions,
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// An app's webhook.
+#[derive(Clone, Debug, Default, Args)]
+pub struct WebhookOptions {
+    /// Where the app's events (logins, logouts, joins, leaves, messages cached for offline
+    /// users, invitations to offline users) are POSTed, an `http://` URL.
+    #[arg(long, env = "PARLEY_WEBHOOK_URL", requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+    /// The secret that signs webhook requests (`x-parley-signature`: HMAC-SHA256 of the body).
+    #[arg(long, env = "PARLEY_WEBHOOK_SECRET", requires = "webhook_url")]
+    pub webhook_secret: Option<String>,
+}
+
+impl WebhookOptions {
+    pub fn webhook(&self) -> anyhow::Result<Option<parley_core::app::Webhook>> {
+        match (&self.webhook_url, &self.webhook_secret) {
+            (Some(url), Some(secret)) => parley_core::app::Webhook::new(url, secret)
+                .map(Some)
+                .map_err(|error| anyhow::anyhow!("--webhook-url: {error}")),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Args)]

@@ -297,6 +297,14 @@ impl ClusterHandle {
                 Ok(keys) => app.customer_keys.extend(keys),
                 Err(error) => tracing::warn!(%error, app_id = %info.app_id, "meta sent a bad key"),
             }
+            if !info.webhook_url.is_empty() {
+                match parley_core::app::Webhook::new(&info.webhook_url, &info.webhook_secret) {
+                    Ok(webhook) => app.webhook = Some(webhook),
+                    Err(error) => {
+                        tracing::warn!(%error, app_id = %info.app_id, "meta sent a bad webhook");
+                    }
+                }
+            }
             apps.insert(info.app_id.clone(), app);
         }
         self.inner.apps.replace(apps.into_values());
@@ -572,14 +580,18 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
             app_certificate,
             allow_multi_login,
             customer_key,
+            webhook,
         } => {
             crate::dev::customer_keys(&customer_key)?;
+            webhook.webhook()?;
             let reply = parley_meta::watch::command(&meta, |mut client| {
                 let app = wire::AppInfo {
                     app_id: app_id.clone(),
                     certificate: app_certificate.clone().unwrap_or_default(),
                     allow_multi_login,
                     customer_keys: customer_key.clone(),
+                    webhook_url: webhook.webhook_url.clone().unwrap_or_default(),
+                    webhook_secret: webhook.webhook_secret.clone().unwrap_or_default(),
                 };
                 async move { client.put_app(app).await }
             })

@@ -96,6 +96,7 @@ pub async fn serve(
 pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
     let mut app = resolve_app(&options)?;
     app.customer_keys = customer_keys(&options.customer_key)?;
+    app.webhook = options.webhook.webhook()?;
     if options.allow_multi_login {
         app.multi_login = MultiLogin::AllowMany;
     }

@@ -81,6 +81,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
                 app.multi_login = MultiLogin::AllowMany;
             }
             app.customer_keys = crate::dev::customer_keys(&options.customer_key)?;
+            app.webhook = options.webhook.webhook()?;
             AppDirectory::new([app])
         }
         None => AppDirectory::new([]),

@@ -275,3 +275,39 @@ async fn an_invitation_survives_its_owner() {
         })
     );
 }
+
+#[tokio::test]
+async fn bans_and_mutes_hold_after_their_owner_goes() {
+    let mut server = TestServer::builder().cluster().start().await;
+    let mallory = placed(&server.ring(), "mallory", NodeId(2), false);
+    let room = placed(&server.ring(), "room", NodeId(2), true);
+    let alice = placed(&server.ring(), "alice", NodeId(1), false);
+    let auth = [parley_testkit::http::basic(
+        parley_testkit::CUSTOMER_KEY,
+        parley_testkit::CUSTOMER_SECRET,
+    )];
+    let api = |path: &str| format!("/v1/apps/{}{path}", server.app_id());
+    // Through the edge that holds neither the user nor the channel's owner.
+    let edge = server.http_addresses()[1];
+    let ban = serde_json::json!({ "uid": mallory, "durationSeconds": 600 });
+    let reply = parley_testkit::http::http(edge, "POST", &api("/bans"), &auth, Some(&ban)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let mute = serde_json::json!({ "uid": alice, "durationSeconds": 600 });
+    let path = api(&format!("/channels/{room}/mutes"));
+    let reply = parley_testkit::http::http(edge, "POST", &path, &auth, Some(&mute)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    server.stop_owner(NodeId(2)).await;
+    let refused = Client::login(on_edge(&server, 0, &mallory)).await;
+    assert_eq!(
+        refused.err().map(|error| error.code),
+        Some(parley_client::ErrorCode::Banned)
+    );
+    let (alice, _events) = Client::login(on_edge(&server, 0, &alice)).await.unwrap();
+    alice.join(&room).await.unwrap();
+    let muted = alice.send_message(&room, Message::text("hi")).await;
+    assert_eq!(
+        muted.err().map(|error| error.code),
+        Some(parley_client::ErrorCode::Muted)
+    );
+}

@@ -316,6 +316,7 @@ async fn apps_are_served_as_meta_says() {
     let metas = cluster.meta_addresses().join(",");
     let app_id = "fedcba9876543210fedcba9876543210";
     let certificate = "00112233445566778899aabbccddeeff";
+    let mut receiver = parley_testkit::webhook::WebhookReceiver::start(0).await;
     let put = parley(&[
         "cluster",
         "put-app",
@@ -327,6 +328,10 @@ async fn apps_are_served_as_meta_says() {
         certificate,
         "--customer-key",
         "backend:s3cret",
+        "--webhook-url",
+        &receiver.url(),
+        "--webhook-secret",
+        "hush",
     ])
     .await;
     assert_eq!(put["app"], app_id);
@@ -388,6 +393,10 @@ async fn apps_are_served_as_meta_says() {
         .await;
         assert_eq!(wrong.status, 401);
     }
+    // The app's events reach the webhook meta holds.
+    let login = receiver.next_of("user.login").await;
+    assert_eq!(login.json()["appId"], app_id);
+    assert_eq!(login.json()["uid"], "carol");
 
     parley(&[
         "cluster",
