@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_root.join("parley/v1/client.proto"),
         proto_root.join("parley/cluster/v1/cluster.proto"),
         proto_root.join("parley/cluster/v1/meta.proto"),
+        proto_root.join("parley/server/v1/server.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

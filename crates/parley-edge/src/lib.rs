@@ -12,6 +12,7 @@ mod edge;
 mod http;
 mod requests;
 pub mod rest;
+mod server_api;
 
 pub use axum::Router;
 pub use edge::Edge;

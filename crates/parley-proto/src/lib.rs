@@ -17,6 +17,14 @@ pub mod cluster {
     }
 }
 
+/// The server API for app backends over gRPC (proto/parley/server/v1/server.proto).
+pub mod server {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic)]
+        include!(concat!(env!("OUT_DIR"), "/parley.server.v1.rs"));
+    }
+}
+
 mod codec;
 
 pub use codec::Codec;

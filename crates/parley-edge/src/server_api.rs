@@ -1,0 +1,505 @@
+//! The server API's operations, whatever the transport: authentication, the rules each request
+//! must meet, and the calls to the owners. `rest.rs` (JSON over HTTP) and `grpc.rs` only decode
+//! requests and encode answers around these.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use parley_core::Error;
+use parley_core::ErrorCode;
+use parley_core::app::AppConfig;
+use parley_core::ids::AppId;
+use parley_core::ids::ChannelId;
+use parley_core::ids::MessageId;
+use parley_core::ids::UserId;
+use parley_core::limits::MAX_HISTORY_PAGE;
+use parley_owner::ChannelKey;
+use parley_owner::ChannelSend;
+use parley_owner::ChannelSent;
+use parley_owner::Moderation;
+use parley_owner::PeerOutcome;
+use parley_owner::PeerSend;
+use parley_owner::UserKey;
+use parley_proto::v1;
+use parley_store::Conversation;
+use parley_store::EventStream;
+use parley_store::HistoryQuery;
+use parley_store::Order;
+use parley_store::Restriction;
+use parley_store::Scope;
+use parley_store::StoredEvent;
+
+use crate::edge::Edge;
+
+/// The longest ban or mute: a year.
+pub(crate) const MAX_RESTRICTION_SECONDS: u64 = 365 * 24 * 3600;
+/// The longest reason kept with a ban or mute, in bytes.
+pub(crate) const MAX_REASON_BYTES: usize = 256;
+/// Event log page sizes: the default and the most.
+pub(crate) const DEFAULT_EVENT_PAGE: usize = 100;
+pub(crate) const MAX_EVENT_PAGE: usize = 1000;
+
+/// Who is calling.
+pub(crate) enum Caller {
+    /// A backend with a customer key: may act as any uid.
+    Backend,
+    /// A user with its token: may act only as itself.
+    User(UserId),
+}
+
+impl Caller {
+    /// Moderation, channel history and the event logs are for the app's backend only.
+    pub(crate) fn must_be_backend(&self, what: &str) -> Result<(), Error> {
+        match self {
+            Caller::Backend => Ok(()),
+            Caller::User(_) => Err(Error::new(
+                ErrorCode::Forbidden,
+                format!("{what} needs a customer key"),
+            )),
+        }
+    }
+
+    pub(crate) fn may_act_as(&self, uid: &UserId) -> Result<(), Error> {
+        match self {
+            Caller::User(me) if me != uid => Err(Error::new(
+                ErrorCode::Forbidden,
+                "a user token may act only as its own uid",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An authorized request: the app it is for and who makes it.
+pub(crate) struct Call {
+    pub app: Arc<AppConfig>,
+    pub caller: Caller,
+}
+
+impl Call {
+    fn app_id(&self) -> AppId {
+        self.app.app_id.clone()
+    }
+
+    fn user(&self, uid: UserId) -> UserKey {
+        UserKey {
+            app: self.app_id(),
+            uid,
+        }
+    }
+
+    fn channel(&self, channel: ChannelId) -> ChannelKey {
+        ChannelKey {
+            app: self.app_id(),
+            channel,
+        }
+    }
+}
+
+/// Checks the caller's credentials (read with `header`, by lowercase name) against `app_id`, and
+/// the app's request rate.
+pub(crate) fn authorize<'a>(
+    edge: &Edge,
+    app_id: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Call, Error> {
+    let unauthorized = |why: &str| Error::new(ErrorCode::Unauthorized, why);
+    let first = |names: &[&str]| names.iter().find_map(|name| header(name));
+    let app = edge.apps().get(app_id)?;
+    let caller = if let Some(token) = first(&["x-parley-token", "x-agora-token"]) {
+        let uid = first(&["x-parley-uid", "x-agora-uid"])
+            .ok_or_else(|| unauthorized("a user token needs its uid in x-parley-uid"))?;
+        let uid = UserId::parse(uid)?;
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        app.authenticate(uid.as_str(), token, now_secs)?;
+        Caller::User(uid)
+    } else {
+        let basic = first(&["authorization"])
+            .and_then(|value| value.strip_prefix("Basic "))
+            .ok_or_else(|| unauthorized("send HTTP Basic credentials or a user token"))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| unauthorized("malformed HTTP Basic credentials"))?;
+        let (key, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| unauthorized("malformed HTTP Basic credentials"))?;
+        if !app.accepts_customer(key, secret) {
+            let elsewhere = edge
+                .apps()
+                .all()
+                .iter()
+                .any(|other| other.accepts_customer(key, secret));
+            return Err(if elsewhere {
+                Error::new(
+                    ErrorCode::Forbidden,
+                    "this customer key is not for this app",
+                )
+            } else {
+                unauthorized("unknown customer key or wrong secret")
+            });
+        }
+        Caller::Backend
+    };
+    if !edge.allow_api_call(&app.app_id, app.limits.server_api_rate, Instant::now()) {
+        return Err(Error::too_often("server API request"));
+    }
+    Ok(Call { app, caller })
+}
+
+/// A peer message to send, as a request states it.
+pub(crate) struct PeerMessage {
+    pub from: String,
+    pub to: String,
+    pub message: Option<v1::MessageBody>,
+    pub enable_offline: bool,
+    pub enable_history: bool,
+    pub wait_for_ack: bool,
+}
+
+/// A sent peer message: its id, time, and `SENT` or how it ended.
+pub(crate) struct PeerSent {
+    pub message_id: MessageId,
+    pub server_received_ts: i64,
+    pub result: &'static str,
+}
+
+pub(crate) async fn send_peer(
+    edge: &Edge,
+    call: &Call,
+    send: PeerMessage,
+) -> Result<PeerSent, Error> {
+    let from = UserId::parse(&send.from)?;
+    call.caller.may_act_as(&from)?;
+    let to = UserId::parse(&send.to)?;
+    let message = crate::requests::validate_message(send.message)?;
+    let dispatch = edge
+        .owner()
+        .send_peer(PeerSend {
+            from: call.user(from),
+            to,
+            message,
+            enable_offline: send.enable_offline,
+            enable_history: send.enable_history,
+        })
+        .await?;
+    let result = if send.wait_for_ack {
+        match dispatch.outcome.await {
+            PeerOutcome::Received => "RECEIVED_BY_PEER",
+            PeerOutcome::Cached => "CACHED_BY_SERVER",
+            PeerOutcome::Unreachable => "PEER_UNREACHABLE",
+            PeerOutcome::TimedOut => {
+                return Err(Error::new(
+                    ErrorCode::Timeout,
+                    "the peer did not acknowledge in time",
+                ));
+            }
+        }
+    } else {
+        // The delivery goes on without the caller.
+        tokio::spawn(dispatch.outcome);
+        "SENT"
+    };
+    Ok(PeerSent {
+        message_id: dispatch.message_id,
+        server_received_ts: dispatch.server_received_ts,
+        result,
+    })
+}
+
+pub(crate) async fn send_channel(
+    edge: &Edge,
+    call: &Call,
+    from: &str,
+    channel_id: &str,
+    message: Option<v1::MessageBody>,
+    enable_history: bool,
+) -> Result<ChannelSent, Error> {
+    let from = UserId::parse(from)?;
+    call.caller.may_act_as(&from)?;
+    let channel = ChannelId::parse(channel_id)?;
+    let message = crate::requests::validate_message(message)?;
+    edge.owner()
+        .send_channel(ChannelSend {
+            channel: call.channel(channel),
+            from,
+            session: None,
+            message,
+            enable_history,
+        })
+        .await
+}
+
+pub(crate) async fn user_status(
+    edge: &Edge,
+    call: &Call,
+    uid: &str,
+) -> Result<(UserId, v1::PeerOnlineState), Error> {
+    let uid = UserId::parse(uid)?;
+    let state = edge.owner().presence(call.user(uid.clone())).await?;
+    Ok((uid, state))
+}
+
+pub(crate) async fn member_count(edge: &Edge, call: &Call, channel_id: &str) -> Result<u32, Error> {
+    let channel = ChannelId::parse(channel_id)?;
+    edge.owner().member_count(call.channel(channel)).await
+}
+
+pub(crate) async fn members(
+    edge: &Edge,
+    call: &Call,
+    channel_id: &str,
+) -> Result<Vec<UserId>, Error> {
+    let channel = ChannelId::parse(channel_id)?;
+    edge.owner().members(call.channel(channel), None).await
+}
+
+/// A channel's history: for backends (a user reads it through a session it joined with).
+pub(crate) fn channel_conversation(call: &Call, channel_id: &str) -> Result<Conversation, Error> {
+    call.caller.must_be_backend("channel history")?;
+    Ok(Conversation::Channel(ChannelId::parse(channel_id)?))
+}
+
+/// The conversation between `uid` and `peer_id`; a user may read only its own.
+pub(crate) fn peer_conversation(
+    call: &Call,
+    uid: &str,
+    peer_id: &str,
+) -> Result<Conversation, Error> {
+    let uid = UserId::parse(uid)?;
+    call.caller.may_act_as(&uid)?;
+    Ok(Conversation::peers(uid, UserId::parse(peer_id)?))
+}
+
+/// A history page request: time range (ms, start inclusive, end exclusive, 0 = open), page
+/// size (0: the default), order, and the `next` of the previous page.
+pub(crate) struct HistoryRange {
+    pub start: i64,
+    pub end: i64,
+    pub limit: usize,
+    pub descending: bool,
+    pub cursor: Option<String>,
+}
+
+impl HistoryRange {
+    /// Whether the range holds nothing at all (it ends where, or before, it starts).
+    fn is_empty(&self) -> Result<bool, Error> {
+        if self.start < 0 || self.end < 0 {
+            return Err(Error::invalid_argument(
+                "times are ms since the epoch, not negative",
+            ));
+        }
+        Ok(self.end > 0 && self.end <= self.start)
+    }
+}
+
+/// One page of history and the `next` cursor (empty on the last page).
+pub(crate) async fn history_page(
+    edge: &Edge,
+    call: &Call,
+    conversation: Conversation,
+    range: HistoryRange,
+) -> Result<(Vec<v1::HistoryMessage>, String), Error> {
+    if range.is_empty()? {
+        return Ok((Vec::new(), String::new()));
+    }
+    let limit = match range.limit {
+        0 => crate::requests::DEFAULT_HISTORY_PAGE,
+        limit if limit <= MAX_HISTORY_PAGE => limit,
+        _ => {
+            return Err(Error::invalid_argument(format!(
+                "limit must be at most {MAX_HISTORY_PAGE}"
+            )));
+        }
+    };
+    let after = range
+        .cursor
+        .filter(|cursor| !cursor.is_empty())
+        .map(|cursor| crate::requests::parse_cursor(&cursor))
+        .transpose()?;
+    let messages = edge
+        .owner()
+        .query_history(
+            call.app_id(),
+            conversation,
+            HistoryQuery {
+                start_ms: range.start,
+                end_ms: range.end,
+                limit,
+                order: if range.descending {
+                    Order::Descending
+                } else {
+                    Order::Ascending
+                },
+                after,
+            },
+        )
+        .await?;
+    let next = match messages.last() {
+        Some(last) if messages.len() == limit => {
+            format!("{}:{}", last.server_received_ts, last.message_id)
+        }
+        _ => String::new(),
+    };
+    Ok((messages, next))
+}
+
+pub(crate) async fn history_count(
+    edge: &Edge,
+    call: &Call,
+    conversation: Conversation,
+    range: HistoryRange,
+) -> Result<u64, Error> {
+    if range.is_empty()? {
+        return Ok(0);
+    }
+    edge.owner()
+        .count_history(call.app_id(), conversation, range.start, range.end)
+        .await
+}
+
+/// What a restriction applies to: logging in (a ban, `channel_id` empty) or one channel.
+fn scope(channel_id: &str) -> Result<Scope, Error> {
+    if channel_id.is_empty() {
+        Ok(Scope::Login)
+    } else {
+        Ok(Scope::Channel(ChannelId::parse(channel_id)?))
+    }
+}
+
+/// Bans `uid` (`channel_id` empty) or mutes it in `channel_id`. Returns when it ends.
+pub(crate) async fn restrict(
+    edge: &Edge,
+    call: &Call,
+    channel_id: &str,
+    uid: &str,
+    duration_seconds: u64,
+    reason: String,
+) -> Result<i64, Error> {
+    call.caller.must_be_backend("banning and muting")?;
+    let scope = scope(channel_id)?;
+    let uid = UserId::parse(uid)?;
+    if !(1..=MAX_RESTRICTION_SECONDS).contains(&duration_seconds) {
+        return Err(Error::invalid_argument(format!(
+            "durationSeconds must be 1 to {MAX_RESTRICTION_SECONDS}"
+        )));
+    }
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Error::new(
+            ErrorCode::SizeOverflow,
+            format!("a reason is at most {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    let until_ms = unix_ms() + duration_seconds as i64 * 1000;
+    let action = match scope {
+        Scope::Login => Moderation::Ban {
+            user: call.user(uid),
+            until_ms,
+            reason,
+        },
+        Scope::Channel(channel) => Moderation::Mute {
+            channel: call.channel(channel),
+            uid,
+            until_ms,
+            reason,
+        },
+    };
+    edge.owner().moderate(action).await?;
+    Ok(until_ms)
+}
+
+/// Lifts a ban (`channel_id` empty) or a mute. Returns whether one was in force.
+pub(crate) async fn lift(
+    edge: &Edge,
+    call: &Call,
+    channel_id: &str,
+    uid: &str,
+) -> Result<bool, Error> {
+    call.caller.must_be_backend("lifting bans and mutes")?;
+    let scope = scope(channel_id)?;
+    let uid = UserId::parse(uid)?;
+    let action = match scope {
+        Scope::Login => Moderation::Unban {
+            user: call.user(uid),
+        },
+        Scope::Channel(channel) => Moderation::Unmute {
+            channel: call.channel(channel),
+            uid,
+        },
+    };
+    edge.owner().moderate(action).await
+}
+
+/// The bans (`channel_id` empty) or a channel's mutes in force, by uid.
+pub(crate) async fn restrictions(
+    edge: &Edge,
+    call: &Call,
+    channel_id: &str,
+) -> Result<Vec<Restriction>, Error> {
+    call.caller.must_be_backend("listing bans and mutes")?;
+    let scope = scope(channel_id)?;
+    edge.owner().restrictions(call.app_id(), scope).await
+}
+
+/// Takes `uid` out of the channel. Returns whether it was a member.
+pub(crate) async fn kick(
+    edge: &Edge,
+    call: &Call,
+    channel_id: &str,
+    uid: &str,
+) -> Result<bool, Error> {
+    call.caller.must_be_backend("kicking")?;
+    let channel = ChannelId::parse(channel_id)?;
+    let uid = UserId::parse(uid)?;
+    edge.owner()
+        .moderate(Moderation::Kick {
+            channel: call.channel(channel),
+            uid,
+        })
+        .await
+}
+
+/// A page of an event log (`users` or `channels`) after `after`, and the cursor to poll with next.
+pub(crate) async fn events(
+    edge: &Edge,
+    call: &Call,
+    stream: &str,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<StoredEvent>, u64), Error> {
+    call.caller.must_be_backend("reading events")?;
+    let stream = match stream {
+        "users" => EventStream::Users,
+        "channels" => EventStream::Channels,
+        _ => {
+            return Err(Error::invalid_argument(
+                "the event logs are users and channels",
+            ));
+        }
+    };
+    let limit = match limit {
+        0 => DEFAULT_EVENT_PAGE,
+        limit if limit <= MAX_EVENT_PAGE => limit,
+        _ => {
+            return Err(Error::invalid_argument(format!(
+                "limit must be at most {MAX_EVENT_PAGE}"
+            )));
+        }
+    };
+    let page = edge
+        .owner()
+        .events(call.app_id(), stream, after, limit)
+        .await?;
+    let next = page.last().map_or(after, |event| event.id);
+    Ok((page, next))
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
