@@ -1,4 +1,5 @@
-//! HTTP surface of an edge: `/v1/ws`, the server API (`rest.rs`) and `/healthz`.
+//! HTTP surface of an edge: `/v1/ws`, the server API (`rest.rs`, and `grpc.rs` over HTTP/2 on
+//! the same port) and `/healthz`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v1/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::rest::routes())
-        .with_state(edge)
+        .with_state(edge.clone())
+        .merge(crate::grpc::routes(edge))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

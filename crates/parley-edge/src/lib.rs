@@ -9,6 +9,7 @@
 pub mod cluster;
 mod connection;
 mod edge;
+mod grpc;
 mod http;
 mod requests;
 pub mod rest;

@@ -33,6 +33,7 @@ use serde_json::json;
 use crate::edge::Edge;
 use crate::server_api;
 use crate::server_api::Call;
+use crate::server_api::Failure;
 
 /// The OpenAPI document of this API, kept in the repository beside this file.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -93,31 +94,16 @@ impl From<Error> for ApiError {
 }
 
 fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::Unauthorized | ErrorCode::InvalidToken | ErrorCode::TokenExpired => {
-            StatusCode::UNAUTHORIZED
-        }
-        ErrorCode::Forbidden | ErrorCode::Banned => StatusCode::FORBIDDEN,
-        ErrorCode::InvalidAppId => StatusCode::NOT_FOUND,
-        ErrorCode::TooOften => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::NotJoined
-        | ErrorCode::AlreadyJoined
-        | ErrorCode::Muted
-        | ErrorCode::AlreadyLoggedIn
-        | ErrorCode::NotLoggedIn
-        | ErrorCode::InvitationNotStarted
-        | ErrorCode::InvitationAlreadyEnded
-        | ErrorCode::InvitationAlreadyAccepted
-        | ErrorCode::InvitationAlreadySent => StatusCode::CONFLICT,
-        ErrorCode::InvalidArgument
-        | ErrorCode::InvalidUserid
-        | ErrorCode::InvalidChannelId
-        | ErrorCode::InvalidMessage
-        | ErrorCode::ExceedLimit
-        | ErrorCode::SizeOverflow => StatusCode::BAD_REQUEST,
+    match server_api::failure(code) {
+        Failure::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Failure::Forbidden => StatusCode::FORBIDDEN,
+        Failure::NotFound => StatusCode::NOT_FOUND,
+        Failure::BadRequest => StatusCode::BAD_REQUEST,
+        Failure::Conflict => StatusCode::CONFLICT,
+        Failure::TooOften => StatusCode::TOO_MANY_REQUESTS,
+        Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        Failure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -40,6 +40,50 @@ pub(crate) const MAX_REASON_BYTES: usize = 256;
 pub(crate) const DEFAULT_EVENT_PAGE: usize = 100;
 pub(crate) const MAX_EVENT_PAGE: usize = 1000;
 
+/// What kind of failure an error code is; each transport names it its own way (an HTTP status,
+/// a gRPC code).
+pub(crate) enum Failure {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BadRequest,
+    /// The request conflicts with the state of things (not joined, muted…).
+    Conflict,
+    TooOften,
+    Timeout,
+    Unavailable,
+    Internal,
+}
+
+pub(crate) fn failure(code: ErrorCode) -> Failure {
+    match code {
+        ErrorCode::Unauthorized | ErrorCode::InvalidToken | ErrorCode::TokenExpired => {
+            Failure::Unauthenticated
+        }
+        ErrorCode::Forbidden | ErrorCode::Banned => Failure::Forbidden,
+        ErrorCode::InvalidAppId => Failure::NotFound,
+        ErrorCode::TooOften => Failure::TooOften,
+        ErrorCode::Timeout => Failure::Timeout,
+        ErrorCode::Unavailable => Failure::Unavailable,
+        ErrorCode::Internal | ErrorCode::Unspecified => Failure::Internal,
+        ErrorCode::NotJoined
+        | ErrorCode::AlreadyJoined
+        | ErrorCode::Muted
+        | ErrorCode::AlreadyLoggedIn
+        | ErrorCode::NotLoggedIn
+        | ErrorCode::InvitationNotStarted
+        | ErrorCode::InvitationAlreadyEnded
+        | ErrorCode::InvitationAlreadyAccepted
+        | ErrorCode::InvitationAlreadySent => Failure::Conflict,
+        ErrorCode::InvalidArgument
+        | ErrorCode::InvalidUserid
+        | ErrorCode::InvalidChannelId
+        | ErrorCode::InvalidMessage
+        | ErrorCode::ExceedLimit
+        | ErrorCode::SizeOverflow => Failure::BadRequest,
+    }
+}
+
 /// Who is calling.
 pub(crate) enum Caller {
     /// A backend with a customer key: may act as any uid.
