@@ -34,6 +34,162 @@ pub enum Command {
     Token(TokenOptions),
     /// A scriptable JSON-lines client (see docs/cli.md).
     Client(ClientOptions),
+    /// Operate on an app through the server API: send, kick, ban, mute, history, events.
+    Admin(AdminOptions),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct AdminOptions {
+    /// An edge's HTTP address (the server API's gRPC is served there).
+    #[arg(long, env = "PARLEY_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    #[arg(long, env = "PARLEY_APP_ID")]
+    pub app_id: String,
+    /// The app's customer key, `KEY:SECRET`.
+    #[arg(long, env = "PARLEY_CUSTOMER_KEY")]
+    pub customer_key: String,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Send a peer message as any uid.
+    SendPeer {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        text: String,
+        /// Keep it for the receiver if it is offline.
+        #[arg(long)]
+        offline: bool,
+        /// Keep it in history.
+        #[arg(long)]
+        history: bool,
+        /// Wait for the receiver's acknowledgement.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Send a channel message as any uid, without joining.
+    SendChannel {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        history: bool,
+    },
+    /// A user's online status.
+    Status {
+        #[arg(long)]
+        uid: String,
+    },
+    /// A channel's member count and members.
+    Members {
+        #[arg(long)]
+        channel: String,
+    },
+    /// Take a user out of a channel.
+    Kick {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        uid: String,
+    },
+    /// Keep a uid from logging in for a while (its sessions end).
+    Ban {
+        #[arg(long)]
+        uid: String,
+        /// How long: `90s`, `10m`, `2h`, `7d`.
+        #[arg(long, value_parser = parse_long_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    Unban {
+        #[arg(long)]
+        uid: String,
+    },
+    /// The bans in force.
+    Bans,
+    /// Keep a uid's messages out of a channel for a while.
+    Mute {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        uid: String,
+        #[arg(long, value_parser = parse_long_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    Unmute {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        uid: String,
+    },
+    /// The mutes in force in a channel.
+    Mutes {
+        #[arg(long)]
+        channel: String,
+    },
+    /// A page of a channel's history, or of the conversation between two users.
+    History {
+        #[arg(long, conflicts_with = "peers", required_unless_present = "peers")]
+        channel: Option<String>,
+        /// `UID:PEER_ID`.
+        #[arg(long)]
+        peers: Option<String>,
+        /// ms since the Unix epoch, inclusive (0: open).
+        #[arg(long, default_value_t = 0)]
+        start: i64,
+        /// ms since the Unix epoch, exclusive (0: open).
+        #[arg(long, default_value_t = 0)]
+        end: i64,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[arg(long)]
+        desc: bool,
+        /// The `next` of the previous page.
+        #[arg(long, default_value = "")]
+        cursor: String,
+        /// Print only how many messages the range holds.
+        #[arg(long)]
+        count: bool,
+    },
+    /// A page of the user (login, logout) or channel (join, leave) event log.
+    Events {
+        /// `users` or `channels`.
+        stream: String,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+}
+
+/// Reads `90s`, `10m`, `2h` or `7d` (or a number of seconds).
+fn parse_long_duration(raw: &str) -> Result<Duration, String> {
+    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => raw.split_at(at),
+        None => (raw, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 90s, 10m, 2h or 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?} is not a duration like 90s, 10m, 2h or 7d")),
+    };
+    Ok(Duration::from_secs(number * seconds))
 }
 
 #[derive(Clone, Debug, Args)]

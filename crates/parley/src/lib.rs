@@ -1,6 +1,7 @@
 //! The `parley` command: flag parsing and wiring of the library crates. Logic lives in the
 //! crates it calls, not here.
 
+pub mod admin;
 pub mod cli;
 pub mod client_cmd;
 pub mod cluster;
@@ -36,6 +37,7 @@ pub fn main(cli: Cli) -> ExitCode {
             println!("{}", options.build());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Admin(options) => runtime.block_on(admin::run(options)),
         Command::Client(options) => {
             init_logging("text");
             runtime.block_on(client_cmd::run(options))
