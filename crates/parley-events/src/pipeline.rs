@@ -19,6 +19,8 @@ use parley_store::Store;
 use parley_store::StoredEvent;
 use tokio::sync::mpsc;
 
+use crate::kafka::KafkaConfig;
+use crate::kafka::KafkaSink;
 use crate::webhook::Lane;
 
 /// Events waiting for the pipeline task. Overflow policy: dropped and counted.
@@ -41,6 +43,8 @@ pub struct PipelineConfig {
     pub max_backoff: Duration,
     /// How long one POST may take.
     pub request_timeout: Duration,
+    /// Every app's events also go to this Kafka topic.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Default for PipelineConfig {
@@ -56,6 +60,7 @@ impl Default for PipelineConfig {
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
+            kafka: None,
         }
     }
 }
@@ -79,9 +84,14 @@ impl EventPipeline {
         config: PipelineConfig,
         apps: Arc<AppDirectory>,
         store: Arc<dyn Store>,
-    ) -> Arc<EventPipeline> {
+    ) -> Result<Arc<EventPipeline>, String> {
         let (event_tx, event_rx) = mpsc::channel(PIPELINE_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
+        let kafka = config
+            .kafka
+            .as_ref()
+            .map(|kafka| KafkaSink::start(kafka, dropped.clone()))
+            .transpose()?;
         let lanes = (0..config.lanes.max(1))
             .map(|_| Lane::start(&config, apps.clone(), dropped.clone()))
             .collect();
@@ -92,9 +102,10 @@ impl EventPipeline {
             lanes,
             hasher: RandomState::new(),
             dropped: dropped.clone(),
+            kafka,
         };
         tokio::spawn(task.run(event_rx));
-        Arc::new(EventPipeline { event_tx, dropped })
+        Ok(Arc::new(EventPipeline { event_tx, dropped }))
     }
 
     /// Events dropped so far: a full queue, or a webhook that never took them.
@@ -110,6 +121,7 @@ struct PipelineTask {
     lanes: Vec<mpsc::Sender<AppEvent>>,
     hasher: RandomState,
     dropped: Arc<AtomicU64>,
+    kafka: Option<KafkaSink>,
 }
 
 impl PipelineTask {
@@ -118,6 +130,9 @@ impl PipelineTask {
         while event_rx.recv_many(&mut batch, BATCH).await > 0 {
             self.log(&batch).await;
             for event in batch.drain(..) {
+                if let Some(kafka) = &self.kafka {
+                    kafka.publish(&event);
+                }
                 self.to_webhook(event);
             }
         }
@@ -159,7 +174,7 @@ impl PipelineTask {
 }
 
 /// Counts a dropped event, and says so at the 1st, 2nd, 4th, 8th… drop (not at every one).
-fn count_drop(dropped: &AtomicU64, why: &str) {
+pub(crate) fn count_drop(dropped: &AtomicU64, why: &str) {
     let count = dropped.fetch_add(1, Ordering::Relaxed) + 1;
     if count.is_power_of_two() {
         tracing::warn!(dropped = count, "{why}; events dropped");

@@ -234,6 +234,27 @@ fn with_suffix(prefix: &[u8], ts: i64, id: u64) -> Vec<u8> {
     key
 }
 
+/// Drops the oldest entries under `prefix` (keys sort oldest first): those `too_old` says are,
+/// then those beyond `max_count`.
+fn trim(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    prefix: &[u8],
+    max_count: usize,
+    too_old: impl Fn(&[u8]) -> bool,
+) -> Result<(), redb::Error> {
+    let end = prefix_end(prefix);
+    let mut keys = Vec::new();
+    for entry in table.range(prefix..end.as_slice())? {
+        keys.push(entry?.0.value().to_vec());
+    }
+    let old = keys.iter().take_while(|key| too_old(key)).count();
+    let over = keys.len().saturating_sub(old).saturating_sub(max_count);
+    for key in keys.iter().take(old + over) {
+        table.remove(key.as_slice())?;
+    }
+    Ok(())
+}
+
 fn decode(bytes: &[u8]) -> Result<HistoryMessage, redb::Error> {
     HistoryMessage::decode(bytes).map_err(|error| redb::Error::Corrupted(error.to_string()))
 }
@@ -253,25 +274,10 @@ impl InboxStore for EmbeddedStore {
             let mut table = txn.open_table(INBOX)?;
             let key = with_suffix(&prefix, message.server_received_ts, message.message_id);
             table.insert(key.as_slice(), message.encode_to_vec().as_slice())?;
-            let end = prefix_end(&prefix);
             let cutoff = now_ms - limits.max_age_ms;
-            let mut keys = Vec::new();
-            for entry in table.range(prefix.as_slice()..end.as_slice())? {
-                keys.push(entry?.0.value().to_vec());
-            }
-            // Oldest first: drop what is too old, then what is over the count.
-            let too_old = keys
-                .iter()
-                .take_while(|key| (u64_at_end(key, 16) as i64) < cutoff)
-                .count();
-            let over = keys
-                .len()
-                .saturating_sub(too_old)
-                .saturating_sub(limits.max_count);
-            for key in keys.iter().take(too_old + over) {
-                table.remove(key.as_slice())?;
-            }
-            Ok(())
+            trim(&mut table, &prefix, limits.max_count, |key| {
+                (u64_at_end(key, 16) as i64) < cutoff
+            })
         })
         .await
     }
@@ -782,24 +788,10 @@ impl EventLog for EmbeddedStore {
                 key.extend_from_slice(&last.to_be_bytes());
                 table.insert(key.as_slice(), event.encode_to_vec().as_slice())?;
             }
-            // Oldest first: drop what is too old, then what is over the count.
             let cutoff = next_event_id(0, now_ms - limits.max_age_ms);
-            let mut keys = Vec::new();
-            for entry in table.range(prefix.as_slice()..end.as_slice())? {
-                keys.push(entry?.0.value().to_vec());
-            }
-            let too_old = keys
-                .iter()
-                .take_while(|key| u64_at_end(key, 8) < cutoff)
-                .count();
-            let over = keys
-                .len()
-                .saturating_sub(too_old)
-                .saturating_sub(limits.max_count);
-            for key in keys.iter().take(too_old + over) {
-                table.remove(key.as_slice())?;
-            }
-            Ok(())
+            trim(&mut table, &prefix, limits.max_count, |key| {
+                u64_at_end(key, 8) < cutoff
+            })
         })
         .await
     }

@@ -1,7 +1,8 @@
 //! Test support: real Parley nodes on 127.0.0.1:0 ([`TestServer`]), a raw protocol client that
 //! speaks either framing ([`RawClient`]), a TCP proxy that can cut connections ([`Proxy`]), and
-//! real Redis servers and clusters ([`RedisServer`], [`RedisCluster`]), and clusters of
-//! `parley run` processes to kill, pause and restart ([`ProcessCluster`]).
+//! real Redis servers and clusters ([`RedisServer`], [`RedisCluster`]), a real Kafka-protocol
+//! broker ([`KafkaBroker`]), a webhook receiver ([`webhook`]), and clusters of `parley run`
+//! processes to kill, pause and restart ([`ProcessCluster`]).
 //!
 //! `PARLEY_TEST_STORE=redis` makes every [`TestServer`] keep its state in a Redis server of its
 //! own instead of the embedded store; `scripts/test` runs the end-to-end suites both ways.
@@ -9,6 +10,7 @@
 //! Architecture invariant: nothing here ships in the `parley` binary.
 
 pub mod http;
+mod kafka;
 pub mod ops;
 pub mod processes;
 mod proxy;
@@ -17,6 +19,7 @@ mod redis;
 mod server;
 pub mod webhook;
 
+pub use kafka::KafkaBroker;
 pub use processes::ProcessCluster;
 pub use proxy::Proxy;
 pub use raw::RawClient;

@@ -41,6 +41,7 @@ pub struct TestServerBuilder {
     owner: OwnerConfig,
     edge: EdgeConfig,
     webhook: Option<parley_core::app::Webhook>,
+    events: parley_events::PipelineConfig,
 }
 
 impl TestServerBuilder {
@@ -71,6 +72,12 @@ impl TestServerBuilder {
     /// POSTs the app's events to `url`, signed with `secret`.
     pub fn webhook(mut self, url: &str, secret: &str) -> Self {
         self.webhook = Some(parley_core::app::Webhook::new(url, secret).expect("a valid webhook"));
+        self
+    }
+
+    /// Publishes every app event on this Kafka topic too.
+    pub fn kafka(mut self, kafka: parley_events::KafkaConfig) -> Self {
+        self.events.kafka = Some(kafka);
         self
     }
 
@@ -162,6 +169,7 @@ impl TestServerBuilder {
                     AppDirectory::new([app.clone()]),
                     self.owner.clone(),
                     self.edge.clone(),
+                    self.events.clone(),
                     store,
                 )
                 .await
@@ -184,9 +192,15 @@ impl TestServerBuilder {
             let store = parley::dev::open_store(&store_url, data_dir.path())
                 .await
                 .expect("open the store");
-            let node = parley::dev::node(AppDirectory::new([app]), self.owner, self.edge, store)
-                .await
-                .expect("start a node");
+            let node = parley::dev::node(
+                AppDirectory::new([app]),
+                self.owner,
+                self.edge,
+                self.events,
+                store,
+            )
+            .await
+            .expect("start a node");
             let listener = TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind 127.0.0.1:0");
@@ -333,6 +347,7 @@ impl TestServer {
             },
             edge: EdgeConfig::default(),
             webhook: None,
+            events: parley_events::PipelineConfig::default(),
         }
     }
 

@@ -220,6 +220,8 @@ pub struct DevOptions {
     pub customer_key: Vec<String>,
     #[command(flatten)]
     pub webhook: WebhookOptions,
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
     /// How long a member whose connection was lost stays in its channels.
     #[arg(long, env = "PARLEY_MEMBER_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub member_grace: Duration,
@@ -350,8 +352,41 @@ pub struct RunOptions {
     pub customer_key: Vec<String>,
     #[command(flatten)]
     pub webhook: WebhookOptions,
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// Where owners publish every app's events on Kafka.
+#[derive(Clone, Debug, Default, Args)]
+pub struct KafkaOptions {
+    /// Kafka brokers, `HOST:PORT,…`; without them no events go to Kafka.
+    #[arg(long, env = "PARLEY_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// The topic app events are published on.
+    #[arg(long, env = "PARLEY_EVENTS_TOPIC", default_value = "parley-events")]
+    pub events_topic: String,
+    /// Partitions of the events topic, when Parley creates it.
+    #[arg(long, env = "PARLEY_EVENTS_PARTITIONS", default_value_t = 3)]
+    pub events_partitions: i32,
+}
+
+impl KafkaOptions {
+    /// The event pipeline these options ask for.
+    pub fn pipeline(&self) -> parley_events::PipelineConfig {
+        parley_events::PipelineConfig {
+            kafka: self
+                .kafka_brokers
+                .as_ref()
+                .map(|brokers| parley_events::KafkaConfig {
+                    brokers: brokers.clone(),
+                    topic: self.events_topic.clone(),
+                    partitions: self.events_partitions,
+                }),
+            ..parley_events::PipelineConfig::default()
+        }
+    }
 }
 
 /// An app's webhook.

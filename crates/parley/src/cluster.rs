@@ -106,6 +106,7 @@ pub async fn node(
     apps: AppDirectory,
     mut owner_config: OwnerConfig,
     mut edge_config: EdgeConfig,
+    events: PipelineConfig,
     store: Option<Arc<dyn Store>>,
 ) -> anyhow::Result<ClusterNode> {
     let me = spec.node;
@@ -120,7 +121,8 @@ pub async fn node(
     let owner = if spec.owner {
         owner_config.node = me;
         let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
-        let events = EventPipeline::start(PipelineConfig::default(), apps.clone(), store.clone());
+        let events = EventPipeline::start(events, apps.clone(), store.clone())
+            .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
         let owner = Owner::start(owner_config, apps.clone(), store, events)
             .await
             .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;

@@ -57,10 +57,12 @@ pub async fn node(
     apps: AppDirectory,
     owner_config: OwnerConfig,
     edge_config: EdgeConfig,
+    events: PipelineConfig,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Node> {
     let apps = Arc::new(apps);
-    let events = EventPipeline::start(PipelineConfig::default(), apps.clone(), store.clone());
+    let events = EventPipeline::start(events, apps.clone(), store.clone())
+        .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
     let owner = Owner::start(owner_config, apps.clone(), store, events)
         .await
         .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
@@ -128,7 +130,14 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     let store = open_store(&options.store, &options.data_dir).await?;
-    let node = node(AppDirectory::new([app]), owner_config, edge_config, store).await?;
+    let node = node(
+        AppDirectory::new([app]),
+        owner_config,
+        edge_config,
+        options.kafka.pipeline(),
+        store,
+    )
+    .await?;
     serve(node, listener, shutdown_signal()).await?;
     tracing::info!("parley dev stopped");
     Ok(ExitCode::SUCCESS)

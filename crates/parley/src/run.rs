@@ -121,6 +121,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
         apps,
         OwnerConfig::default(),
         EdgeConfig::default(),
+        options.kafka.pipeline(),
         store,
     )
     .await?;

@@ -398,6 +398,53 @@ async fn apps_are_served_as_meta_says() {
     assert_eq!(login.json()["appId"], app_id);
     assert_eq!(login.json()["uid"], "carol");
 
+    // Apps stay apart: a ban in this app leaves the same uid in another app alone, its key
+    // opens nothing of the other app, and its event log holds only its own users.
+    let url = &cluster.edge_urls()[0];
+    let address = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/v1/ws")
+        .parse()
+        .unwrap();
+    let key = [parley_testkit::http::basic("backend", "s3cret")];
+    let ban = serde_json::json!({ "uid": "carol", "durationSeconds": 600 });
+    let path = format!("/v1/apps/{app_id}/bans");
+    let banned = parley_testkit::http::http(address, "POST", &path, &key, Some(&ban)).await;
+    assert_eq!(banned.status, 200, "{banned:?}");
+    // (Waiting out the login rate limit of two a second per uid, which carol used up above.)
+    let refused = loop {
+        let login = Client::login(ClientConfig::new(url, app_id, "carol").token(&token)).await;
+        match login.err().map(|error| error.code) {
+            Some(parley_client::ErrorCode::TooOften) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            refused => break refused,
+        }
+    };
+    assert_eq!(refused, Some(parley_client::ErrorCode::Banned));
+    Client::login(ClientConfig::new(url, CLUSTER_APP_ID, "carol"))
+        .await
+        .expect("a ban is for one app");
+    Client::login(ClientConfig::new(url, CLUSTER_APP_ID, "erin"))
+        .await
+        .unwrap();
+    let other_app = format!("/v1/apps/{CLUSTER_APP_ID}/bans");
+    let crossed = parley_testkit::http::http(address, "GET", &other_app, &key, None).await;
+    assert_eq!(crossed.status, 403, "{crossed:?}");
+    let path = format!("/v1/apps/{app_id}/events/users");
+    let events = parley_testkit::http::http(address, "GET", &path, &key, None).await;
+    let uids: Vec<&str> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["uid"].as_str().unwrap())
+        .collect();
+    assert!(uids.contains(&"carol"), "{events:?}");
+    assert!(
+        !uids.contains(&"erin"),
+        "another app's user in this app's log: {events:?}"
+    );
+
     parley(&[
         "cluster",
         "remove-app",
