@@ -160,6 +160,23 @@ async fn bad_moderation_requests_are_named() {
     let long = "c".repeat(65);
     let reply = call(&server, "GET", &format!("/channels/{long}/mutes"), None).await;
     assert_error(&reply, 400, "INVALID_CHANNEL_ID");
+    let reply = call(
+        &server,
+        "DELETE",
+        &format!("/channels/{long}/members/bob"),
+        None,
+    )
+    .await;
+    assert_error(&reply, 400, "INVALID_CHANNEL_ID");
+    let long_uid = "u".repeat(65);
+    for path in [
+        format!("/channels/room/members/{long_uid}"),
+        format!("/bans/{long_uid}"),
+        format!("/channels/room/mutes/{long_uid}"),
+    ] {
+        let reply = call(&server, "DELETE", &path, None).await;
+        assert_error(&reply, 400, "INVALID_USERID");
+    }
     let reply = call(&server, "GET", "/events/everything", None).await;
     assert_error(&reply, 400, "INVALID_ARGUMENT");
     let reply = call(&server, "GET", "/events/users?limit=1001", None).await;
