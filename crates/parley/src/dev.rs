@@ -127,6 +127,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
         )),
         None => banner.push_str("  app certificate: none (logins need no token)\n"),
     }
+    banner.push_str(&match app.customer_keys.first() {
+        Some(key) => format!(
+            "  server API:      http://{addr}/v1/apps/{}/… with customer key {} (REST and gRPC)\n",
+            app.app_id, key.key
+        ),
+        None => "  server API:      give --customer-key KEY:SECRET to use it\n".to_owned(),
+    });
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     let store = open_store(&options.store, &options.data_dir).await?;
