@@ -285,7 +285,8 @@ impl ServerApi for GrpcApi {
     async fn kick(&self, request: Request<api::KickRequest>) -> GrpcResult<api::KickReply> {
         let call = self.authorize(&request, &request.get_ref().app_id)?;
         let kick = request.into_inner();
-        let kicked = server_api::kick(&self.edge, &call, &kick.channel_id, &kick.uid).await;
+        let kicked =
+            server_api::kick(&self.edge, &call, &kick.channel_id, &kick.uid, kick.reason).await;
         reply(kicked.map(|kicked| api::KickReply { kicked }))
     }
 

@@ -429,13 +429,23 @@ async fn unmute(
     ok(json!({ "channelId": channel_id, "uid": uid, "lifted": lifted }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickParams {
+    /// Told to the kicked user.
+    #[serde(default)]
+    reason: String,
+}
+
 async fn kick(
     State(edge): State<Arc<Edge>>,
     Path((app_id, channel_id, uid)): Path<(String, String, String)>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> ApiResult {
     let call = authorize(&edge, &app_id, &headers)?;
-    let kicked = server_api::kick(&edge, &call, &channel_id, &uid).await?;
+    let params: KickParams = query(&uri)?;
+    let kicked = server_api::kick(&edge, &call, &channel_id, &uid, params.reason).await?;
     ok(json!({ "channelId": channel_id, "uid": uid, "kicked": kicked }))
 }
 

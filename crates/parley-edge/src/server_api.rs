@@ -432,12 +432,7 @@ pub(crate) async fn restrict(
             "durationSeconds must be 1 to {MAX_RESTRICTION_SECONDS}"
         )));
     }
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(Error::new(
-            ErrorCode::SizeOverflow,
-            format!("a reason is at most {MAX_REASON_BYTES} bytes"),
-        ));
-    }
+    check_reason(&reason)?;
     let until_ms = unix_ms() + duration_seconds as i64 * 1000;
     let action = match scope {
         Scope::Login => Moderation::Ban {
@@ -489,22 +484,35 @@ pub(crate) async fn restrictions(
     edge.owner().restrictions(call.app_id(), scope).await
 }
 
-/// Takes `uid` out of the channel. Returns whether it was a member.
+/// Takes `uid` out of the channel, telling it `reason`. Returns whether it was a member.
 pub(crate) async fn kick(
     edge: &Edge,
     call: &Call,
     channel_id: &str,
     uid: &str,
+    reason: String,
 ) -> Result<bool, Error> {
     call.caller.must_be_backend("kicking")?;
     let channel = ChannelId::parse(channel_id)?;
     let uid = UserId::parse(uid)?;
+    check_reason(&reason)?;
     edge.owner()
         .moderate(Moderation::Kick {
             channel: call.channel(channel),
             uid,
+            reason,
         })
         .await
+}
+
+fn check_reason(reason: &str) -> Result<(), Error> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Error::new(
+            ErrorCode::SizeOverflow,
+            format!("a reason is at most {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// A page of an event log (`users` or `channels`) after `after`, and the cursor to poll with next.

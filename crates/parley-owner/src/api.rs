@@ -292,10 +292,12 @@ pub enum Moderation {
         channel: ChannelKey,
         uid: UserId,
     },
-    /// Takes every session of `uid` out of the channel now; they are told (KickedFromChannel).
+    /// Takes every session of `uid` out of the channel now; they are told (KickedFromChannel,
+    /// with `reason`).
     Kick {
         channel: ChannelKey,
         uid: UserId,
+        reason: String,
     },
 }
 

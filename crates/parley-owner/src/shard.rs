@@ -1582,14 +1582,14 @@ impl Shard {
                     uid: uid.to_string(),
                     since_ms: now_ms,
                     until_ms,
-                    reason,
+                    reason: reason.clone(),
                 };
                 let scope = Scope::Channel(channel.channel.clone());
                 self.store
                     .restrict(&channel.app, &scope, mute)
                     .await
                     .map_err(storage_error)?;
-                self.tell_muted(&channel, uid, Some(until_ms));
+                self.tell_muted(&channel, uid, Some((until_ms, reason)));
                 Ok(true)
             }
             Moderation::Unmute { channel, uid } => {
@@ -1604,7 +1604,11 @@ impl Shard {
                 }
                 Ok(lifted)
             }
-            Moderation::Kick { channel, uid } => {
+            Moderation::Kick {
+                channel,
+                uid,
+                reason,
+            } => {
                 let Some(entry) = self.channels.get_mut(&channel) else {
                     return Ok(false);
                 };
@@ -1614,6 +1618,7 @@ impl Shard {
                 let frame =
                     SharedFrame::event(EventKind::KickedFromChannel(v1::KickedFromChannel {
                         channel_id: channel.channel.to_string(),
+                        reason,
                     }));
                 self.send_to(sessions, frame);
                 self.announce_left(&channel, &[uid], "kicked").await;
@@ -1622,21 +1627,22 @@ impl Shard {
         }
     }
 
-    /// Records a mute (`until_ms`) or its lifting (`None`) in the live channel, and tells its
-    /// members.
-    fn tell_muted(&mut self, channel: &ChannelKey, uid: UserId, until_ms: Option<i64>) {
+    /// Records a mute (its end and reason) or its lifting (`None`) in the live channel, and
+    /// tells its members.
+    fn tell_muted(&mut self, channel: &ChannelKey, uid: UserId, mute: Option<(i64, String)>) {
         let Some(entry) = self.channels.get_mut(channel) else {
             return;
         };
-        match until_ms {
-            Some(until) => entry.mutes.insert(uid.clone(), until),
+        match &mute {
+            Some((until, _)) => entry.mutes.insert(uid.clone(), *until),
             None => entry.mutes.remove(&uid),
         };
         let frame = SharedFrame::event(EventKind::MemberMuted(v1::MemberMuted {
             channel_id: channel.channel.to_string(),
             member_id: uid.to_string(),
-            muted: until_ms.is_some(),
-            until_ts: until_ms.unwrap_or(0),
+            muted: mute.is_some(),
+            until_ts: mute.as_ref().map_or(0, |(until, _)| *until),
+            reason: mute.map(|(_, reason)| reason).unwrap_or_default(),
         }));
         let entry = &self.channels[channel];
         self.fan_out(&entry.membership, None, frame);

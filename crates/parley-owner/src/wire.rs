@@ -233,13 +233,17 @@ pub(crate) fn moderate_request(action: &Moderation) -> wire::ModerateRequest {
             0,
             "",
         ),
-        Moderation::Kick { channel, uid } => (
+        Moderation::Kick {
+            channel,
+            uid,
+            reason,
+        } => (
             Action::Kick,
             &channel.app,
             uid,
             Some(&channel.channel),
             0,
-            "",
+            reason.as_str(),
         ),
     };
     wire::ModerateRequest {
@@ -287,6 +291,7 @@ pub(crate) fn from_moderate_request(request: wire::ModerateRequest) -> Result<Mo
         Ok(Action::Kick) => Moderation::Kick {
             channel: channel()?,
             uid,
+            reason: request.reason,
         },
         _ => return Err(malformed("moderation action")),
     })

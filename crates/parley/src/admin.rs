@@ -160,11 +160,16 @@ impl Admin {
                     "members": members.into_inner().members,
                 })
             }
-            AdminCommand::Kick { channel, uid } => {
+            AdminCommand::Kick {
+                channel,
+                uid,
+                reason,
+            } => {
                 let request = self.request(api::KickRequest {
                     app_id,
                     channel_id: channel.clone(),
                     uid: uid.clone(),
+                    reason,
                 });
                 let kicked = self.client.kick(request).await?.into_inner().kicked;
                 json!({ "channelId": channel, "uid": uid, "kicked": kicked })

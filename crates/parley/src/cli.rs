@@ -99,6 +99,9 @@ pub enum AdminCommand {
         channel: String,
         #[arg(long)]
         uid: String,
+        /// Told to the kicked user.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Keep a uid from logging in for a while (its sessions end).
     Ban {

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use parley_client::Client;
 use parley_client::ClientConfig;
 use parley_client::ClientError;
+use parley_client::ConnectionChangeReason;
 use parley_client::ConnectionState;
 use parley_client::ErrorCode;
 use parley_client::Event;
@@ -87,6 +88,10 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
                         if let Event::ConnectionStateChanged(changed) = &event
                             && changed.state() == ConnectionState::Aborted
                         {
+                            // CLI.md names a ban by the app's backend as an event of its own.
+                            if changed.reason() == ConnectionChangeReason::BannedByServer {
+                                printer.print(&json!({ "event": "BannedByServer" }));
+                            }
                             let _ = aborted_tx.send(true);
                         }
                     }
@@ -610,17 +615,27 @@ fn event_json(event: &Event) -> Value {
             "channelId": left.channel_id,
             "memberId": left.member_id,
         }),
-        Event::MemberMuted(muted) => json!({
-            "event": "MemberMuted",
-            "channelId": muted.channel_id,
-            "memberId": muted.member_id,
-            "muted": muted.muted,
-            "untilTs": muted.until_ts,
-        }),
-        Event::KickedFromChannel(kicked) => json!({
-            "event": "KickedFromChannel",
-            "channelId": kicked.channel_id,
-        }),
+        // CLI.md's names: Muted / Unmuted (of any member: memberId says who) and Kicked.
+        Event::MemberMuted(muted) => {
+            let mut fields = Map::new();
+            fields.insert("channelId".into(), muted.channel_id.clone().into());
+            fields.insert("memberId".into(), muted.member_id.clone().into());
+            if muted.muted {
+                fields.insert("untilTs".into(), muted.until_ts.into());
+            }
+            if !muted.reason.is_empty() {
+                fields.insert("reason".into(), muted.reason.clone().into());
+            }
+            named_event(if muted.muted { "Muted" } else { "Unmuted" }, fields)
+        }
+        Event::KickedFromChannel(kicked) => {
+            let mut fields = Map::new();
+            fields.insert("channelId".into(), kicked.channel_id.clone().into());
+            if !kicked.reason.is_empty() {
+                fields.insert("reason".into(), kicked.reason.clone().into());
+            }
+            named_event("Kicked", fields)
+        }
         Event::MemberCountUpdated(count) => json!({
             "event": "MemberCountUpdated",
             "channelId": count.channel_id,

@@ -491,3 +491,61 @@ async fn invitations_attributes_status_and_history_through_the_cli() {
     let attributes = bob.line_where(|line| line["id"] == "b4").await;
     assert_eq!(attributes["attributes"], json!({"mood": "calm"}));
 }
+
+#[tokio::test]
+async fn mutes_kicks_and_bans_print_as_the_cli_contract_names_them() {
+    let server = TestServer::start().await;
+    let mut bob = CliClient::spawn(&server, "bob", &server.token("bob"), &["--stay"]);
+    assert_eq!(bob.line().await["state"], "CONNECTED");
+    bob.write(&[r#"{"id":1,"op":"join","channelId":"room"}"#])
+        .await;
+    bob.line_where(|line| line["id"] == 1).await;
+    let auth = [parley_testkit::http::basic(
+        parley_testkit::CUSTOMER_KEY,
+        parley_testkit::CUSTOMER_SECRET,
+    )];
+    let api = |path: &str| format!("/v1/apps/{}{path}", server.app_id());
+    let http = async |method: &str, path: String, body: Option<Value>| {
+        let reply = parley_testkit::http::http(
+            server.http_addresses()[0],
+            method,
+            &path,
+            &auth,
+            body.as_ref(),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    };
+
+    let mute = json!({ "uid": "bob", "durationSeconds": 60, "reason": "too loud" });
+    http("POST", api("/channels/room/mutes"), Some(mute)).await;
+    let muted = bob.line_where(|line| line["event"] == "Muted").await;
+    assert_eq!(muted["channelId"], "room");
+    assert_eq!(muted["memberId"], "bob");
+    assert_eq!(muted["reason"], "too loud");
+    assert!(muted["untilTs"].as_i64().unwrap() > 0);
+    http("DELETE", api("/channels/room/mutes/bob"), None).await;
+    let unmuted = bob.line_where(|line| line["event"] == "Unmuted").await;
+    assert_eq!(unmuted["channelId"], "room");
+
+    http(
+        "DELETE",
+        api("/channels/room/members/bob?reason=off%20topic"),
+        None,
+    )
+    .await;
+    let kicked = bob.line_where(|line| line["event"] == "Kicked").await;
+    assert_eq!(
+        kicked,
+        json!({ "event": "Kicked", "channelId": "room", "reason": "off topic" })
+    );
+
+    let ban = json!({ "uid": "bob", "durationSeconds": 60 });
+    http("POST", api("/bans"), Some(ban)).await;
+    let aborted = bob
+        .line_where(|line| line["event"] == "ConnectionStateChanged")
+        .await;
+    assert_eq!(aborted["state"], "ABORTED");
+    assert_eq!(aborted["reason"], "BANNED_BY_SERVER");
+    assert_eq!(bob.line().await, json!({ "event": "BannedByServer" }));
+}

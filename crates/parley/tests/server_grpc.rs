@@ -191,6 +191,7 @@ async fn every_operation_works_over_grpc() {
         app_id: app_id.clone(),
         channel_id: "room".into(),
         uid: "bob".into(),
+        reason: "spam".into(),
     };
     assert!(grpc.kick(backend(kick)).await.unwrap().into_inner().kicked);
     let ban = api::RestrictRequest {
