@@ -28,8 +28,9 @@ impl KafkaBroker {
         let child = Command::new("tansu")
             .args(["broker", "--listener-url", &listener])
             .args(["--advertised-listener-url", &listener])
-            .arg("--storage-engine")
-            .arg(format!("sqlite://{}/tansu.db", dir.display()))
+            // tansu reads the path of a sqlite:// URL as relative to its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
