@@ -134,17 +134,21 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
         ),
         None => "  server API:      give --customer-key KEY:SECRET to use it\n".to_owned(),
     });
+    banner.push_str(&format!(
+        "  demo:            http://{addr}/ (open it in two browser windows)\n"
+    ));
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     let store = open_store(&options.store, &options.data_dir).await?;
-    let node = node(
-        AppDirectory::new([app]),
+    let mut node = node(
+        AppDirectory::new([app.clone()]),
         owner_config,
         edge_config,
         options.kafka.pipeline(),
         store,
     )
     .await?;
+    node.router = node.router.merge(crate::web::routes(app));
     serve(node, listener, shutdown_signal()).await?;
     tracing::info!("parley dev stopped");
     Ok(ExitCode::SUCCESS)

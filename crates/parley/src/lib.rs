@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod run;
+pub mod web;
 
 use std::process::ExitCode;
 

@@ -319,6 +319,21 @@ async fn parley_dev_and_parley_token_end_to_end() {
         .unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
+    // The demo page, its app and a token for the page (dev only), over plain HTTP.
+    let address = health_url.parse().unwrap();
+    let page = parley_testkit::http::http(address, "GET", "/", &[], None).await;
+    assert_eq!(page.status, 200);
+    let script = parley_testkit::http::http(address, "GET", "/demo/app.js", &[], None).await;
+    assert_eq!(script.status, 200, "{script:?}");
+    let config = parley_testkit::http::http(address, "GET", "/demo/config.json", &[], None).await;
+    assert_eq!(config.body["appId"], app_id.as_str());
+    let made = parley_testkit::http::http(address, "GET", "/demo/token?uid=dora", &[], None).await;
+    let page_token = made.body["token"].as_str().unwrap().to_owned();
+    let config = parley_client::ClientConfig::new(&url, &app_id, "dora").token(&page_token);
+    parley_client::Client::login(config)
+        .await
+        .expect("the page's token logs in");
+
     let token = |uid: &str| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
             .args([
