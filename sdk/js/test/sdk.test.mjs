@@ -258,6 +258,12 @@ test('moderation reaches the channel: a mute and a kick', async () => {
   assert.equal(room.joined, false);
   await room.join();
   assert.equal(room.joined, true);
+
+  const aborted = next(alice, 'ConnectionStateChanged', (state) => state === 'ABORTED');
+  await server.api('POST', '/bans', { uid: 'm-alice', durationSeconds: 60 });
+  assert.deepEqual(await aborted, ['ABORTED', 'BANNED_BY_SERVER']);
+  const again = AgoraRTM.createInstance(APP_ID, server.config());
+  await assert.rejects(again.login({ uid: 'm-alice' }), { code: 'BANNED' });
 });
 
 test('a server restart: the client reconnects and its channels resume', async () => {
@@ -267,6 +273,7 @@ test('a server restart: the client reconnects and its channels resume', async ()
   const bobRoom = bob.createChannel('r-room');
   await aliceRoom.join();
   await bobRoom.join();
+  const recovered = next(aliceRoom, 'ChannelRecovered');
   const reconnecting = next(alice, 'ConnectionStateChanged', (state) => state === 'RECONNECTING');
   const back = next(alice, 'ConnectionStateChanged', (state) => state === 'CONNECTED');
   const bobBack = next(bob, 'ConnectionStateChanged', (state) => state === 'CONNECTED');
@@ -274,6 +281,8 @@ test('a server restart: the client reconnects and its channels resume', async ()
   assert.deepEqual(await reconnecting, ['RECONNECTING', 'INTERRUPTED']);
   assert.deepEqual(await back, ['CONNECTED', 'LOGIN_SUCCESS']);
   await bobBack;
+  const [recovery] = await recovered;
+  assert.equal(typeof recovery.complete, 'boolean');
   // The channel was joined again by the SDK: messages flow without the app doing anything.
   const got = next(aliceRoom, 'ChannelMessage');
   for (;;) {

@@ -1,6 +1,6 @@
 // Starts a real `parley dev` on a free loopback port for the SDK tests.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -29,16 +29,18 @@ function freePort() {
 }
 
 export class ParleyDev {
-  constructor(port, dataDir) {
+  constructor(port, dataDir, certificate) {
+    this.certificate = certificate;
     this.port = port;
     this.dataDir = dataDir;
     this.url = `ws://127.0.0.1:${port}/v1/ws`;
     this.http = `http://127.0.0.1:${port}`;
   }
 
-  /** Starts a server (no certificate: logins need no token; a short member grace). */
-  static async start() {
-    const server = new ParleyDev(await freePort(), mkdtempSync(join(tmpdir(), 'parley-sdk-')));
+  /** Starts a server (without a certificate logins need no token; a short member grace). */
+  static async start({ certificate } = {}) {
+    const dataDir = mkdtempSync(join(tmpdir(), 'parley-sdk-'));
+    const server = new ParleyDev(await freePort(), dataDir, certificate);
     await server.run();
     return server;
   }
@@ -53,6 +55,7 @@ export class ParleyDev {
         '--app-id', APP_ID,
         '--customer-key', `${CUSTOMER_KEY}:${CUSTOMER_SECRET}`,
         '--member-grace', '2s',
+        ...(this.certificate ? ['--app-certificate', this.certificate] : []),
       ],
       { stdio: ['ignore', 'pipe', 'ignore'] },
     );
@@ -99,6 +102,17 @@ export class ParleyDev {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     return { status: response.status, body: await response.json() };
+  }
+
+  /** A "007" token for `uid`, valid for `seconds`, made by `parley token`. */
+  token(uid, seconds = 3600) {
+    return execFileSync(BINARY, [
+      'token',
+      '--app-id', APP_ID,
+      '--app-certificate', this.certificate,
+      '--uid', uid,
+      '--expire', String(seconds),
+    ]).toString().trim();
   }
 
   config(extra = {}) {
