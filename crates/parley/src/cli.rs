@@ -108,7 +108,7 @@ pub enum AdminCommand {
         #[arg(long)]
         uid: String,
         /// How long: `90s`, `10m`, `2h`, `7d`.
-        #[arg(long, value_parser = parse_long_duration)]
+        #[arg(long, value_parser = parse_duration)]
         duration: Duration,
         #[arg(long, default_value = "")]
         reason: String,
@@ -125,7 +125,7 @@ pub enum AdminCommand {
         channel: String,
         #[arg(long)]
         uid: String,
-        #[arg(long, value_parser = parse_long_duration)]
+        #[arg(long, value_parser = parse_duration)]
         duration: Duration,
         #[arg(long, default_value = "")]
         reason: String,
@@ -176,25 +176,6 @@ pub enum AdminCommand {
     },
 }
 
-/// Reads `90s`, `10m`, `2h` or `7d` (or a number of seconds).
-fn parse_long_duration(raw: &str) -> Result<Duration, String> {
-    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => raw.split_at(at),
-        None => (raw, "s"),
-    };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 90s, 10m, 2h or 7d"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{raw:?} is not a duration like 90s, 10m, 2h or 7d")),
-    };
-    Ok(Duration::from_secs(number * seconds))
-}
-
 #[derive(Clone, Debug, Args)]
 pub struct DevOptions {
     /// Address for HTTP and WebSocket clients.
@@ -231,6 +212,13 @@ pub struct DevOptions {
     /// Interval at which clients must ping; three silent intervals end a connection.
     #[arg(long, env = "PARLEY_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// How long a call invitation waits for an offline callee to log in (for tests and demos;
+    /// Agora's is 30 s).
+    #[arg(long, env = "PARLEY_INVITATION_OFFLINE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub invitation_offline_timeout: Duration,
+    /// How long a call invitation waits for an answer (Agora's is 60 s).
+    #[arg(long, env = "PARLEY_INVITATION_ANSWER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub invitation_answer_timeout: Duration,
     /// Log format: text or json.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -476,7 +464,11 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(value)),
         "s" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("invalid duration unit in {raw:?}: use ms, s or m")),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        "d" => Ok(Duration::from_secs(value * 86_400)),
+        _ => Err(format!(
+            "invalid duration unit in {raw:?}: use ms, s, m, h or d"
+        )),
     }
 }
 
@@ -490,7 +482,9 @@ mod tests {
         assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("2w").is_err());
         assert!(parse_duration("fast").is_err());
     }
 

@@ -104,6 +104,11 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
     }
     let owner_config = OwnerConfig {
         member_grace: options.member_grace,
+        invitation_timers: parley_core::invitation::InvitationTimers {
+            callee_offline: options.invitation_offline_timeout,
+            receipt: options.invitation_offline_timeout,
+            answer: options.invitation_answer_timeout,
+        },
         ..OwnerConfig::default()
     };
     let edge_config = EdgeConfig {

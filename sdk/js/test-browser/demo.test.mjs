@@ -128,6 +128,14 @@ test('an invitation accepted and one refused', async () => {
   await bob.getByTestId('refuse').click();
   await expectText(alice, 'call-state', 'bob refused');
   await expectText(bob, 'call-state', 'refused alice');
+
+  // A call the caller gives up on.
+  await alice.getByTestId('call').click();
+  await bob.getByTestId('incoming').waitFor({ state: 'visible', ...WAIT });
+  await alice.getByTestId('cancel-call').click();
+  await expectText(alice, 'call-state', 'canceled');
+  await expectText(bob, 'call-state', 'alice canceled the call');
+  await bob.getByTestId('incoming').waitFor({ state: 'hidden', ...WAIT });
 });
 
 test('both pages reconnect after the server restarts, and the channel still works', async () => {

@@ -29,8 +29,9 @@ function freePort() {
 }
 
 export class ParleyDev {
-  constructor(port, dataDir, certificate) {
+  constructor(port, dataDir, certificate, extraArgs = []) {
     this.certificate = certificate;
+    this.extraArgs = extraArgs;
     this.port = port;
     this.dataDir = dataDir;
     this.url = `ws://127.0.0.1:${port}/v1/ws`;
@@ -38,9 +39,9 @@ export class ParleyDev {
   }
 
   /** Starts a server (without a certificate logins need no token; a short member grace). */
-  static async start({ certificate } = {}) {
+  static async start({ certificate, args = [] } = {}) {
     const dataDir = mkdtempSync(join(tmpdir(), 'parley-sdk-'));
-    const server = new ParleyDev(await freePort(), dataDir, certificate);
+    const server = new ParleyDev(await freePort(), dataDir, certificate, args);
     await server.run();
     return server;
   }
@@ -56,6 +57,7 @@ export class ParleyDev {
         '--customer-key', `${CUSTOMER_KEY}:${CUSTOMER_SECRET}`,
         '--member-grace', '2s',
         ...(this.certificate ? ['--app-certificate', this.certificate] : []),
+        ...this.extraArgs,
       ],
       { stdio: ['ignore', 'pipe', 'ignore'] },
     );
