@@ -205,10 +205,13 @@ test('invitations: accepted, refused and canceled', async () => {
   await refusedCall.send();
   const [remote2] = await second;
   const refused = next(refusedCall, 'LocalInvitationRefused');
+  const calleeRefused = next(remote2, 'RemoteInvitationRefused');
   remote2.response = 'busy';
   await remote2.refuse();
   assert.deepEqual(await refused, ['busy']);
+  await calleeRefused;
   assert.equal(refusedCall.state, 'REFUSED_BY_REMOTE');
+  assert.equal(remote2.state, 'REFUSED');
 
   const third = next(bob, 'RemoteInvitationReceived');
   const canceledCall = alice.createLocalInvitation('i-bob');
