@@ -30,16 +30,16 @@ use parley_testkit::processes::Role;
 pub struct Options {
     /// The `parley` binary to run (build it with `cargo build --release -p parley`).
     #[arg(long, default_value = "target/release/parley")]
-    parley: PathBuf,
+    pub parley: PathBuf,
     /// Clusters to start, one owner killed in each.
     #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    pub rounds: usize,
     /// Channels on the victim per round.
     #[arg(long, default_value_t = 20)]
-    channels: usize,
+    pub channels: usize,
     /// How often the sender sends to each channel.
     #[arg(long, default_value = "20")]
-    interval_ms: u64,
+    pub interval_ms: u64,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
