@@ -39,6 +39,11 @@ pub fn usage(pid: u32) -> anyhow::Result<(u64, f64)> {
     Ok((rss_kb * 1024, ticks / 100.0))
 }
 
+/// This process's CPU seconds so far (the load generator's own cost).
+pub fn own_cpu() -> f64 {
+    usage(std::process::id()).map_or(0.0, |(_, cpu)| cpu)
+}
+
 /// The server's CPU seconds so far, or 0 when it is not measured.
 pub fn server_cpu(target: &Target) -> f64 {
     if target.server_pid == 0 {

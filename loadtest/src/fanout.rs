@@ -90,6 +90,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
         .collect();
 
     let cpu_before = common::server_cpu(target);
+    let generator_before = common::own_cpu();
     let started = Instant::now();
     let start_micros = common::now_micros();
     let sent = Arc::new(AtomicU64::new(0));
@@ -155,6 +156,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
     .await;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = common::server_cpu(target) - cpu_before;
+    let generator_cpu = common::own_cpu() - generator_before;
     let _ = stop_tx.send(true);
     let mut latency = common::histogram();
     let mut count = 0;
@@ -183,9 +185,10 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
         "latency": common::percentiles(&latency),
         "server_cpu_seconds": cpu,
         "deliveries_per_server_cpu_second": if cpu > 0.0 { count as f64 / cpu } else { 0.0 },
+        "generator_cpu_seconds": generator_cpu,
     });
     println!(
-        "fanout: {} channels × {} members, {sent} messages at {}/s of {} B: {count}/{expected} deliveries ({} lost), latency p50 {} ms p99 {} ms max {} ms, server CPU {cpu:.2} s ({:.0} deliveries per CPU-second)",
+        "fanout: {} channels × {} members, {sent} messages at {}/s of {} B: {count}/{expected} deliveries ({} lost), latency p50 {} ms p99 {} ms max {} ms, server CPU {cpu:.2} s ({:.0} deliveries per CPU-second), generator CPU {generator_cpu:.2} s",
         options.channels,
         options.members,
         options.rate,
