@@ -174,6 +174,16 @@ impl RedisStore {
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> StoreResult<T> {
+        self.guarded(call, Trips::Breaker).await
+    }
+
+    /// Like [`Self::bounded`]; with [`Trips::Nothing`] a timeout fails only this call: for
+    /// best-effort writes (the event logs) whose slowness must not make messaging unavailable.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+        trips: Trips,
+    ) -> StoreResult<T> {
         let open_until = *self.breaker.lock().expect("breaker lock poisoned");
         if open_until.is_some_and(|until| Instant::now() < until) {
             return Err(failed("not answering (recent calls timed out)"));
@@ -182,11 +192,15 @@ impl RedisStore {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) if !unreachable(&error) => Err(failed(error)),
             Ok(Err(error)) => {
-                self.trip();
+                if trips == Trips::Breaker {
+                    self.trip();
+                }
                 Err(failed(error))
             }
             Err(_) => {
-                self.trip();
+                if trips == Trips::Breaker {
+                    self.trip();
+                }
                 Err(failed("timed out"))
             }
         };
@@ -216,6 +230,17 @@ impl RedisStore {
         key: &str,
         args: &[&[u8]],
     ) -> StoreResult<T> {
+        self.script_tripping(source, key, args, Trips::Breaker)
+            .await
+    }
+
+    async fn script_tripping<T: redis::FromRedisValue>(
+        &self,
+        source: &str,
+        key: &str,
+        args: &[&[u8]],
+        trips: Trips,
+    ) -> StoreResult<T> {
         let script = redis::Script::new(source);
         let mut invocation = script.key(key);
         for arg in args {
@@ -231,8 +256,15 @@ impl RedisStore {
                 }
             }
         };
-        self.bounded(call).await
+        self.guarded(call, trips).await
     }
+}
+
+/// Whether a call that times out opens the breaker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trips {
+    Breaker,
+    Nothing,
 }
 
 /// Whether an error says Redis did not answer in time, which is what trips the breaker. (A
@@ -736,8 +768,14 @@ impl EventLog for RedisStore {
             .chain(records.iter())
             .map(Vec::as_slice)
             .collect();
-        self.script::<()>(APPEND_EVENTS, &events_key(app, stream), &args)
-            .await
+        // Best effort: a slow event log must not open the breaker for messaging.
+        self.script_tripping::<()>(
+            APPEND_EVENTS,
+            &events_key(app, stream),
+            &args,
+            Trips::Nothing,
+        )
+        .await
     }
 
     async fn events(
