@@ -8,6 +8,7 @@ use parley_proto::server::v1 as api;
 use parley_proto::server::v1::server_api_server::ServerApi;
 use parley_proto::server::v1::server_api_server::ServerApiServer;
 use parley_store::Restriction;
+use parley_store::Scope;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -219,7 +220,7 @@ impl ServerApi for GrpcApi {
         let until = server_api::restrict(
             &self.edge,
             &call,
-            "",
+            Scope::Login,
             &ban.uid,
             ban.duration_seconds,
             ban.reason,
@@ -230,7 +231,8 @@ impl ServerApi for GrpcApi {
 
     async fn unban(&self, request: Request<api::LiftRequest>) -> GrpcResult<api::LiftReply> {
         let call = self.authorize(&request, &request.get_ref().app_id)?;
-        let lifted = server_api::lift(&self.edge, &call, "", &request.get_ref().uid).await;
+        let lifted =
+            server_api::lift(&self.edge, &call, Scope::Login, &request.get_ref().uid).await;
         reply(lifted.map(|lifted| api::LiftReply { lifted }))
     }
 
@@ -239,7 +241,7 @@ impl ServerApi for GrpcApi {
         request: Request<api::ListRestrictionsRequest>,
     ) -> GrpcResult<api::ListRestrictionsReply> {
         let call = self.authorize(&request, &request.get_ref().app_id)?;
-        let bans = server_api::restrictions(&self.edge, &call, "").await;
+        let bans = server_api::restrictions(&self.edge, &call, Scope::Login).await;
         reply(bans.map(|bans| api::ListRestrictionsReply {
             restrictions: bans.into_iter().map(restriction).collect(),
         }))
@@ -248,11 +250,11 @@ impl ServerApi for GrpcApi {
     async fn mute(&self, request: Request<api::RestrictRequest>) -> GrpcResult<api::RestrictReply> {
         let call = self.authorize(&request, &request.get_ref().app_id)?;
         let mute = request.into_inner();
-        parley_core::ids::ChannelId::parse(&mute.channel_id).map_err(status_of)?;
+        let scope = server_api::channel_scope(&mute.channel_id).map_err(status_of)?;
         let until = server_api::restrict(
             &self.edge,
             &call,
-            &mute.channel_id,
+            scope,
             &mute.uid,
             mute.duration_seconds,
             mute.reason,
@@ -264,8 +266,8 @@ impl ServerApi for GrpcApi {
     async fn unmute(&self, request: Request<api::LiftRequest>) -> GrpcResult<api::LiftReply> {
         let call = self.authorize(&request, &request.get_ref().app_id)?;
         let lift = request.into_inner();
-        parley_core::ids::ChannelId::parse(&lift.channel_id).map_err(status_of)?;
-        let lifted = server_api::lift(&self.edge, &call, &lift.channel_id, &lift.uid).await;
+        let scope = server_api::channel_scope(&lift.channel_id).map_err(status_of)?;
+        let lifted = server_api::lift(&self.edge, &call, scope, &lift.uid).await;
         reply(lifted.map(|lifted| api::LiftReply { lifted }))
     }
 
@@ -274,9 +276,8 @@ impl ServerApi for GrpcApi {
         request: Request<api::ListRestrictionsRequest>,
     ) -> GrpcResult<api::ListRestrictionsReply> {
         let call = self.authorize(&request, &request.get_ref().app_id)?;
-        let channel_id = &request.get_ref().channel_id;
-        parley_core::ids::ChannelId::parse(channel_id).map_err(status_of)?;
-        let mutes = server_api::restrictions(&self.edge, &call, channel_id).await;
+        let scope = server_api::channel_scope(&request.get_ref().channel_id).map_err(status_of)?;
+        let mutes = server_api::restrictions(&self.edge, &call, scope).await;
         reply(mutes.map(|mutes| api::ListRestrictionsReply {
             restrictions: mutes.into_iter().map(restriction).collect(),
         }))

@@ -22,11 +22,11 @@ use axum::routing::get;
 use axum::routing::post;
 use parley_core::Error;
 use parley_core::ErrorCode;
-use parley_core::ids::ChannelId;
 use parley_core::ids::UserId;
 use parley_proto::v1;
 use parley_store::Conversation;
 use parley_store::Restriction;
+use parley_store::Scope;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -360,8 +360,15 @@ async fn ban(
 ) -> ApiResult {
     let call = authorize(&edge, &app_id, &headers)?;
     let ban: RestrictBody = body(&raw)?;
-    let until =
-        server_api::restrict(&edge, &call, "", &ban.uid, ban.duration_seconds, ban.reason).await?;
+    let until = server_api::restrict(
+        &edge,
+        &call,
+        Scope::Login,
+        &ban.uid,
+        ban.duration_seconds,
+        ban.reason,
+    )
+    .await?;
     ok(json!({ "uid": ban.uid, "untilTs": until }))
 }
 
@@ -371,7 +378,7 @@ async fn list_bans(
     headers: HeaderMap,
 ) -> ApiResult {
     let call = authorize(&edge, &app_id, &headers)?;
-    let bans = server_api::restrictions(&edge, &call, "").await?;
+    let bans = server_api::restrictions(&edge, &call, Scope::Login).await?;
     ok(json!({ "bans": restrictions_json(&bans) }))
 }
 
@@ -381,7 +388,7 @@ async fn unban(
     headers: HeaderMap,
 ) -> ApiResult {
     let call = authorize(&edge, &app_id, &headers)?;
-    let lifted = server_api::lift(&edge, &call, "", &uid).await?;
+    let lifted = server_api::lift(&edge, &call, Scope::Login, &uid).await?;
     ok(json!({ "uid": uid, "lifted": lifted }))
 }
 
@@ -392,13 +399,12 @@ async fn mute(
     raw: axum::body::Bytes,
 ) -> ApiResult {
     let call = authorize(&edge, &app_id, &headers)?;
-    // An empty channel ID would name the bans: it breaks the ID rules here.
-    ChannelId::parse(&channel_id)?;
+    let scope = server_api::channel_scope(&channel_id)?;
     let mute: RestrictBody = body(&raw)?;
     let until = server_api::restrict(
         &edge,
         &call,
-        &channel_id,
+        scope,
         &mute.uid,
         mute.duration_seconds,
         mute.reason,
@@ -413,8 +419,8 @@ async fn list_mutes(
     headers: HeaderMap,
 ) -> ApiResult {
     let call = authorize(&edge, &app_id, &headers)?;
-    ChannelId::parse(&channel_id)?;
-    let mutes = server_api::restrictions(&edge, &call, &channel_id).await?;
+    let scope = server_api::channel_scope(&channel_id)?;
+    let mutes = server_api::restrictions(&edge, &call, scope).await?;
     ok(json!({ "channelId": channel_id, "mutes": restrictions_json(&mutes) }))
 }
 
@@ -424,8 +430,8 @@ async fn unmute(
     headers: HeaderMap,
 ) -> ApiResult {
     let call = authorize(&edge, &app_id, &headers)?;
-    ChannelId::parse(&channel_id)?;
-    let lifted = server_api::lift(&edge, &call, &channel_id, &uid).await?;
+    let scope = server_api::channel_scope(&channel_id)?;
+    let lifted = server_api::lift(&edge, &call, scope, &uid).await?;
     ok(json!({ "channelId": channel_id, "uid": uid, "lifted": lifted }))
 }
 

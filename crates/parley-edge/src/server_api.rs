@@ -406,26 +406,21 @@ pub(crate) async fn history_count(
         .await
 }
 
-/// What a restriction applies to: logging in (a ban, `channel_id` empty) or one channel.
-fn scope(channel_id: &str) -> Result<Scope, Error> {
-    if channel_id.is_empty() {
-        Ok(Scope::Login)
-    } else {
-        Ok(Scope::Channel(ChannelId::parse(channel_id)?))
-    }
+/// The scope of a channel's mutes.
+pub(crate) fn channel_scope(channel_id: &str) -> Result<Scope, Error> {
+    Ok(Scope::Channel(ChannelId::parse(channel_id)?))
 }
 
-/// Bans `uid` (`channel_id` empty) or mutes it in `channel_id`. Returns when it ends.
+/// Bans `uid` (`Scope::Login`) or mutes it in a channel. Returns when it ends.
 pub(crate) async fn restrict(
     edge: &Edge,
     call: &Call,
-    channel_id: &str,
+    scope: Scope,
     uid: &str,
     duration_seconds: u64,
     reason: String,
 ) -> Result<i64, Error> {
     call.caller.must_be_backend("banning and muting")?;
-    let scope = scope(channel_id)?;
     let uid = UserId::parse(uid)?;
     if !(1..=MAX_RESTRICTION_SECONDS).contains(&duration_seconds) {
         return Err(Error::invalid_argument(format!(
@@ -451,15 +446,9 @@ pub(crate) async fn restrict(
     Ok(until_ms)
 }
 
-/// Lifts a ban (`channel_id` empty) or a mute. Returns whether one was in force.
-pub(crate) async fn lift(
-    edge: &Edge,
-    call: &Call,
-    channel_id: &str,
-    uid: &str,
-) -> Result<bool, Error> {
+/// Lifts a ban or a mute. Returns whether one was in force.
+pub(crate) async fn lift(edge: &Edge, call: &Call, scope: Scope, uid: &str) -> Result<bool, Error> {
     call.caller.must_be_backend("lifting bans and mutes")?;
-    let scope = scope(channel_id)?;
     let uid = UserId::parse(uid)?;
     let action = match scope {
         Scope::Login => Moderation::Unban {
@@ -473,14 +462,13 @@ pub(crate) async fn lift(
     edge.owner().moderate(action).await
 }
 
-/// The bans (`channel_id` empty) or a channel's mutes in force, by uid.
+/// The bans (`Scope::Login`) or a channel's mutes in force, by uid.
 pub(crate) async fn restrictions(
     edge: &Edge,
     call: &Call,
-    channel_id: &str,
+    scope: Scope,
 ) -> Result<Vec<Restriction>, Error> {
     call.caller.must_be_backend("listing bans and mutes")?;
-    let scope = scope(channel_id)?;
     edge.owner().restrictions(call.app_id(), scope).await
 }
 
