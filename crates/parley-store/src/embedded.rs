@@ -58,6 +58,8 @@ const SEQUENCES: TableDefinition<&[u8], u64> = TableDefinition::new("sequences")
 const USER_ATTRIBUTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("user_attributes");
 const RESTRICTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("restrictions");
 const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+/// How many events each log holds, so appending trims without counting the log.
+const EVENT_COUNTS: TableDefinition<&[u8], u64> = TableDefinition::new("event_counts");
 
 /// Writes queued for the writer thread. Overflow policy: callers wait.
 const WRITE_QUEUE: usize = 1024;
@@ -106,6 +108,7 @@ impl EmbeddedStore {
             txn.open_table(USER_ATTRIBUTES).map_err(failed)?;
             txn.open_table(RESTRICTIONS).map_err(failed)?;
             txn.open_table(EVENTS).map_err(failed)?;
+            txn.open_table(EVENT_COUNTS).map_err(failed)?;
             txn.commit().map_err(failed)?;
         }
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
@@ -776,7 +779,13 @@ impl EventLog for EmbeddedStore {
         let prefix = events_prefix(app, stream);
         self.write(move |txn| {
             let mut table = txn.open_table(EVENTS)?;
+            let mut counts = txn.open_table(EVENT_COUNTS)?;
             let end = prefix_end(&prefix);
+            let mut count = match counts.get(prefix.as_slice())? {
+                Some(count) => count.value(),
+                // A log written before counts were kept: counted once.
+                None => table.range(prefix.as_slice()..end.as_slice())?.count() as u64,
+            };
             let mut last = match table.range(prefix.as_slice()..end.as_slice())?.next_back() {
                 Some(entry) => u64_at_end(entry?.0.value(), 8),
                 None => 0,
@@ -787,11 +796,25 @@ impl EventLog for EmbeddedStore {
                 let mut key = prefix.clone();
                 key.extend_from_slice(&last.to_be_bytes());
                 table.insert(key.as_slice(), event.encode_to_vec().as_slice())?;
+                count += 1;
             }
+            // The oldest go first: those past the age limit, then those over the count. Only
+            // what goes is read.
             let cutoff = next_event_id(0, now_ms - limits.max_age_ms);
-            trim(&mut table, &prefix, limits.max_count, |key| {
-                u64_at_end(key, 8) < cutoff
-            })
+            let mut doomed = Vec::new();
+            for entry in table.range(prefix.as_slice()..end.as_slice())? {
+                let key = entry?.0.value().to_vec();
+                let over = count - doomed.len() as u64 > limits.max_count as u64;
+                if !over && u64_at_end(&key, 8) >= cutoff {
+                    break;
+                }
+                doomed.push(key);
+            }
+            for key in &doomed {
+                table.remove(key.as_slice())?;
+            }
+            counts.insert(prefix.as_slice(), count - doomed.len() as u64)?;
+            Ok(())
         })
         .await
     }
