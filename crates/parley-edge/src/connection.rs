@@ -119,7 +119,7 @@ pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
         urgent_close_tx: Some(urgent_close_tx),
     };
     let ending = connection.read_loop(stream, control_rx).await;
-    connection.finish(ending).await;
+    Box::pin(connection.finish(ending)).await;
     drop(connection);
     if tokio::time::timeout(WRITER_DRAIN, &mut writer)
         .await
@@ -140,7 +140,7 @@ impl Connection {
             tokio::select! {
                 frame = stream.next() => {
                     self.last_frame_at = Instant::now();
-                    self.heard_from_client().await;
+                    Box::pin(self.heard_from_client()).await;
                     let frame = match frame {
                         Some(Ok(Message::Text(text))) => Frame::Text(
                             Utf8::try_from(Bytes::from(text)).expect("websocket text is UTF-8"),
@@ -155,16 +155,16 @@ impl Connection {
                             return Ending::Server(Reason::ProtocolError);
                         }
                     };
-                    if let Some(ending) = self.on_frame(frame).await {
+                    if let Some(ending) = Box::pin(self.on_frame(frame)).await {
                         return ending;
                     }
                 }
                 Some(control) = control_rx.recv() => match control {
                     Control::End(reason) => return Ending::Server(reason),
-                    Control::Reregister => self.reregister().await,
+                    Control::Reregister => Box::pin(self.reregister()).await,
                 },
                 () = tokio::time::sleep_until(deadline) => {
-                    if let Some(ending) = self.on_timer().await {
+                    if let Some(ending) = Box::pin(self.on_timer()).await {
                         return ending;
                     }
                 }
@@ -230,7 +230,7 @@ impl Connection {
             }
             if !session.token_warned && now >= warning_at(expires_at, config.token_warning) {
                 session.token_warned = true;
-                self.push(Outbound::Own(event(
+                self.push(Outbound::own(event(
                     v1::event::Kind::TokenPrivilegeWillExpire(v1::TokenPrivilegeWillExpire {}),
                 )));
             }
@@ -383,7 +383,7 @@ impl Connection {
                 match self.subscribe_peers_online_status(subscribe).await {
                     Ok(initial) => {
                         self.reply(id, Ok(ReplyResult::Empty(v1::Empty {})));
-                        self.push(Outbound::Own(event(
+                        self.push(Outbound::own(event(
                             v1::event::Kind::PeersOnlineStatusChanged(initial),
                         )));
                         return None;
@@ -432,8 +432,7 @@ impl Connection {
                 .channel_seqs
                 .lock()
                 .expect("channel seq lock poisoned")
-                .get(channel.as_str())
-                .copied();
+                .get(channel.as_str());
             let joined = owner
                 .join(
                     crate::requests::channel_key(&session.user, &channel),
@@ -508,7 +507,7 @@ impl Connection {
     }
 
     pub(crate) fn reply(&self, id: u64, result: Result<ReplyResult, Error>) {
-        self.push(Outbound::Own(reply_frame(id, result)));
+        self.push(Outbound::own(reply_frame(id, result)));
     }
 
     pub(crate) fn push(&self, outbound: Outbound) {
@@ -613,7 +612,7 @@ async fn write_loop(
         for outbound in batch.drain(..) {
             let message = match outbound {
                 Outbound::Shared(frame) => to_message(frame.encoded(codec)),
-                Outbound::Own(frame) => to_message(&codec.encode(&frame)),
+                Outbound::Own(frame) => to_message(&codec.encode(&*frame)),
                 Outbound::Close(reason) => {
                     write_close(&mut sink, reason, codec).await;
                     return;

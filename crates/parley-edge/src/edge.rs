@@ -55,10 +55,18 @@ impl Default for EdgeConfig {
 /// What a connection's writer sends, in order.
 pub(crate) enum Outbound {
     Shared(Arc<SharedFrame>),
-    Own(parley_proto::v1::ServerFrame),
+    /// Boxed: the queue's slots are as big as its largest variant, and every connection's queue
+    /// allocates a block of them up front.
+    Own(Box<parley_proto::v1::ServerFrame>),
     /// Close the socket and stop; with a reason, first write ConnectionStateChanged(ABORTED,
     /// reason).
     Close(Option<Reason>),
+}
+
+impl Outbound {
+    pub(crate) fn own(frame: parley_proto::v1::ServerFrame) -> Outbound {
+        Outbound::Own(Box::new(frame))
+    }
 }
 
 /// What the rest of the node may ask of a connection's task.
@@ -78,10 +86,53 @@ pub(crate) struct SessionHandle {
     /// Per joined channel, the last sequence number this session was handed: re-registering
     /// with a channel's new owner resumes after it, so a hand-off loses nothing. A std lock,
     /// never held across an await.
-    pub channel_seqs: Mutex<HashMap<String, u64>>,
+    pub channel_seqs: Mutex<ChannelSeqs>,
     /// Invitations this session sent, for cancel and for rebuilding them with a new owner.
     /// A std lock, never held across an await.
     pub outgoing_invitations: Mutex<BTreeMap<u64, Outgoing>>,
+}
+
+/// A session's channels and the last sequence number of each it was handed. A list, not a map:
+/// a session is in a few channels (at most 20), and every channel message delivered looks its
+/// channel up, so a short scan beats hashing the name.
+#[derive(Default)]
+pub(crate) struct ChannelSeqs(Vec<(Box<str>, u64)>);
+
+impl ChannelSeqs {
+    pub(crate) fn get(&self, channel: &str) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|(name, _)| &**name == channel)
+            .map(|(_, seq)| *seq)
+    }
+
+    fn get_mut(&mut self, channel: &str) -> Option<&mut u64> {
+        self.0
+            .iter_mut()
+            .find(|(name, _)| &**name == channel)
+            .map(|(_, seq)| seq)
+    }
+
+    pub(crate) fn contains_key(&self, channel: &str) -> bool {
+        self.get(channel).is_some()
+    }
+
+    /// Sets `channel`'s sequence number, adding the channel if it is new.
+    pub(crate) fn insert(&mut self, channel: String, seq: u64) {
+        match self.get_mut(&channel) {
+            Some(last) => *last = seq,
+            None => self.0.push((channel.into(), seq)),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, channel: &str) -> Option<u64> {
+        let index = self.0.iter().position(|(name, _)| &**name == channel)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _)| &**name)
+    }
 }
 
 /// An invitation a session sent, as its edge sees it go by.
@@ -177,7 +228,7 @@ impl SessionHandle {
             .lock()
             .expect("channel seq lock poisoned")
             .keys()
-            .cloned()
+            .map(str::to_owned)
             .collect()
     }
 

@@ -182,7 +182,7 @@ impl Connection {
                 })
             });
             // A full queue here means the session is already ending as a slow consumer.
-            let _ = outbound_tx.try_send(Outbound::Own(reply_frame(id, result)));
+            let _ = outbound_tx.try_send(Outbound::own(reply_frame(id, result)));
         });
         Ok(())
     }
