@@ -13,6 +13,8 @@ use parley_client::Event;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::wire::Protocol;
+
 /// Where the load goes.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -20,6 +22,8 @@ pub struct Target {
     pub app_id: String,
     /// The server process, for its memory and CPU (0: not measured).
     pub server_pid: u32,
+    /// What the server speaks (`fanout`, `connections` and `churn` measure other systems too).
+    pub protocol: Protocol,
 }
 
 /// Resident memory (bytes) and CPU time used so far (seconds) of a process.

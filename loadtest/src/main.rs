@@ -6,18 +6,24 @@
 //! parley-loadtest --url ws://127.0.0.1:8080/v1/ws --app-id APP --server-pid PID connections --connections 2000
 //! parley-loadtest --url … --app-id APP --server-pid PID fanout --channels 1 --members 500 --rate 1000 --seconds 10
 //! parley-loadtest --url … --app-id APP --server-pid PID p2p --users 200 --rate 5 --seconds 10
+//! parley-loadtest --url … --app-id APP --server-pid PID churn --rate 100 --seconds 10
+//! parley-loadtest --protocol nats --url ws://127.0.0.1:4223 --server-pid PID fanout …
 //! parley-loadtest failover --rounds 5     # starts its own cluster (cargo build --release -p parley)
+//! parley-loadtest report --out report.html results/*.json
 //! ```
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use clap::Subcommand;
+use parley_loadtest::churn;
 use parley_loadtest::common::Target;
 use parley_loadtest::connections;
 use parley_loadtest::failover;
 use parley_loadtest::fanout;
 use parley_loadtest::p2p;
+use parley_loadtest::report;
+use parley_loadtest::wire::Protocol;
 
 #[derive(Parser)]
 struct Cli {
@@ -28,6 +34,10 @@ struct Cli {
     /// The server process, for its memory and CPU figures.
     #[arg(long, default_value_t = 0)]
     server_pid: u32,
+    /// What the server speaks: Parley, or a system it is compared with (fanout, connections and
+    /// churn only).
+    #[arg(long, value_enum, default_value_t = Protocol::Parley)]
+    protocol: Protocol,
     /// Also write the report to this file, as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -41,11 +51,15 @@ enum Test {
     Connections(connections::Options),
     /// C channels × M members at a constant message rate: deliveries, latency, server CPU, loss.
     Fanout(fanout::Options),
+    /// Connections coming and going at a rate (run it beside another scenario to load both).
+    Churn(churn::Options),
     /// Users sending acknowledged peer messages to random peers: latency and loss.
     P2p(p2p::Options),
     /// Starts its own cluster of `parley run` processes (3 meta, 3 owners, 2 edges, Redis),
     /// kills an owner with SIGKILL and times how long until each of its channels serves again.
     Failover(failover::Options),
+    /// An HTML report (tables and plots, no server needed) from the JSON reports of earlier runs.
+    Report(report::Options),
 }
 
 #[tokio::main]
@@ -55,13 +69,27 @@ async fn main() -> anyhow::Result<()> {
         url: cli.url,
         app_id: cli.app_id,
         server_pid: cli.server_pid,
+        protocol: cli.protocol,
     };
+    if cli.protocol != Protocol::Parley
+        && !matches!(
+            cli.test,
+            Test::Connections(_) | Test::Fanout(_) | Test::Churn(_)
+        )
+    {
+        anyhow::bail!("only fanout, connections and churn measure other systems");
+    }
     let report = match cli.test {
         Test::Connections(options) => connections::run(&target, &options).await?,
         Test::Fanout(options) => fanout::run(&target, &options).await?,
+        Test::Churn(options) => churn::run(&target, &options).await?,
         Test::P2p(options) => p2p::run(&target, &options).await?,
         Test::Failover(options) => {
             failover::run(options).await?;
+            return Ok(());
+        }
+        Test::Report(options) => {
+            report::write(&options)?;
             return Ok(());
         }
     };

@@ -1,13 +1,18 @@
-//! A short run of every scenario against a real server: each completes and loses nothing. (How
+//! A short run of every scenario against a real server: each completes and loses nothing. The
+//! systems Parley is compared with (nats-server, Mosquitto, a Socket.IO server; installed by
+//! scripts/test) are driven through the same scenarios, and the reports make an HTML page. (How
 //! fast is for docs/benchmarks.md, not for tests.)
 
 use std::path::PathBuf;
 
+use parley_loadtest::churn;
 use parley_loadtest::common::Target;
 use parley_loadtest::connections;
 use parley_loadtest::failover;
 use parley_loadtest::fanout;
 use parley_loadtest::p2p;
+use parley_loadtest::report;
+use parley_loadtest::wire::Protocol;
 use parley_testkit::TestServer;
 
 async fn server() -> (TestServer, Target) {
@@ -17,6 +22,7 @@ async fn server() -> (TestServer, Target) {
         app_id: server.app_id().to_owned(),
         // The server runs in this process.
         server_pid: std::process::id(),
+        protocol: Protocol::Parley,
     };
     (server, target)
 }
@@ -85,4 +91,179 @@ async fn failover_times_an_owner_death_on_a_process_cluster() {
         interval_ms: 50,
     };
     failover::run(options).await.unwrap();
+}
+
+#[tokio::test]
+async fn churn_connections_come_and_go() {
+    let (_server, target) = server().await;
+    let options = churn::Options {
+        rate: 40.0,
+        seconds: 0.5,
+        lifetime: 0.2,
+        channels: 2,
+    };
+    let report = churn::run(&target, &options).await.unwrap();
+    assert_eq!(report["connections"], 20, "{report}");
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["login_and_join_latency"]["count"], 20);
+}
+
+/// A peer system's server, killed when dropped.
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts `program` with `args` and waits until `port` takes connections.
+async fn start_peer(program: &str, args: &[&str], port: u16) -> Peer {
+    let child = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {program} (scripts/test installs it): {error}"));
+    let peer = Peer(child);
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return peer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{program} never listened on port {port}");
+}
+
+fn peer_fanout() -> fanout::Options {
+    fanout::Options {
+        channels: 2,
+        members: 4,
+        rate: 40.0,
+        seconds: 0.5,
+        size: 64,
+    }
+}
+
+/// Runs fan-out and connections against a peer and checks nothing was lost.
+async fn measure_peer(target: Target) -> Vec<serde_json::Value> {
+    let fanout = fanout::run(&target, &peer_fanout()).await.unwrap();
+    assert_eq!(fanout["sent"], 20, "{fanout}");
+    assert_eq!(fanout["expected_deliveries"], 20 * 3);
+    assert_eq!(fanout["delivered"], 20 * 3, "{fanout}");
+    assert_eq!(fanout["lost"], 0);
+    let options = connections::Options {
+        connections: 30,
+        rate: 300.0,
+        hold: 0.2,
+    };
+    let connections = connections::run(&target, &options).await.unwrap();
+    assert_eq!(connections["connections"], 30, "{connections}");
+    assert_eq!(connections["failed"], 0);
+    vec![fanout, connections]
+}
+
+#[tokio::test]
+async fn nats_is_measured_over_its_websocket_listener() {
+    let dir = tempdir();
+    let (port, client_port) = (free_port(), free_port());
+    let config = dir.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{client_port}\nwebsocket {{ listen: \"127.0.0.1:{port}\", no_tls: true }}\n"
+        ),
+    )
+    .unwrap();
+    let server = start_peer("nats-server", &["-c", config.to_str().unwrap()], port).await;
+    measure_peer(Target {
+        url: format!("ws://127.0.0.1:{port}"),
+        app_id: String::new(),
+        server_pid: server.0.id(),
+        protocol: Protocol::Nats,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mosquitto_is_measured_over_mqtt() {
+    let dir = tempdir();
+    let port = free_port();
+    let config = dir.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let server = start_peer("mosquitto", &["-c", config.to_str().unwrap()], port).await;
+    measure_peer(Target {
+        url: format!("tcp://127.0.0.1:{port}"),
+        app_id: String::new(),
+        server_pid: server.0.id(),
+        protocol: Protocol::MqttTcp,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn socketio_is_measured_and_the_runs_make_a_report() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/socketio/server.mjs");
+    assert!(
+        script.with_file_name("node_modules").exists(),
+        "run npm ci in loadtest/peers/socketio (scripts/test does)"
+    );
+    let port = free_port();
+    let server = start_peer("node", &[script.to_str().unwrap(), &port.to_string()], port).await;
+    let reports = measure_peer(Target {
+        url: format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"),
+        app_id: String::new(),
+        server_pid: server.0.id(),
+        protocol: Protocol::Socketio,
+    })
+    .await;
+
+    let dir = tempdir();
+    let mut paths = Vec::new();
+    for (name, report) in ["socketio-fanout", "socketio-connections"]
+        .iter()
+        .zip(&reports)
+    {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, report.to_string()).unwrap();
+        paths.push(path);
+    }
+    let out = dir.join("report.html");
+    report::write(&report::Options {
+        out: out.clone(),
+        reports: paths,
+    })
+    .unwrap();
+    let html = std::fs::read_to_string(out).unwrap();
+    assert!(
+        html.contains("<td>socketio-fanout</td><td>socketio</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<td>socketio-connections</td><td>socketio</td>"));
+    assert!(html.contains("<polyline"), "the throughput plot has a line");
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "parley-loadtest-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
