@@ -76,44 +76,61 @@ fn fanout_section(html: &mut String, runs: &[&Run]) {
     if runs.is_empty() {
         return;
     }
-    html.push_str("<h2>Fan-out</h2><table><tr><th>run</th><th>system</th><th>channels × members</th><th>msg/s × bytes</th><th>delivered / expected</th><th>lost</th><th>deliveries/s</th><th>deliveries per server CPU-s</th><th>ratio to first</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>server CPU s</th><th>generator CPU s</th></tr>");
+    html.push_str("<h2>Fan-out</h2>");
     let first = runs[0].report["deliveries_per_server_cpu_second"]
         .as_f64()
         .unwrap_or(0.0);
-    for run in runs {
-        let r = &run.report;
-        let per_cpu = r["deliveries_per_server_cpu_second"]
-            .as_f64()
-            .unwrap_or(0.0);
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{} × {}</td><td>{} × {}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&run.label),
-            text(&r["system"]),
-            r["channels"],
-            r["members_per_channel"],
-            r["rate"],
-            r["size_bytes"],
-            r["delivered"],
-            r["expected_deliveries"],
-            r["lost"],
-            grouped(r["deliveries_per_second"].as_f64().unwrap_or(0.0)),
-            grouped(per_cpu),
-            if first > 0.0 {
-                format!("{:.2}", per_cpu / first)
-            } else {
-                "–".into()
-            },
-            r["latency"]["p50_ms"],
-            r["latency"]["p90_ms"],
-            r["latency"]["p99_ms"],
-            r["latency"]["p999_ms"],
-            r["latency"]["max_ms"],
-            fixed(&r["server_cpu_seconds"]),
-            fixed(&r["generator_cpu_seconds"]),
-        );
-    }
-    html.push_str("</table>");
+    table(
+        html,
+        &[
+            "run",
+            "system",
+            "channels × members",
+            "msg/s × bytes",
+            "delivered / expected",
+            "lost",
+            "refused",
+            "deliveries/s",
+            "deliveries per server CPU-s",
+            "ratio to first",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "server CPU s",
+            "generator CPU s",
+        ],
+        runs.iter().map(|run| {
+            let r = &run.report;
+            let per_cpu = r["deliveries_per_server_cpu_second"]
+                .as_f64()
+                .unwrap_or(0.0);
+            vec![
+                escape(&run.label),
+                text(&r["system"]),
+                format!("{} × {}", r["channels"], r["members_per_channel"]),
+                format!("{} × {}", r["rate"], r["size_bytes"]),
+                format!("{} / {}", r["delivered"], r["expected_deliveries"]),
+                r["lost"].to_string(),
+                r["refused"].as_u64().unwrap_or(0).to_string(),
+                grouped(r["deliveries_per_second"].as_f64().unwrap_or(0.0)),
+                grouped(per_cpu),
+                if first > 0.0 {
+                    format!("{:.2}", per_cpu / first)
+                } else {
+                    "–".into()
+                },
+                r["latency"]["p50_ms"].to_string(),
+                r["latency"]["p90_ms"].to_string(),
+                r["latency"]["p99_ms"].to_string(),
+                r["latency"]["p999_ms"].to_string(),
+                r["latency"]["max_ms"].to_string(),
+                fixed(&r["server_cpu_seconds"]),
+                fixed(&r["generator_cpu_seconds"]),
+            ]
+        }),
+    );
     let percentiles = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"];
     let series: Vec<(String, Vec<f64>)> = runs
         .iter()
@@ -162,17 +179,11 @@ fn fanout_section(html: &mut String, runs: &[&Run]) {
     ));
     html.push_str(&bars(
         "Deliveries per server CPU-second",
-        &runs
-            .iter()
-            .map(|run| {
-                (
-                    run.label.clone(),
-                    run.report["deliveries_per_server_cpu_second"]
-                        .as_f64()
-                        .unwrap_or(0.0),
-                )
-            })
-            .collect::<Vec<_>>(),
+        &values(runs, |r| {
+            r["deliveries_per_server_cpu_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+        }),
     ));
 }
 
@@ -180,87 +191,147 @@ fn connections_section(html: &mut String, runs: &[&Run]) {
     if runs.is_empty() {
         return;
     }
-    html.push_str("<h2>Idle connections</h2><table><tr><th>run</th><th>system</th><th>connections</th><th>failed</th><th>KB per connection</th><th>idle CPU s/s</th><th>login p50 ms</th><th>login p99 ms</th><th>RSS after MB</th></tr>");
-    for run in runs {
-        let r = &run.report;
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
-            escape(&run.label),
-            text(&r["system"]),
-            r["connections"],
-            r["failed"],
-            r["server_bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0,
-            r["idle_cpu_seconds_per_second"].as_f64().unwrap_or(0.0),
-            r["login_latency"]["p50_ms"],
-            r["login_latency"]["p99_ms"],
-            r["server_rss_after_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-        );
-    }
-    html.push_str("</table>");
+    html.push_str("<h2>Idle connections</h2>");
+    table(
+        html,
+        &[
+            "run",
+            "system",
+            "connections",
+            "failed",
+            "KB per connection",
+            "idle CPU s/s",
+            "login p50 ms",
+            "login p99 ms",
+            "RSS after MB",
+        ],
+        runs.iter().map(|run| {
+            let r = &run.report;
+            vec![
+                escape(&run.label),
+                text(&r["system"]),
+                r["connections"].to_string(),
+                r["failed"].to_string(),
+                format!("{:.1}", kb_per_connection(r)),
+                format!(
+                    "{:.3}",
+                    r["idle_cpu_seconds_per_second"].as_f64().unwrap_or(0.0)
+                ),
+                r["login_latency"]["p50_ms"].to_string(),
+                r["login_latency"]["p99_ms"].to_string(),
+                format!(
+                    "{:.1}",
+                    r["server_rss_after_bytes"].as_f64().unwrap_or(0.0) / 1e6
+                ),
+            ]
+        }),
+    );
     html.push_str(&bars(
         "Server memory per idle connection (KB)",
-        &runs
-            .iter()
-            .map(|run| {
-                (
-                    run.label.clone(),
-                    run.report["server_bytes_per_connection"]
-                        .as_f64()
-                        .unwrap_or(0.0)
-                        / 1024.0,
-                )
-            })
-            .collect::<Vec<_>>(),
+        &values(runs, kb_per_connection),
     ));
+}
+
+fn kb_per_connection(report: &Value) -> f64 {
+    report["server_bytes_per_connection"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn churn_section(html: &mut String, runs: &[&Run]) {
     if runs.is_empty() {
         return;
     }
-    html.push_str("<h2>Churn</h2><table><tr><th>run</th><th>system</th><th>per second</th><th>connections</th><th>failed</th><th>login + join p50 ms</th><th>p99 ms</th><th>max ms</th><th>server CPU s</th></tr>");
-    for run in runs {
-        let r = &run.report;
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&run.label),
-            text(&r["system"]),
-            r["rate"],
-            r["connections"],
-            r["failed"],
-            r["login_and_join_latency"]["p50_ms"],
-            r["login_and_join_latency"]["p99_ms"],
-            r["login_and_join_latency"]["max_ms"],
-            fixed(&r["server_cpu_seconds"]),
-        );
-    }
-    html.push_str("</table>");
+    html.push_str("<h2>Churn</h2>");
+    table(
+        html,
+        &[
+            "run",
+            "system",
+            "per second",
+            "connections",
+            "failed",
+            "login + join p50 ms",
+            "p99 ms",
+            "max ms",
+            "server CPU s",
+        ],
+        runs.iter().map(|run| {
+            let r = &run.report;
+            let latency = &r["login_and_join_latency"];
+            vec![
+                escape(&run.label),
+                text(&r["system"]),
+                r["rate"].to_string(),
+                r["connections"].to_string(),
+                r["failed"].to_string(),
+                latency["p50_ms"].to_string(),
+                latency["p99_ms"].to_string(),
+                latency["max_ms"].to_string(),
+                fixed(&r["server_cpu_seconds"]),
+            ]
+        }),
+    );
 }
 
 fn p2p_section(html: &mut String, runs: &[&Run]) {
     if runs.is_empty() {
         return;
     }
-    html.push_str("<h2>Peer-to-peer</h2><table><tr><th>run</th><th>users</th><th>sent</th><th>acknowledged</th><th>lost</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>server CPU s</th></tr>");
-    for run in runs {
-        let r = &run.report;
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&run.label),
-            r["users"],
-            r["sent"],
-            r["acknowledged"],
-            r["lost"],
-            r["latency"]["p50_ms"],
-            r["latency"]["p99_ms"],
-            r["latency"]["max_ms"],
-            fixed(&r["server_cpu_seconds"]),
-        );
+    html.push_str("<h2>Peer-to-peer</h2>");
+    table(
+        html,
+        &[
+            "run",
+            "users",
+            "sent",
+            "acknowledged",
+            "lost",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "server CPU s",
+        ],
+        runs.iter().map(|run| {
+            let r = &run.report;
+            vec![
+                escape(&run.label),
+                r["users"].to_string(),
+                r["sent"].to_string(),
+                r["acknowledged"].to_string(),
+                r["lost"].to_string(),
+                r["latency"]["p50_ms"].to_string(),
+                r["latency"]["p99_ms"].to_string(),
+                r["latency"]["max_ms"].to_string(),
+                fixed(&r["server_cpu_seconds"]),
+            ]
+        }),
+    );
+}
+
+/// A table: the header row, then a row per item of `rows` (cells already escaped).
+fn table(html: &mut String, headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    html.push_str("<table><tr>");
+    for header in headers {
+        let _ = write!(html, "<th>{}</th>", escape(header));
+    }
+    html.push_str("</tr>");
+    for row in rows {
+        html.push_str("<tr>");
+        for cell in row {
+            let _ = write!(html, "<td>{cell}</td>");
+        }
+        html.push_str("</tr>");
     }
     html.push_str("</table>");
+}
+
+/// Each run's label with the value `of` its report.
+fn values(runs: &[&Run], of: impl Fn(&Value) -> f64) -> Vec<(String, f64)> {
+    runs.iter()
+        .map(|run| (run.label.clone(), of(&run.report)))
+        .collect()
 }
 
 /// A line per series over a linear x and y axis.

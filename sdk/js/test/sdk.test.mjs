@@ -101,6 +101,8 @@ test('channels: join, members, messages, counts, leave', async () => {
   const bobRoom = bob.createChannel('c-room');
   await aliceRoom.join();
   const joined = next(aliceRoom, 'MemberJoined');
+  // Listening before Bob joins: the count may be sent while the checks below run.
+  const counted = next(aliceRoom, 'MemberCountUpdated', (count) => count === 2);
   await bobRoom.join();
   assert.deepEqual(await joined, ['c-bob']);
   assert.equal(aliceRoom.joined, true);
@@ -109,7 +111,7 @@ test('channels: join, members, messages, counts, leave', async () => {
     'c-room': 2,
     'c-empty': 0,
   });
-  await next(aliceRoom, 'MemberCountUpdated', (count) => count === 2);
+  await counted;
 
   const got = next(bobRoom, 'ChannelMessage');
   const sent = await aliceRoom.sendMessage({ text: 'hello room' }, { enableHistoricalMessaging: true });
