@@ -27,6 +27,7 @@ const MARGIN_LEFT: f64 = 70.0;
 const MARGIN_BOTTOM: f64 = 40.0;
 
 /// A run: its label (the file's name) and its report.
+#[derive(Clone)]
 struct Run {
     label: String,
     report: Value,
@@ -77,7 +78,12 @@ fn fanout_section(html: &mut String, runs: &[&Run]) {
         return;
     }
     html.push_str("<h2>Fan-out</h2>");
-    let first = runs[0].report["deliveries_per_server_cpu_second"]
+    // Ratios are to Parley's run when there is one, else to the first.
+    let base_run = runs
+        .iter()
+        .find(|run| run.report["system"] == "parley")
+        .unwrap_or(&runs[0]);
+    let base = base_run.report["deliveries_per_server_cpu_second"]
         .as_f64()
         .unwrap_or(0.0);
     table(
@@ -92,7 +98,7 @@ fn fanout_section(html: &mut String, runs: &[&Run]) {
             "refused",
             "deliveries/s",
             "deliveries per server CPU-s",
-            "ratio to first",
+            "ratio to Parley",
             "p50 ms",
             "p90 ms",
             "p99 ms",
@@ -116,8 +122,8 @@ fn fanout_section(html: &mut String, runs: &[&Run]) {
                 r["refused"].as_u64().unwrap_or(0).to_string(),
                 grouped(r["deliveries_per_second"].as_f64().unwrap_or(0.0)),
                 grouped(per_cpu),
-                if first > 0.0 {
-                    format!("{:.2}", per_cpu / first)
+                if base > 0.0 {
+                    format!("{:.2}", per_cpu / base)
                 } else {
                     "–".into()
                 },
@@ -585,8 +591,10 @@ mod tests {
         let html = render(&runs);
         assert!(html.contains("<td>parley-fanout</td><td>parley</td>"));
         assert!(html.contains("<td>nats-fanout</td><td>nats</td>"));
-        // NATS at half Parley's deliveries per CPU-second.
+        // NATS at half Parley's deliveries per CPU-second, whichever comes first.
         assert!(html.contains("<td>0.50</td>"), "{html}");
+        let reversed = render(&[runs[1].clone(), runs[0].clone()]);
+        assert!(reversed.contains("<td>0.50</td>"), "{reversed}");
         assert_eq!(html.matches("<svg").count(), 4);
         assert!(html.contains("<polyline"));
     }
