@@ -17,9 +17,14 @@ use tokio::net::TcpListener;
 use crate::connection;
 use crate::edge::Edge;
 
-/// Read and write buffers per connection. The tungstenite defaults (128 KiB each) cost ~136 KB
-/// of memory per idle connection; 4 KiB costs ~9 KB (docs/benchmarks.md).
-const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per connection: allocated for every connection, idle or not, so it is small; a
+/// frame larger than it (up to the 32 KB message limit) takes a few more reads. The tungstenite
+/// default (128 KiB for reading and for writing) cost ~136 KB per idle connection
+/// (docs/benchmarks.md).
+const READ_BUFFER_BYTES: usize = 1024;
+/// Frames are written to the socket once this much is buffered (and at every flush). The buffer
+/// grows only while a connection writes.
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
@@ -45,8 +50,8 @@ async fn upgrade(State(edge): State<Arc<Edge>>, upgrade: WebSocketUpgrade) -> im
     let max_frame = edge.config().max_frame_bytes;
     upgrade
         .protocols([SUBPROTOCOL_PROTO, SUBPROTOCOL_JSON])
-        .read_buffer_size(SOCKET_BUFFER_BYTES)
-        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
