@@ -67,7 +67,8 @@ enum Ending {
 
 /// A logged-in session's own state: what it may still do and what to clean up after it.
 pub(crate) struct LoggedIn {
-    pub(crate) app: AppConfig,
+    /// Shared with the app directory: a session holds no copy of its app's settings.
+    pub(crate) app: Arc<AppConfig>,
     pub(crate) user: UserKey,
     pub(crate) session: SessionRef,
     /// Users whose online status this session watches.

@@ -58,7 +58,7 @@ impl Connection {
                 "this edge is going away: connect to another",
             ));
         }
-        let app = self.edge.apps().get(&login.app_id)?.as_ref().clone();
+        let app = self.edge.apps().get(&login.app_id)?;
         let uid = UserId::parse(&login.uid)?;
         if !self
             .edge
