@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::extract::WebSocketUpgrade;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use parley_proto::Codec;
 use parley_proto::SUBPROTOCOL_JSON;
 use parley_proto::SUBPROTOCOL_PROTO;
@@ -41,6 +42,11 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Small frames go out at once: Nagle's algorithm would hold one back behind an unacknowledged
+    // one (tens of milliseconds against a client's delayed acknowledgement).
+    let listener = listener.tap_io(|socket| {
+        let _ = socket.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -418,7 +418,8 @@ pub async fn serve(
         .add_optional_service(meta_service)
         .add_service(status_service)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc),
+            // Answers and deliveries to other nodes go out at once (no Nagle delay).
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             async move {
                 let _ = grpc_stop.wait_for(|stop| *stop).await;
             },
