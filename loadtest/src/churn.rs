@@ -60,7 +60,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
             let joined = async {
                 let mut lean = Lean::connect(
                     target.protocol,
-                    &target.url,
+                    target.url(index),
                     &target.app_id,
                     index,
                     &format!("churn-{n}"),

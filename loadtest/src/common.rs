@@ -18,12 +18,21 @@ use crate::wire::Protocol;
 /// Where the load goes.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub url: String,
+    /// Client URLs (a cluster's edges): connection `n` goes to `urls[n % urls.len()]`.
+    pub urls: Vec<String>,
     pub app_id: String,
-    /// The server process, for its memory and CPU (0: not measured).
-    pub server_pid: u32,
+    /// The server processes (a cluster's nodes), for their memory and CPU summed (none: not
+    /// measured).
+    pub server_pids: Vec<u32>,
     /// What the server speaks (`fanout`, `connections` and `churn` measure other systems too).
     pub protocol: Protocol,
+}
+
+impl Target {
+    /// The URL connection `index` uses.
+    pub fn url(&self, index: usize) -> &str {
+        &self.urls[index % self.urls.len()]
+    }
 }
 
 /// Resident memory (bytes) and CPU time used so far (seconds) of a process.
@@ -48,19 +57,29 @@ pub fn own_cpu() -> f64 {
     usage(std::process::id()).map_or(0.0, |(_, cpu)| cpu)
 }
 
+/// The server's resident memory and CPU seconds so far, summed over its processes (zeros when
+/// it is not measured).
+pub fn server_usage(target: &Target) -> anyhow::Result<(u64, f64)> {
+    target
+        .server_pids
+        .iter()
+        .try_fold((0, 0.0), |(rss, cpu), pid| {
+            let (more_rss, more_cpu) = usage(*pid)?;
+            Ok((rss + more_rss, cpu + more_cpu))
+        })
+}
+
 /// The server's CPU seconds so far, or 0 when it is not measured.
 pub fn server_cpu(target: &Target) -> f64 {
-    if target.server_pid == 0 {
-        return 0.0;
-    }
-    usage(target.server_pid).map_or(0.0, |(_, cpu)| cpu)
+    server_usage(target).map_or(0.0, |(_, cpu)| cpu)
 }
 
 pub async fn connect(
     target: &Target,
+    index: usize,
     uid: String,
 ) -> anyhow::Result<(Client, mpsc::Receiver<Event>)> {
-    let config = ClientConfig::new(&target.url, &target.app_id, uid).reconnect(false);
+    let config = ClientConfig::new(target.url(index), &target.app_id, uid).reconnect(false);
     Client::login(config)
         .await
         .map_err(|error| anyhow::anyhow!("login: {error}"))
@@ -77,7 +96,7 @@ pub async fn connect_many(
         let batch = futures_util::future::try_join_all(
             chunk
                 .iter()
-                .map(|n| connect(target, format!("{prefix}{n}"))),
+                .map(|n| connect(target, *n, format!("{prefix}{n}"))),
         )
         .await?;
         clients.extend(batch);

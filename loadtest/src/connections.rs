@@ -31,11 +31,7 @@ pub struct Options {
 }
 
 pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_json::Value> {
-    let before = if target.server_pid == 0 {
-        (0, 0.0)
-    } else {
-        common::usage(target.server_pid)?
-    };
+    let before = common::server_usage(target)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let opened = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -55,7 +51,15 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
             let (opened, failed) = (opened_by_task, failed_by_task);
             let connect_started = Instant::now();
             let uid = format!("conn-{index}");
-            match Lean::connect(target.protocol, &target.url, &target.app_id, index, &uid).await {
+            match Lean::connect(
+                target.protocol,
+                target.url(index),
+                &target.app_id,
+                index,
+                &uid,
+            )
+            .await
+            {
                 Ok(lean) => {
                     let micros = connect_started.elapsed().as_micros() as u64;
                     let _ = login_latency.lock().await.record(micros.max(1));
@@ -92,11 +96,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
     let cpu_before_hold = common::server_cpu(target);
     tokio::time::sleep(Duration::from_secs_f64(options.hold)).await;
     let idle_cpu = common::server_cpu(target) - cpu_before_hold;
-    let after = if target.server_pid == 0 {
-        (0, 0.0)
-    } else {
-        common::usage(target.server_pid)?
-    };
+    let after = common::server_usage(target)?;
     let opened = opened.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
     let per_connection = after.0.saturating_sub(before.0) as f64 / opened.max(1) as f64;

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use anyhow::Context;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -142,9 +143,14 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
             let (c, m) = (index / options.members, index % options.members);
             async move {
                 let uid = format!("fan-c{c}-m{m}");
-                let mut lean =
-                    Lean::connect(target.protocol, &target.url, &target.app_id, index, &uid)
-                        .await?;
+                let mut lean = Lean::connect(
+                    target.protocol,
+                    target.url(index),
+                    &target.app_id,
+                    index,
+                    &uid,
+                )
+                .await?;
                 lean.subscribe(&format!("fanout-{c}")).await?;
                 anyhow::Ok((c, m, lean))
             }
@@ -156,6 +162,9 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
         common::progress("fanout: joining", connections.len() as u64, members as u64);
     }
     drop(opened);
+    // Joins leave work behind (member events to everyone already in): sending starts once the
+    // members have heard nothing for a while, so the first second measures messages, not joins.
+    let connections = settle(connections).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let counters = Arc::new(Counters::default());
@@ -358,6 +367,55 @@ async fn member(
     }
     lean.close().await;
     Ok(received)
+}
+
+/// How long the members must hear nothing before sending starts (at most `SETTLE_LIMIT`).
+const QUIET: Duration = Duration::from_millis(300);
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Reads (and answers) what the members are sent until nothing has come for `QUIET`, and hands
+/// the connections back.
+async fn settle(
+    connections: Vec<(usize, usize, Lean)>,
+) -> anyhow::Result<Vec<(usize, usize, Lean)>> {
+    let frames = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readers: Vec<_> = connections
+        .into_iter()
+        .map(|(c, m, mut lean)| {
+            let (frames, mut stop) = (frames.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        frame = lean.next() => {
+                            let frame = frame.context("member connection closed while settling")??;
+                            frames.fetch_add(1, Ordering::Relaxed);
+                            if let Some(answer) = lean.answer(&frame) {
+                                lean.send(answer).await?;
+                            }
+                        }
+                        _ = stop.changed() => return anyhow::Ok((c, m, lean)),
+                    }
+                }
+            })
+        })
+        .collect();
+    let begun = Instant::now();
+    let mut seen = frames.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < QUIET && begun.elapsed() < SETTLE_LIMIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = frames.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, quiet_since) = (now, Instant::now());
+        }
+    }
+    let _ = stop_tx.send(true);
+    let mut connections = Vec::with_capacity(readers.len());
+    for reader in readers {
+        connections.push(reader.await??);
+    }
+    Ok(connections)
 }
 
 /// Sleeps until `at`, or for ever when there is nothing to wait for.

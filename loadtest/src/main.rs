@@ -8,6 +8,7 @@
 //! parley-loadtest --url … --app-id APP --server-pid PID p2p --users 200 --rate 5 --seconds 10
 //! parley-loadtest --url … --app-id APP --server-pid PID churn --rate 100 --seconds 10
 //! parley-loadtest --protocol nats --url ws://127.0.0.1:4223 --server-pid PID fanout …
+//! parley-loadtest --cluster target/release/parley fanout …   # starts a 3/3/2 cluster, clients on both edges
 //! parley-loadtest failover --rounds 5     # starts its own cluster (cargo build --release -p parley)
 //! parley-loadtest report --out report.html results/*.json
 //! ```
@@ -24,16 +25,28 @@ use parley_loadtest::fanout;
 use parley_loadtest::p2p;
 use parley_loadtest::report;
 use parley_loadtest::wire::Protocol;
+use parley_testkit::ProcessCluster;
+use parley_testkit::processes::CLUSTER_APP_ID;
 
 #[derive(Parser)]
 struct Cli {
-    #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
-    url: String,
+    /// Where clients connect; several (comma-separated, a cluster's edges) take turns.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/v1/ws"
+    )]
+    url: Vec<String>,
     #[arg(long, default_value = "")]
     app_id: String,
-    /// The server process, for its memory and CPU figures.
-    #[arg(long, default_value_t = 0)]
-    server_pid: u32,
+    /// The server processes (comma-separated), for their memory and CPU figures, summed.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Start a cluster of this `parley` binary (3 meta, 3 owners, 2 edges, one Redis; needs
+    /// redis-server) and run the scenario against it: clients on both edges, every node's
+    /// memory and CPU counted. Replaces --url, --app-id and --server-pid.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
     /// What the server speaks: Parley, or a system it is compared with (fanout, connections and
     /// churn only).
     #[arg(long, value_enum, default_value_t = Protocol::Parley)]
@@ -65,12 +78,22 @@ enum Test {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target {
-        url: cli.url,
+    let mut target = Target {
+        urls: cli.url,
         app_id: cli.app_id,
-        server_pid: cli.server_pid,
+        server_pids: cli.server_pid,
         protocol: cli.protocol,
     };
+    // Kept until the scenario ends: dropping it stops the cluster.
+    let mut _cluster = None;
+    if let Some(binary) = &cli.cluster {
+        anyhow::ensure!(cli.protocol == Protocol::Parley, "--cluster starts Parley");
+        let cluster = ProcessCluster::start(binary, 3, 3, 2).await;
+        target.urls = cluster.edge_urls();
+        target.app_id = CLUSTER_APP_ID.into();
+        target.server_pids = cluster.pids();
+        _cluster = Some(cluster);
+    }
     if cli.protocol != Protocol::Parley
         && !matches!(
             cli.test,

@@ -18,10 +18,10 @@ use parley_testkit::TestServer;
 async fn server() -> (TestServer, Target) {
     let server = TestServer::builder().without_certificate().start().await;
     let target = Target {
-        url: server.ws_url(),
+        urls: vec![server.ws_url()],
         app_id: server.app_id().to_owned(),
         // The server runs in this process.
-        server_pid: std::process::id(),
+        server_pids: vec![std::process::id()],
         protocol: Protocol::Parley,
     };
     (server, target)
@@ -76,21 +76,53 @@ async fn p2p_messages_are_all_acknowledged() {
     assert_eq!(report["lost"], 0);
 }
 
-#[tokio::test]
-async fn failover_times_an_owner_death_on_a_process_cluster() {
+/// The `parley` binary the workspace's tests build, for the process clusters.
+fn parley_binary() -> PathBuf {
     let parley = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/parley");
     assert!(
         parley.exists(),
         "{} is missing: the workspace's tests build it (cargo build -p parley)",
         parley.display()
     );
+    parley
+}
+
+#[tokio::test]
+async fn failover_times_an_owner_death_on_a_process_cluster() {
     let options = failover::Options {
-        parley,
+        parley: parley_binary(),
         rounds: 1,
         channels: 3,
         interval_ms: 50,
     };
     failover::run(options).await.unwrap();
+}
+
+/// `--cluster`: the binary starts a cluster and spreads the members over both edges, so every
+/// message crosses edge → owner → edge.
+#[test]
+fn fanout_runs_on_a_cluster_the_command_starts() {
+    let json = tempdir().join("cluster-fanout.json");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+        .arg("--cluster")
+        .arg(parley_binary())
+        .arg("--json")
+        .arg(&json)
+        .args(["fanout", "--channels", "2", "--members", "4"])
+        .args(["--rate", "40", "--seconds", "0.5", "--size", "64"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["sent"], 20, "{report}");
+    assert_eq!(report["delivered"], 20 * 3, "{report}");
+    assert_eq!(report["lost"], 0);
+    // Eight processes' CPU, counted.
+    assert!(
+        report["server_cpu_seconds"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -188,9 +220,9 @@ async fn nats_is_measured_over_its_websocket_listener() {
     .unwrap();
     let server = start_peer("nats-server", &["-c", config.to_str().unwrap()], port).await;
     measure_peer(Target {
-        url: format!("ws://127.0.0.1:{port}"),
+        urls: vec![format!("ws://127.0.0.1:{port}")],
         app_id: String::new(),
-        server_pid: server.0.id(),
+        server_pids: vec![server.0.id()],
         protocol: Protocol::Nats,
     })
     .await;
@@ -208,9 +240,9 @@ async fn mosquitto_is_measured_over_mqtt() {
     .unwrap();
     let server = start_peer("mosquitto", &["-c", config.to_str().unwrap()], port).await;
     measure_peer(Target {
-        url: format!("tcp://127.0.0.1:{port}"),
+        urls: vec![format!("tcp://127.0.0.1:{port}")],
         app_id: String::new(),
-        server_pid: server.0.id(),
+        server_pids: vec![server.0.id()],
         protocol: Protocol::MqttTcp,
     })
     .await;
@@ -226,9 +258,11 @@ async fn socketio_is_measured_and_the_runs_make_a_report() {
     let port = free_port();
     let server = start_peer("node", &[script.to_str().unwrap(), &port.to_string()], port).await;
     let reports = measure_peer(Target {
-        url: format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"),
+        urls: vec![format!(
+            "ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        )],
         app_id: String::new(),
-        server_pid: server.0.id(),
+        server_pids: vec![server.0.id()],
         protocol: Protocol::Socketio,
     })
     .await;

@@ -168,6 +168,14 @@ impl ProcessCluster {
             .collect()
     }
 
+    /// The process ids of the nodes that run.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .values()
+            .filter_map(|node| node.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The ids of the nodes with `role`.
     pub fn ids(&self, role: Role) -> Vec<u64> {
         self.nodes
