@@ -404,11 +404,12 @@ impl Manager {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(self.config.codec.subprotocol()),
         );
-        let connected =
-            tokio::time::timeout(LOGIN_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-                .map_err(|_| ClientError::new(ErrorCode::Timeout, "connect timed out"))
-                .and_then(|connected| connected.map_err(|error| unavailable(error.to_string())));
+        // Nagle off: a receipt or a message must not wait behind an unacknowledged frame.
+        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+        let connected = tokio::time::timeout(LOGIN_TIMEOUT, connecting)
+            .await
+            .map_err(|_| ClientError::new(ErrorCode::Timeout, "connect timed out"))
+            .and_then(|connected| connected.map_err(|error| unavailable(error.to_string())));
         let (mut socket, _) = match connected {
             Ok(connected) => connected,
             Err(error) => return Err(error),
