@@ -285,6 +285,7 @@ impl Connection {
                 session: Some(session.session),
                 message,
                 enable_history: send.enable_historical_messaging,
+                origin: None,
             })
             .await?;
         // The sender is not sent its own message; it has seen it all the same.

@@ -274,6 +274,7 @@ pub(crate) async fn send_channel(
             session: None,
             message,
             enable_history,
+            origin: None,
         })
         .await
 }

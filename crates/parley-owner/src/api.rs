@@ -86,7 +86,7 @@ pub struct PeerDispatch {
     pub outcome: BoxFuture<'static, PeerOutcome>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ChannelSend {
     pub channel: ChannelKey,
     pub from: UserId,
@@ -95,6 +95,52 @@ pub struct ChannelSend {
     pub session: Option<SessionRef>,
     pub message: v1::MessageBody,
     pub enable_history: bool,
+    /// Set when the message was accepted in another region and crossed over Kafka: it is
+    /// delivered to this region's members only, once (repeats of its ID are dropped), and keeps
+    /// its ID and timestamp.
+    pub origin: Option<RegionOrigin>,
+}
+
+/// Where a channel message that crossed regions was accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionOrigin {
+    pub region: String,
+    pub message_id: MessageId,
+    pub server_received_ts: i64,
+}
+
+/// What an owner tells the other regions about a channel it owns (see [`RegionLink`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegionRecord {
+    /// A message accepted here, for the members the channel has elsewhere.
+    Message {
+        channel: ChannelKey,
+        from: UserId,
+        message: v1::MessageBody,
+        enable_history: bool,
+        message_id: MessageId,
+        server_received_ts: i64,
+    },
+    /// This region has members in the channel (`interested`), or no longer has. `fresh`: the
+    /// owner has just taken the channel up and asks the others to say whether they have members.
+    Interest {
+        channel: ChannelKey,
+        interested: bool,
+        fresh: bool,
+    },
+}
+
+/// Where owners publish what other regions must hear (a Kafka topic per region). Never blocks:
+/// a link that cannot keep up drops and counts.
+pub trait RegionLink: Send + Sync + 'static {
+    fn publish(&self, record: RegionRecord);
+}
+
+/// The link of a node that is the only region.
+pub struct NoRegions;
+
+impl RegionLink for NoRegions {
+    fn publish(&self, _record: RegionRecord) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +313,16 @@ pub trait OwnerApi: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, Error>;
+
+    /// From this region's bridge: `region` has members in the channel (`interested`) or no
+    /// longer has; see [`RegionRecord::Interest`].
+    async fn region_interest(
+        &self,
+        channel: ChannelKey,
+        region: String,
+        interested: bool,
+        fresh: bool,
+    ) -> Result<(), Error>;
 }
 
 /// What the app's backend may do to its users (the server API).

@@ -58,6 +58,7 @@ use crate::api::OpenSession;
 use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
 use crate::api::PeerSend;
+use crate::api::RegionOrigin;
 use crate::api::Resume;
 use crate::api::UserKey;
 use crate::wire::*;
@@ -388,6 +389,11 @@ impl owner_server::Owner for OwnerService {
                     .transpose()?,
                 message: request.message.ok_or_else(|| malformed("message"))?,
                 enable_history: request.enable_history,
+                origin: request.origin.map(|origin| RegionOrigin {
+                    region: origin.region,
+                    message_id: MessageId(origin.message_id),
+                    server_received_ts: origin.server_received_ts,
+                }),
             })
             .await
             .map_err(status_of)?;
@@ -700,6 +706,20 @@ impl owner_server::Owner for OwnerService {
         }))
     }
 
+    async fn region_interest(
+        &self,
+        request: Request<wire::RegionInterestRequest>,
+    ) -> Result<Response<wire::Done>, Status> {
+        let request = request.into_inner();
+        let channel = from_channel_key(request.channel)?;
+        self.check_channel(&channel, request.epoch).await?;
+        self.owner
+            .region_interest(channel, request.region, request.interested, request.fresh)
+            .await
+            .map_err(status_of)?;
+        done()
+    }
+
     async fn receipt(
         &self,
         request: Request<wire::ReceiptRequest>,
@@ -738,6 +758,7 @@ routed!(
     MembersRequest,
     ModerateRequest,
     OpenSessionRequest,
+    RegionInterestRequest,
     SendChannelRequest,
     SendInvitationRequest,
     SendPeerRequest,
@@ -1091,6 +1112,11 @@ impl OwnerApi for RemoteOwners {
                     session: send.session.map(session_ref),
                     message: Some(send.message),
                     enable_history: send.enable_history,
+                    origin: send.origin.map(|origin| wire::RegionOrigin {
+                        region: origin.region,
+                        message_id: origin.message_id.0,
+                        server_received_ts: origin.server_received_ts,
+                    }),
                 };
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);
@@ -1578,6 +1604,36 @@ impl OwnerApi for RemoteOwners {
                                 .collect()
                         })
                     }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn region_interest(
+        &self,
+        channel: ChannelKey,
+        region: String,
+        interested: bool,
+        fresh: bool,
+    ) -> Result<(), Error> {
+        match self.channel_route(&channel)? {
+            Route::Local(owner) => {
+                owner
+                    .region_interest(channel, region, interested, fresh)
+                    .await
+            }
+            Route::Remote(node) => {
+                let request = wire::RegionInterestRequest {
+                    epoch: 0,
+                    channel: Some(channel_key(&channel)),
+                    region,
+                    interested,
+                    fresh,
+                };
+                self.remote(node, |mut client, epoch| {
+                    let request = stamped(&request, epoch);
+                    async move { client.region_interest(request).await.map(drop) }
                 })
                 .await
             }

@@ -49,9 +49,11 @@ use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
 use crate::api::PeerOutcome;
 use crate::api::PeerSend;
+use crate::api::RegionLink;
 use crate::api::Resume;
 use crate::api::UserKey;
 use crate::shard::Command;
+use crate::shard::Outlets;
 use crate::shard::PeerRouted;
 use crate::shard::Shard;
 
@@ -141,6 +143,7 @@ impl Owner {
         apps: Arc<AppDirectory>,
         store: Arc<dyn Store>,
         events: Arc<dyn EventSink>,
+        regions: Arc<dyn RegionLink>,
     ) -> Result<Arc<Owner>, Error> {
         // Nothing has members yet: attributes left without an expiry by a crash get one now.
         let ttl = apps
@@ -166,7 +169,10 @@ impl Owner {
                     apps.clone(),
                     edges.clone(),
                     store.clone(),
-                    events.clone(),
+                    Outlets {
+                        events: events.clone(),
+                        regions: regions.clone(),
+                    },
                     command_tx.downgrade(),
                 );
                 tokio::spawn(shard.run(command_rx));
@@ -232,6 +238,17 @@ impl Owner {
                     me,
                     reply,
                 })
+                .await;
+        }
+    }
+
+    /// Tells the other regions again of every channel with members here, asking for their
+    /// answer (the region bridge does this when it starts: what was said before it read
+    /// anything is not lost on it).
+    pub async fn announce_regions(&self) {
+        for shard in &self.shards {
+            let _ = self
+                .ask(shard, |reply| Command::AnnounceRegions { reply })
                 .await;
         }
     }
@@ -704,5 +721,23 @@ impl OwnerApi for Owner {
             .events(&app, stream, after, limit)
             .await
             .map_err(storage_error)
+    }
+
+    async fn region_interest(
+        &self,
+        channel: ChannelKey,
+        region: String,
+        interested: bool,
+        fresh: bool,
+    ) -> Result<(), Error> {
+        let shard = self.channel_shard(&channel);
+        self.ask(shard, |reply| Command::RegionInterest {
+            channel,
+            region,
+            interested,
+            fresh,
+            reply,
+        })
+        .await
     }
 }

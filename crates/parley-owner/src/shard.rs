@@ -60,6 +60,8 @@ use crate::api::LeaveReason;
 use crate::api::Moderation;
 use crate::api::OpenSession;
 use crate::api::PeerSend;
+use crate::api::RegionLink;
+use crate::api::RegionRecord;
 use crate::api::Resume;
 use crate::api::UserKey;
 use crate::owner::Edges;
@@ -183,6 +185,15 @@ pub(crate) enum Command {
     /// Edge `node` left the cluster (it died, or it restarted): its sessions lost their
     /// connections.
     EdgeGone { node: NodeId, reply: Reply<()> },
+    RegionInterest {
+        channel: ChannelKey,
+        region: String,
+        interested: bool,
+        fresh: bool,
+        reply: Reply<()>,
+    },
+    /// Announce every channel with members to the other regions, as newly taken up.
+    AnnounceRegions { reply: Reply<()> },
 }
 
 /// Where a peer message went.
@@ -211,6 +222,37 @@ struct ChannelEntry {
     recent: VecDeque<(u64, Arc<SharedFrame>)>,
     /// Muted members and when their mutes end (ms since the epoch), as stored.
     mutes: HashMap<UserId, i64>,
+    /// Other regions with members in the channel: its messages are published for them.
+    remote_regions: BTreeSet<String>,
+    /// Messages that crossed from other regions lately, to drop repeats.
+    crossed: Crossed,
+}
+
+/// How many crossing message IDs a channel remembers to drop repeats (a bridge that restarts
+/// re-reads at most about a second of records).
+const CROSSED_KEPT: usize = 4096;
+
+/// The IDs of the last messages that crossed into a channel from other regions.
+#[derive(Default)]
+struct Crossed {
+    order: VecDeque<u64>,
+    ids: HashSet<u64>,
+}
+
+impl Crossed {
+    /// Whether `id` is new; remembers it.
+    fn first_time(&mut self, id: MessageId) -> bool {
+        if !self.ids.insert(id.0) {
+            return false;
+        }
+        self.order.push_back(id.0);
+        if self.order.len() > CROSSED_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
 }
 
 struct UserSession {
@@ -275,6 +317,13 @@ impl UserEntry {
     }
 }
 
+/// Where a shard tells the world outside the cluster what happened.
+#[derive(Clone)]
+pub(crate) struct Outlets {
+    pub(crate) events: Arc<dyn EventSink>,
+    pub(crate) regions: Arc<dyn RegionLink>,
+}
+
 pub(crate) struct Shard {
     config: OwnerConfig,
     message_ids: MessageIdGenerator,
@@ -282,6 +331,7 @@ pub(crate) struct Shard {
     edges: Arc<Edges>,
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
+    regions: Arc<dyn RegionLink>,
     /// For receipts that arrive after the shard has moved on; weak so the shard still ends when
     /// the owner goes.
     self_tx: mpsc::WeakSender<Command>,
@@ -302,7 +352,7 @@ impl Shard {
         apps: Arc<AppDirectory>,
         edges: Arc<Edges>,
         store: Arc<dyn Store>,
-        events: Arc<dyn EventSink>,
+        outlets: Outlets,
         self_tx: mpsc::WeakSender<Command>,
     ) -> Self {
         Shard {
@@ -311,7 +361,8 @@ impl Shard {
             apps,
             edges,
             store,
-            events,
+            events: outlets.events,
+            regions: outlets.regions,
             self_tx,
             users: HashMap::new(),
             channels: HashMap::new(),
@@ -511,6 +562,26 @@ impl Shard {
                 let _ = self.invitation_call(&callee, invitation_id, |pending| {
                     Ok(pending.machine.receipt())
                 });
+            }
+            Command::RegionInterest {
+                channel,
+                region,
+                interested,
+                fresh,
+                reply,
+            } => {
+                self.region_interest(channel, region, interested, fresh);
+                let _ = reply.send(());
+            }
+            Command::AnnounceRegions { reply } => {
+                for channel in self.channels.keys() {
+                    self.regions.publish(RegionRecord::Interest {
+                        channel: channel.clone(),
+                        interested: true,
+                        fresh: true,
+                    });
+                }
+                let _ = reply.send(());
             }
         }
     }
@@ -841,6 +912,12 @@ impl Shard {
                     ..ChannelEntry::default()
                 },
             );
+            // Other regions learn the channel has members here, and say if they have.
+            self.regions.publish(RegionRecord::Interest {
+                channel: key.clone(),
+                interested: true,
+                fresh: true,
+            });
         }
         let entry = self.channels.get_mut(&key).expect("inserted above");
         let is_new_member = entry.membership.join(&uid, session)?;
@@ -978,19 +1055,37 @@ impl Shard {
         let store = self.store.clone();
         let recovery_window = self.config.recovery_window;
         let retention_ms = self.limits(&send.channel.app).history_retention.as_millis() as i64;
-        let entry = match send.session {
-            Some(session) => self
+        let entry = match (&send.origin, send.session) {
+            (Some(origin), _) => {
+                let not_delivered = Ok(ChannelSent {
+                    message_id: origin.message_id,
+                    server_received_ts: origin.server_received_ts,
+                    seq: 0,
+                });
+                // Nobody is in it here (any more), or it came before: nothing to deliver.
+                let Some(entry) = self.channels.get_mut(&send.channel) else {
+                    return not_delivered;
+                };
+                if !entry.crossed.first_time(origin.message_id) {
+                    return not_delivered;
+                }
+                entry
+            }
+            (None, Some(session)) => self
                 .channels
                 .get_mut(&send.channel)
                 .filter(|entry| entry.membership.is_active(&send.from, session))
                 .ok_or_else(|| Error::new(ErrorCode::NotJoined, "not joined to this channel"))?,
-            None => match self.channels.get_mut(&send.channel) {
+            (None, None) => match self.channels.get_mut(&send.channel) {
                 Some(entry) => entry,
                 // From the backend to a channel nobody is in: no one to number it for.
                 None => return self.send_to_empty_channel(send, retention_ms).await,
             },
         };
-        if let Some(until) = entry.mutes.get(&send.from).copied() {
+        // Mutes hold in the region that accepted the message.
+        if send.origin.is_none()
+            && let Some(until) = entry.mutes.get(&send.from).copied()
+        {
             if until > unix_ms() {
                 return Err(muted(until));
             }
@@ -1005,8 +1100,13 @@ impl Shard {
                 .map_err(storage_error)?;
             entry.reserved_seq = reserve;
         }
-        let server_received_ts = unix_ms();
-        let message_id = self.message_ids.next(server_received_ts as u64);
+        let (message_id, server_received_ts) = match &send.origin {
+            Some(origin) => (origin.message_id, origin.server_received_ts),
+            None => {
+                let now = unix_ms();
+                (self.message_ids.next(now as u64), now)
+            }
+        };
         if send.enable_history {
             let stored = v1::HistoryMessage {
                 message_id: message_id.0,
@@ -1022,6 +1122,9 @@ impl Shard {
                 .map_err(storage_error)?;
         }
         entry.last_seq = seq;
+        // Accepted here and wanted elsewhere: it crosses (what crossed in never goes back out).
+        let crossing = (send.origin.is_none() && !entry.remote_regions.is_empty())
+            .then(|| send.message.clone());
         let frame = Arc::new(SharedFrame::event(EventKind::ChannelMessage(
             v1::ChannelMessage {
                 channel_id: send.channel.channel.to_string(),
@@ -1038,11 +1141,49 @@ impl Shard {
         }
         let entry = &self.channels[&send.channel];
         self.fan_out_shared(&entry.membership, send.session, frame);
+        if let Some(message) = crossing {
+            self.regions.publish(RegionRecord::Message {
+                channel: send.channel,
+                from: send.from,
+                message,
+                enable_history: send.enable_history,
+                message_id,
+                server_received_ts,
+            });
+        }
         Ok(ChannelSent {
             message_id,
             server_received_ts,
             seq,
         })
+    }
+
+    /// Another region has members in `channel` (`interested`), or no longer has. A region
+    /// that has just taken the channel up (`fresh`) is told whether this one has members.
+    fn region_interest(
+        &mut self,
+        channel: ChannelKey,
+        region: String,
+        interested: bool,
+        fresh: bool,
+    ) {
+        // Without members here there is nothing to send them, and nothing to answer: this
+        // region announces itself when it gets a member.
+        let Some(entry) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if interested {
+            entry.remote_regions.insert(region);
+        } else {
+            entry.remote_regions.remove(&region);
+        }
+        if fresh {
+            self.regions.publish(RegionRecord::Interest {
+                channel,
+                interested: true,
+                fresh: false,
+            });
+        }
     }
 
     /// A backend's message to a channel without members: kept in history when asked, with
@@ -1135,6 +1276,11 @@ impl Shard {
         }
         if entry.membership.is_empty() {
             self.channels.remove(key);
+            self.regions.publish(RegionRecord::Interest {
+                channel: key.clone(),
+                interested: false,
+                fresh: false,
+            });
             self.counts_changed.remove(key);
             self.lingering.remove(key);
             let expires_at = unix_ms() + limits.channel_attributes_ttl.as_millis() as i64;

@@ -39,6 +39,7 @@ async fn owner(node: u64, apps: &Arc<AppDirectory>) -> Arc<Owner> {
         apps.clone(),
         store,
         Arc::new(parley_owner::NoEvents),
+        Arc::new(parley_owner::NoRegions),
     )
     .await
     .unwrap()

@@ -21,31 +21,59 @@ pub struct KafkaBroker {
 
 impl KafkaBroker {
     pub fn start() -> KafkaBroker {
-        let port = free_port();
         let dir = fresh_temp_dir();
         std::fs::create_dir_all(&dir).expect("create the broker's dir");
-        let listener = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            // tansu reads the path of a sqlite:// URL as relative to its working directory.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "start tansu (scripts/test installs it: cargo install tansu --features libsql)",
-            );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        KafkaBroker {
-            port,
+        let mut broker = KafkaBroker {
+            port: free_port(),
             dir,
-            child: Some(child),
+            child: None,
+        };
+        broker.start_again();
+        broker
+    }
+
+    /// Stops the broker (SIGTERM); what it stored stays for [`KafkaBroker::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker on its port and storage, and waits until it listens (a port just
+    /// given up may take a moment to be free again: a broker that could not bind is restarted).
+    pub fn start_again(&mut self) {
+        self.stop();
+        let port = self.port;
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut child = Command::new("tansu")
+                .args(["broker", "--listener-url", &listener])
+                .args(["--advertised-listener-url", &listener])
+                // tansu reads the path of a sqlite:// URL as relative to its working directory.
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "start tansu (scripts/test installs it: cargo install tansu --features libsql)",
+                );
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "tansu did not listen in time");
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                self.child = Some(child);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -57,12 +85,7 @@ impl KafkaBroker {
 
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

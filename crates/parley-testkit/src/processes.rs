@@ -51,6 +51,8 @@ pub struct ProcessCluster {
     /// `ID=HOST:PORT,…` of the first meta nodes, as every node is told.
     metas: String,
     node_timeout: Duration,
+    /// More flags for every node (`--region …`).
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -64,6 +66,17 @@ impl ProcessCluster {
     /// Starts `metas` meta nodes (ids 101…), `owners` owners (1…) and `edges` edges (51…) of
     /// `binary`, and waits until meta has every data node up.
     pub async fn start(binary: &Path, metas: u64, owners: u64, edges: u64) -> ProcessCluster {
+        Self::start_with(binary, metas, owners, edges, &[]).await
+    }
+
+    /// [`ProcessCluster::start`], with `extra_args` given to every node.
+    pub async fn start_with(
+        binary: &Path,
+        metas: u64,
+        owners: u64,
+        edges: u64,
+        extra_args: &[&str],
+    ) -> ProcessCluster {
         let dir = fresh_temp_dir();
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
         let mut cluster = ProcessCluster {
@@ -73,6 +86,7 @@ impl ProcessCluster {
             nodes: BTreeMap::new(),
             metas: String::new(),
             node_timeout: Duration::from_secs(1),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         };
         // Ports are picked free but bound later by the node: another test may take one in
         // between. A node that cannot bind exits; the cluster then starts again on new ports.
@@ -237,6 +251,7 @@ impl ProcessCluster {
                 "--node-timeout",
                 &format!("{}ms", self.node_timeout.as_millis()),
             ])
+            .args(&self.extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -170,6 +170,7 @@ impl TestServerBuilder {
                     self.owner.clone(),
                     self.edge.clone(),
                     self.events.clone(),
+                    None,
                     store,
                 )
                 .await
@@ -197,6 +198,7 @@ impl TestServerBuilder {
                 self.owner,
                 self.edge,
                 self.events,
+                None,
                 store,
             )
             .await

@@ -361,6 +361,21 @@ pub struct KafkaOptions {
     /// Partitions of the events topic, when Parley creates it.
     #[arg(long, env = "PARLEY_EVENTS_PARTITIONS", default_value_t = 3)]
     pub events_partitions: i32,
+    /// This region's name, when Parley runs in several regions: channel messages then cross
+    /// to the `--remote-regions` over Kafka (`--kafka-brokers`, shared by every region).
+    #[arg(long, env = "PARLEY_REGION", requires_all = ["kafka_brokers", "remote_regions"])]
+    pub region: Option<String>,
+    /// The other regions (comma-separated).
+    #[arg(
+        long,
+        env = "PARLEY_REMOTE_REGIONS",
+        value_delimiter = ',',
+        requires = "region"
+    )]
+    pub remote_regions: Vec<String>,
+    /// Partitions of a region's topic (`parley-region-NAME`), when Parley creates it.
+    #[arg(long, env = "PARLEY_REGION_PARTITIONS", default_value_t = 6)]
+    pub region_partitions: i32,
 }
 
 impl KafkaOptions {
@@ -377,6 +392,21 @@ impl KafkaOptions {
                 }),
             ..parley_events::PipelineConfig::default()
         }
+    }
+
+    /// The regions these options name, if any.
+    pub fn regions(&self) -> anyhow::Result<Option<parley_bridge::RegionConfig>> {
+        let (Some(region), Some(brokers)) = (&self.region, &self.kafka_brokers) else {
+            return Ok(None);
+        };
+        let config = parley_bridge::RegionConfig {
+            brokers: brokers.clone(),
+            region: region.clone(),
+            remote_regions: self.remote_regions.clone(),
+            partitions: self.region_partitions,
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(Some(config))
     }
 }
 

@@ -107,6 +107,7 @@ pub async fn node(
     mut owner_config: OwnerConfig,
     mut edge_config: EdgeConfig,
     events: PipelineConfig,
+    regions: Option<parley_bridge::RegionConfig>,
     store: Option<Arc<dyn Store>>,
 ) -> anyhow::Result<ClusterNode> {
     let me = spec.node;
@@ -123,7 +124,8 @@ pub async fn node(
         let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
         let events = EventPipeline::start(events, apps.clone(), store.clone())
             .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
-        let owner = Owner::start(owner_config, apps.clone(), store, events)
+        let link = crate::dev::region_link(regions.as_ref())?;
+        let owner = Owner::start(owner_config, apps.clone(), store, events, link)
             .await
             .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
         Some(owner)
@@ -143,6 +145,17 @@ pub async fn node(
     };
     if let (Some(owner), Some(edge)) = (&owner, &edge) {
         owner.register_edge(me, edge.clone());
+    }
+    // Owners bring in the other regions' traffic, each record to its channel's owner.
+    if let (Some(owner), Some(regions)) = (&owner, regions) {
+        let routed: Arc<dyn OwnerApi> = match &owners {
+            Some(owners) => owners.clone(),
+            None => Arc::new(RemoteOwners::new(
+                shared.clone(),
+                Some((me, owner.clone() as Arc<dyn OwnerApi>)),
+            )),
+        };
+        tokio::spawn(parley_bridge::consume(regions, routed, owner.clone()));
     }
     let meta = match &spec.meta {
         Some(config) => Some(MetaNode::start(config.clone()).await?),

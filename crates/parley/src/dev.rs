@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use parley_bridge::RegionConfig;
 use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
 use parley_core::app::MultiLogin;
@@ -18,6 +19,7 @@ use parley_events::EventPipeline;
 use parley_events::PipelineConfig;
 use parley_owner::Owner;
 use parley_owner::OwnerConfig;
+use parley_owner::RegionLink;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::EmbeddedStore;
 use parley_store::RedisStore;
@@ -52,20 +54,43 @@ pub async fn open_store(store: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn 
     }
 }
 
+/// Where an owner publishes for other regions: Kafka when `regions` are configured.
+pub fn region_link(regions: Option<&RegionConfig>) -> anyhow::Result<Arc<dyn RegionLink>> {
+    Ok(match regions {
+        Some(regions) => parley_bridge::KafkaRegionLink::start(regions)
+            .map_err(|error| anyhow::anyhow!("start the region link: {error}"))?,
+        None => Arc::new(parley_owner::NoRegions),
+    })
+}
+
 /// Wires an owner and an edge together in one process.
 pub async fn node(
     apps: AppDirectory,
     owner_config: OwnerConfig,
     edge_config: EdgeConfig,
     events: PipelineConfig,
+    regions: Option<RegionConfig>,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Node> {
     let apps = Arc::new(apps);
     let events = EventPipeline::start(events, apps.clone(), store.clone())
         .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
-    let owner = Owner::start(owner_config, apps.clone(), store, events)
-        .await
-        .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
+    let owner = Owner::start(
+        owner_config,
+        apps.clone(),
+        store,
+        events,
+        region_link(regions.as_ref())?,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
+    if let Some(regions) = regions {
+        tokio::spawn(parley_bridge::consume(
+            regions,
+            owner.clone(),
+            owner.clone(),
+        ));
+    }
     let edge = Edge::new(edge_config, apps, owner.clone());
     owner.register_edge(edge.config().node, edge.clone());
     let router = parley_edge::router(edge.clone());
@@ -150,6 +175,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
         owner_config,
         edge_config,
         options.kafka.pipeline(),
+        options.kafka.regions()?,
         store,
     )
     .await?;

@@ -122,6 +122,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
         OwnerConfig::default(),
         EdgeConfig::default(),
         options.kafka.pipeline(),
+        options.kafka.regions()?,
         store,
     )
     .await?;

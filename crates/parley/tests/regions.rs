@@ -1,0 +1,260 @@
+//! Two regions, each a cluster of `parley run` processes with its own Redis, joined by one
+//! Kafka-protocol broker (tansu): channel messages cross to the members of the other region,
+//! once, in order, keeping their message IDs; a channel with members in one region puts none
+//! of its messages on Kafka (only that the region has members); a broker outage delays crossing traffic but loses and repeats none of it,
+//! and leaves each region's own traffic alone.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use parley_client::Client;
+use parley_client::ClientConfig;
+use parley_client::Event;
+use parley_client::Message;
+use parley_proto::cluster::v1::RegionRecord;
+use parley_proto::cluster::v1::region_record;
+use parley_proto::v1;
+use parley_testkit::KafkaBroker;
+use parley_testkit::ProcessCluster;
+use parley_testkit::processes::CLUSTER_APP_ID;
+use prost::Message as _;
+use rdkafka::ClientConfig as KafkaClientConfig;
+use rdkafka::Message as _;
+use rdkafka::consumer::Consumer;
+use rdkafka::consumer::StreamConsumer;
+
+/// A region: one meta node, two owners, one edge.
+async fn region(broker: &KafkaBroker, name: &str, remote: &str) -> ProcessCluster {
+    let brokers = broker.brokers();
+    ProcessCluster::start_with(
+        env!("CARGO_BIN_EXE_parley").as_ref(),
+        1,
+        2,
+        1,
+        &[
+            "--kafka-brokers",
+            &brokers,
+            "--region",
+            name,
+            "--remote-regions",
+            remote,
+        ],
+    )
+    .await
+}
+
+/// A logged-in member of `channels`, and the channel messages it receives: (channel, text,
+/// message ID).
+struct Member {
+    client: Client,
+    received: Arc<Mutex<Vec<(String, String, u64)>>>,
+}
+
+impl Member {
+    async fn join(region: &ProcessCluster, uid: &str, channels: &[&str]) -> Member {
+        let config = ClientConfig::new(&region.edge_urls()[0], CLUSTER_APP_ID, uid);
+        let (client, mut events) = Client::login(config).await.expect("login");
+        for channel in channels {
+            client.join(channel).await.expect("join");
+        }
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let Event::ChannelMessage(message) = event
+                    && let Some(v1::message_body::Content::Text(text)) =
+                        message.message.and_then(|body| body.content)
+                {
+                    sink.lock()
+                        .unwrap()
+                        .push((message.channel_id, text, message.message_id));
+                }
+            }
+        });
+        Member { client, received }
+    }
+
+    /// Sends `text` to `channel`; its message ID.
+    async fn send(&self, channel: &str, text: &str) -> u64 {
+        self.client
+            .send_message(channel, Message::text(text))
+            .await
+            .expect("send")
+            .message_id
+    }
+
+    /// The texts received in `channel` that start with `prefix`, in order.
+    fn texts(&self, channel: &str, prefix: &str) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(from, text, _)| from == channel && text.starts_with(prefix))
+            .map(|(_, text, _)| text.clone())
+            .collect()
+    }
+
+    fn message_id_of(&self, text: &str) -> Option<u64> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, received, _)| received == text)
+            .map(|(_, _, id)| *id)
+    }
+}
+
+/// Waits until `done` holds (or `limit` passes, and says what was seen).
+async fn eventually(limit: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends probes both ways until each side has one: both bridges run and each region knows the
+/// other has members in `channel`.
+async fn until_crossing(a: &Member, b: &Member, channel: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    while b.texts(channel, "probe-a").is_empty() || a.texts(channel, "probe-b").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message crossed between the regions within 60 s"
+        );
+        a.send(channel, &format!("probe-a{n}")).await;
+        b.send(channel, &format!("probe-b{n}")).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn numbered(prefix: &str, count: usize) -> Vec<String> {
+    (1..=count).map(|n| format!("{prefix}{n:03}")).collect()
+}
+
+/// Every record on `topic` as (key, kind): read from the start until nothing more comes for 2 s.
+async fn records_on(broker: &KafkaBroker, topic: &str) -> Vec<(String, &'static str)> {
+    let consumer: StreamConsumer = KafkaClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", format!("test-keys-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut records = Vec::new();
+    // The first read waits for the group to form.
+    let mut quiet = Duration::from_secs(20);
+    while let Ok(message) = tokio::time::timeout(quiet, consumer.recv()).await {
+        let message = message.expect("read the topic");
+        let record = RegionRecord::decode(message.payload().unwrap_or_default()).expect("a record");
+        let kind = match record.record {
+            Some(region_record::Record::Message(_)) => "message",
+            Some(region_record::Record::Interest(_)) => "interest",
+            None => "empty",
+        };
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        records.push((key, kind));
+        quiet = Duration::from_secs(2);
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_messages_cross_regions_once_in_order_where_members_are() {
+    let broker = KafkaBroker::start();
+    let eu = region(&broker, "eu", "us").await;
+    let us = region(&broker, "us", "eu").await;
+    let alice = Member::join(&eu, "alice", &["room", "local"]).await;
+    let carol = Member::join(&eu, "carol", &["room", "local"]).await;
+    let bob = Member::join(&us, "bob", &["room"]).await;
+    until_crossing(&alice, &bob, "room").await;
+
+    let mut alice_ids = Vec::new();
+    for (a, b) in numbered("a", 20).iter().zip(numbered("b", 20)) {
+        alice_ids.push(alice.send("room", a).await);
+        bob.send("room", &b).await;
+    }
+    let expect_a = numbered("a", 20);
+    let expect_b = numbered("b", 20);
+    eventually(Duration::from_secs(20), "every message crossed", || {
+        bob.texts("room", "a").len() >= 20
+            && alice.texts("room", "b").len() >= 20
+            && carol.texts("room", "b").len() >= 20
+    })
+    .await;
+    // Let any repeat arrive before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(bob.texts("room", "a"), expect_a, "alice → bob, across");
+    assert_eq!(alice.texts("room", "b"), expect_b, "bob → alice, across");
+    assert_eq!(carol.texts("room", "b"), expect_b, "bob → carol, across");
+    assert_eq!(carol.texts("room", "a"), expect_a, "alice → carol, at home");
+    // A message keeps its ID in every region.
+    for (text, id) in expect_a.iter().zip(&alice_ids) {
+        assert_eq!(bob.message_id_of(text), Some(*id), "{text}");
+    }
+
+    // Only eu has members in "local": its messages stay off Kafka.
+    for text in numbered("l", 5) {
+        alice.send("local", &text).await;
+    }
+    alice.send("room", "marker").await;
+    eventually(Duration::from_secs(10), "the marker crossed", || {
+        carol.texts("local", "l").len() == 5 && !bob.texts("room", "marker").is_empty()
+    })
+    .await;
+    // What crossed for "local" is that eu has members in it (and will say when it has none).
+    let records = records_on(&broker, "parley-region-eu").await;
+    let room = format!("{CLUSTER_APP_ID}/room");
+    let local = format!("{CLUSTER_APP_ID}/local");
+    let count = |key: &str, kind: &str| {
+        records
+            .iter()
+            .filter(|record| record.0 == key && record.1 == kind)
+            .count()
+    };
+    assert!(count(&room, "message") >= 21, "{records:?}");
+    assert_eq!(count(&local, "message"), 0, "{records:?}");
+    assert_eq!(count(&local, "interest"), 1, "{records:?}");
+    drop((eu, us));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_delays_crossing_traffic_and_loses_none() {
+    let mut broker = KafkaBroker::start();
+    let eu = region(&broker, "eu", "us").await;
+    let us = region(&broker, "us", "eu").await;
+    let alice = Member::join(&eu, "alice", &["room"]).await;
+    let carol = Member::join(&eu, "carol", &["room"]).await;
+    let bob = Member::join(&us, "bob", &["room"]).await;
+    until_crossing(&alice, &bob, "room").await;
+
+    broker.stop();
+    for (x, y) in numbered("x", 10).iter().zip(numbered("y", 10)) {
+        alice.send("room", x).await;
+        bob.send("room", &y).await;
+    }
+    // Each region's own traffic goes on without Kafka.
+    eventually(Duration::from_secs(5), "carol has alice's messages", || {
+        carol.texts("room", "x").len() == 10
+    })
+    .await;
+    assert!(bob.texts("room", "x").is_empty());
+
+    broker.start_again();
+    eventually(Duration::from_secs(60), "the held messages crossed", || {
+        bob.texts("room", "x").len() >= 10 && alice.texts("room", "y").len() >= 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(bob.texts("room", "x"), numbered("x", 10));
+    assert_eq!(alice.texts("room", "y"), numbered("y", 10));
+    assert_eq!(carol.texts("room", "y"), numbered("y", 10));
+    drop((eu, us));
+}
