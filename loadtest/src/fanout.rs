@@ -48,6 +48,10 @@ pub struct Options {
     /// Bytes per message.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// Seconds to wait after the joins settle before sending (regions need a moment to learn
+    /// of each other's members).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
 }
 
 /// What one member saw.
@@ -165,6 +169,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
     // Joins leave work behind (member events to everyone already in): sending starts once the
     // members have heard nothing for a while, so the first second measures messages, not joins.
     let connections = settle(connections).await?;
+    tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let counters = Arc::new(Counters::default());
@@ -191,14 +196,16 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
                 rate: options.rate,
                 size: options.size,
             });
-            tokio::spawn(member(
+            let edge = (c * options.members + m) % target.urls.len();
+            let member = tokio::spawn(member(
                 lean,
                 schedule,
                 (started, start_micros),
                 stop_rx.clone(),
                 counters.clone(),
                 timeline.clone(),
-            ))
+            ));
+            (edge, member)
         })
         .collect();
 
@@ -236,11 +243,15 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
     let generator_cpu = common::own_cpu() - generator_before;
     let _ = stop_tx.send(true);
     let mut latency = common::histogram();
+    // Per URL: with a sender on the first and members on each, the others' figures are the
+    // crossing's (edge to edge, or region to region).
+    let mut by_url = vec![common::histogram(); target.urls.len()];
     let mut count = 0;
-    for member in members {
+    for (edge, member) in members {
         let received = member.await??;
         count += received.count;
         latency.add(&received.latency)?;
+        by_url[edge].add(&received.latency)?;
     }
 
     let report = json!({
@@ -261,6 +272,9 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
         "lost": expected.saturating_sub(count),
         "deliveries_per_second": count as f64 / elapsed,
         "latency": common::percentiles(&latency),
+        "latency_by_url": target.urls.iter().zip(&by_url).map(|(url, latency)| {
+            json!({ "url": url, "latency": common::percentiles(latency) })
+        }).collect::<Vec<_>>(),
         "server_cpu_seconds": cpu,
         "deliveries_per_server_cpu_second": if cpu > 0.0 { count as f64 / cpu } else { 0.0 },
         "generator_cpu_seconds": generator_cpu,
@@ -282,6 +296,17 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
             .as_f64()
             .unwrap_or(0.0),
     );
+    if target.urls.len() > 1 {
+        for (url, latency) in target.urls.iter().zip(&by_url) {
+            println!(
+                "  members on {url}: {} deliveries, latency p50 {} ms p99 {} ms max {} ms",
+                latency.len(),
+                latency.value_at_quantile(0.5) as f64 / 1000.0,
+                latency.value_at_quantile(0.99) as f64 / 1000.0,
+                latency.max() as f64 / 1000.0,
+            );
+        }
+    }
     Ok(report)
 }
 

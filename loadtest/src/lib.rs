@@ -14,5 +14,6 @@ pub mod connections;
 pub mod failover;
 pub mod fanout;
 pub mod p2p;
+pub mod regions;
 pub mod report;
 pub mod wire;

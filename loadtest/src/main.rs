@@ -23,6 +23,7 @@ use parley_loadtest::connections;
 use parley_loadtest::failover;
 use parley_loadtest::fanout;
 use parley_loadtest::p2p;
+use parley_loadtest::regions::Regions;
 use parley_loadtest::report;
 use parley_loadtest::wire::Protocol;
 use parley_testkit::ProcessCluster;
@@ -47,6 +48,13 @@ struct Cli {
     /// memory and CPU counted. Replaces --url, --app-id and --server-pid.
     #[arg(long)]
     cluster: Option<PathBuf>,
+    /// Start two regions of this `parley` binary ("eu" and "us", each 1 meta, 2 owners, 1
+    /// edge and a Redis; needs redis-server and tansu) joined by a Kafka-protocol broker, and
+    /// run the scenario across them: clients alternate between eu's edge and us's. In
+    /// `fanout`, the first member (the sender, at up to 50 msg/s per channel) is in eu, so
+    /// `latency_by_url` holds eu's local figures and the crossing's.
+    #[arg(long, conflicts_with = "cluster")]
+    regions: Option<PathBuf>,
     /// What the server speaks: Parley, or a system it is compared with (fanout, connections and
     /// churn only).
     #[arg(long, value_enum, default_value_t = Protocol::Parley)]
@@ -93,6 +101,15 @@ async fn main() -> anyhow::Result<()> {
         target.app_id = CLUSTER_APP_ID.into();
         target.server_pids = cluster.pids();
         _cluster = Some(cluster);
+    }
+    let mut _regions = None;
+    if let Some(binary) = &cli.regions {
+        anyhow::ensure!(cli.protocol == Protocol::Parley, "--regions starts Parley");
+        let regions = Regions::start(binary).await?;
+        target.urls = regions.urls();
+        target.app_id = CLUSTER_APP_ID.into();
+        target.server_pids = regions.pids();
+        _regions = Some(regions);
     }
     if cli.protocol != Protocol::Parley
         && !matches!(

@@ -50,6 +50,7 @@ async fn fanout_delivers_every_message_to_every_member() {
         rate: 120.0,
         seconds: 0.5,
         size: 64,
+        warmup: 0.0,
     };
     let report = fanout::run(&target, &options).await.unwrap();
     assert_eq!(report["sent"], 60, "{report}");
@@ -125,6 +126,40 @@ fn fanout_runs_on_a_cluster_the_command_starts() {
     );
 }
 
+/// `--regions`: two regions and a broker; half the members are in the other region, so half
+/// the deliveries cross over Kafka.
+#[test]
+fn fanout_crosses_the_regions_the_command_starts() {
+    let json = tempdir().join("regions-fanout.json");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_parley-loadtest"))
+        .arg("--regions")
+        .arg(parley_binary())
+        .arg("--json")
+        .arg(&json)
+        .args([
+            "fanout",
+            "--channels",
+            "1",
+            "--members",
+            "4",
+            "--warmup",
+            "1",
+        ])
+        .args(["--rate", "20", "--seconds", "0.5", "--size", "64"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["sent"], 10, "{report}");
+    assert_eq!(report["delivered"], 10 * 3, "{report}");
+    assert_eq!(report["lost"], 0);
+    // The sender's region has one other member, the other region two.
+    let by_url = report["latency_by_url"].as_array().unwrap();
+    assert_eq!(by_url[0]["latency"]["count"], 10, "{report}");
+    assert_eq!(by_url[1]["latency"]["count"], 20, "{report}");
+}
+
 #[tokio::test]
 async fn churn_connections_come_and_go() {
     let (_server, target) = server().await;
@@ -185,6 +220,7 @@ fn peer_fanout() -> fanout::Options {
         rate: 40.0,
         seconds: 0.5,
         size: 64,
+        warmup: 0.0,
     }
 }
 

@@ -26,6 +26,8 @@ use crate::record::Action;
 
 /// How long one blocking Kafka call may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the broker may hold a fetch that found nothing (see `prepare`).
+const FETCH_WAIT_MS: &str = "10";
 /// Waits between tries of a record an owner could not take yet, doubling up to the second.
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const LAST_RETRY: Duration = Duration::from_secs(2);
@@ -133,6 +135,10 @@ async fn prepare(config: &RegionConfig, topics: &[String]) -> Result<Arc<StreamC
         // created later starts at its beginning, so nothing published to it is skipped.
         .set("auto.offset.reset", "earliest")
         .set("topic.metadata.refresh.interval.ms", "5000")
+        // A fetch returns as soon as a record is there; the broker holds an empty one this
+        // long (librdkafka's 500 ms default is half a second of cross-region latency where the
+        // broker does not answer early).
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
         .create()
         .map_err(|error| format!("Kafka consumer: {error}"))?;
     let consumer = Arc::new(consumer);
