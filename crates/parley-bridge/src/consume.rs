@@ -1,11 +1,17 @@
 //! The consuming side: this region takes the other regions' records to its own owners.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parley_core::Error;
+use parley_core::ErrorCode;
 use parley_owner::Owner;
 use parley_owner::OwnerApi;
+use parley_owner::RegionLink;
+use parley_owner::RegionRecord;
+use parley_owner::UserKey;
+use parley_store::Store;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::Offset;
@@ -15,7 +21,6 @@ use rdkafka::admin::AdminOptions;
 use rdkafka::admin::NewTopic;
 use rdkafka::admin::TopicReplication;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::CommitMode;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::RDKafkaErrorCode;
@@ -32,96 +37,166 @@ const FETCH_WAIT_MS: &str = "10";
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const LAST_RETRY: Duration = Duration::from_secs(2);
 
-/// Takes the other regions' records to this region's owners, for ever. Several nodes of a
-/// region share the work (one consumer group per region); a record's offset is stored for the
-/// next commit only once an owner has taken it.
-///
-/// `owners` routes each record to its channel's owner; `local` is this node's owner, which
-/// re-announces its channels once the consumer runs.
-pub async fn consume(config: RegionConfig, owners: Arc<dyn OwnerApi>, local: Arc<Owner>) {
-    let topics: Vec<String> = config
-        .remote_regions
-        .iter()
-        .map(|region| record::topic(region))
-        .collect();
-    let mut wait = FIRST_RETRY;
-    let consumer = loop {
-        match prepare(&config, &topics).await {
-            Ok(consumer) => break consumer,
-            Err(error) => {
-                tracing::warn!(%error, "the region bridge cannot start yet; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
-    tracing::info!(region = %config.region, ?topics, "region bridge consuming");
-    // Whatever the other regions said before this consumer read anything, they say again in
-    // answer to this.
-    local.announce_regions().await;
-    loop {
-        let message = match consumer.recv().await {
-            Ok(message) => message,
-            Err(error) => {
-                // The broker is away or the group is rebalancing: librdkafka reconnects.
-                tracing::debug!(%error, "region bridge: nothing read");
-                tokio::time::sleep(FIRST_RETRY).await;
-                continue;
-            }
-        };
-        if let Some(payload) = message.payload() {
-            match record::decode(payload) {
-                Ok(action) => apply(owners.as_ref(), action).await,
-                Err(error) => tracing::warn!(
-                    %error,
-                    topic = message.topic(),
-                    offset = message.offset(),
-                    "a malformed region record was skipped"
-                ),
-            }
-        }
-        if let Err(error) = consumer.store_offset_from_message(&message) {
-            tracing::warn!(%error, "region bridge: could not store an offset");
-        }
-    }
+/// What a region's bridge works with on one owner node.
+pub struct Bridge {
+    pub config: RegionConfig,
+    /// Routes each record to the owner of its channel or user (in process or over gRPC).
+    pub owners: Arc<dyn OwnerApi>,
+    /// This node's owner: it announces its channels and users once the consumer runs.
+    pub local: Arc<Owner>,
+    /// Where the region directory is kept.
+    pub store: Arc<dyn Store>,
+    /// Where outcomes of peer messages go back to the sender's region.
+    pub link: Arc<dyn RegionLink>,
 }
 
-/// Hands one record to its channel's owner, trying again while the owner cannot take it yet
-/// (it is moving, or storage is down): a record is never skipped for a passing failure.
-async fn apply(owners: &dyn OwnerApi, action: Action) {
-    let mut wait = FIRST_RETRY;
-    loop {
-        let result: Result<(), Error> = match &action {
-            Action::Deliver(send) => owners.send_channel(send.clone()).await.map(drop),
+impl Bridge {
+    /// Takes the other regions' records to this region's owners, for ever. Several nodes of a
+    /// region share the work (one consumer group per region); a record's offset is stored for
+    /// the next commit only once it has been taken.
+    pub async fn run(self) {
+        let topics: Vec<String> = self
+            .config
+            .remote_regions
+            .iter()
+            .map(|region| record::topic(region))
+            .collect();
+        let mut wait = FIRST_RETRY;
+        let (consumer, history) = loop {
+            match prepare(&self.config, &topics).await {
+                Ok(prepared) => break prepared,
+                Err(error) => {
+                    tracing::warn!(%error, "the region bridge cannot start yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        tracing::info!(region = %self.config.region, ?topics, "region bridge consuming");
+        // Whatever the other regions said before this consumer read anything, they say again in
+        // answer to this.
+        self.local.announce_regions().await;
+        loop {
+            let message = match consumer.recv().await {
+                Ok(message) => message,
+                Err(error) => {
+                    // The broker is away or the group is rebalancing: librdkafka reconnects.
+                    tracing::debug!(%error, "region bridge: nothing read");
+                    tokio::time::sleep(FIRST_RETRY).await;
+                    continue;
+                }
+            };
+            let before_us = history
+                .get(&(message.topic().to_owned(), message.partition()))
+                .is_some_and(|end| message.offset() < *end);
+            if let Some(payload) = message.payload() {
+                match record::decode(payload) {
+                    // Said before this region read the topic: where users are and which
+                    // channels are wanted still holds; old traffic is not delivered now.
+                    Ok(action) if before_us && !action.is_state() => {}
+                    Ok(action) => self.apply(action).await,
+                    Err(error) => tracing::warn!(
+                        %error,
+                        topic = message.topic(),
+                        offset = message.offset(),
+                        "a malformed region record was skipped"
+                    ),
+                }
+            }
+            if let Err(error) = consumer.store_offset_from_message(&message) {
+                tracing::warn!(%error, "region bridge: could not store an offset");
+            }
+        }
+    }
+
+    /// Carries out one record, trying again while it cannot be taken yet (an owner is moving,
+    /// storage is down): a record is never skipped for a passing failure.
+    async fn apply(&self, action: Action) {
+        let mut wait = FIRST_RETRY;
+        loop {
+            match self.try_apply(&action).await {
+                Ok(()) => return,
+                Err(error) if record::retryable(&error) => {
+                    tracing::debug!(%error, "a region record could not be taken yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(LAST_RETRY);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "a region record was refused; skipped");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn try_apply(&self, action: &Action) -> Result<(), Error> {
+        match action {
+            Action::Deliver(send) => self.owners.send_channel(send.clone()).await.map(drop),
             Action::Interest {
                 channel,
                 region,
                 interested,
                 fresh,
             } => {
-                owners
+                self.owners
                     .region_interest(channel.clone(), region.clone(), *interested, *fresh)
                     .await
             }
-        };
-        match result {
-            Ok(()) => return,
-            Err(error) if record::retryable(&error) => {
-                tracing::debug!(%error, "an owner could not take a region record yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(LAST_RETRY);
+            Action::User {
+                user,
+                region,
+                online,
+            } => self
+                .store
+                .set_user_region(&user.app, &user.uid, region, *online)
+                .await
+                .map_err(|error| Error::new(ErrorCode::Unavailable, error.to_string())),
+            Action::Peer(send) => {
+                let dispatch = self.owners.send_peer(send.clone()).await?;
+                // The receipt may take seconds: wait aside, so the partition goes on.
+                let to = UserKey {
+                    app: send.from.app.clone(),
+                    uid: send.to.clone(),
+                };
+                let message_id = send
+                    .origin
+                    .as_ref()
+                    .map_or(dispatch.message_id, |origin| origin.message_id);
+                let link = self.link.clone();
+                tokio::spawn(async move {
+                    let outcome = dispatch.outcome.await;
+                    link.publish(RegionRecord::PeerOutcome {
+                        to,
+                        message_id,
+                        outcome,
+                    });
+                });
+                Ok(())
             }
-            Err(error) => {
-                tracing::warn!(%error, "an owner refused a region record; skipped");
-                return;
+            Action::PeerOutcome {
+                to,
+                message_id,
+                outcome,
+            } => {
+                self.owners
+                    .region_peer_outcome(to.clone(), *message_id, *outcome)
+                    .await
             }
         }
     }
 }
 
-/// Creates the region topics if missing, makes a region's first start begin at the end of the
-/// other regions' topics (rather than replaying their retention), and subscribes.
-async fn prepare(config: &RegionConfig, topics: &[String]) -> Result<Arc<StreamConsumer>, String> {
+/// Where a region's first reading of a partition started to count: records below these
+/// offsets were there before, by (topic, partition).
+type History = HashMap<(String, i32), i64>;
+
+/// Creates the region topics if missing, notes where the partitions this region has never read
+/// end (it reads them from their start, but only for state: see [`Action::is_state`]), and
+/// subscribes.
+async fn prepare(
+    config: &RegionConfig,
+    topics: &[String],
+) -> Result<(Arc<StreamConsumer>, History), String> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
     create_topics(&client, config).await?;
@@ -131,8 +206,8 @@ async fn prepare(config: &RegionConfig, topics: &[String]) -> Result<Arc<StreamC
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "500")
         .set("enable.auto.offset.store", "false")
-        // Partitions without a committed offset were given one by `start_at_end` below; one
-        // created later starts at its beginning, so nothing published to it is skipped.
+        // Partitions without a committed offset are read from their start (`history` says how
+        // far that is old news), so nothing published is skipped.
         .set("auto.offset.reset", "earliest")
         .set("topic.metadata.refresh.interval.ms", "5000")
         // A fetch returns as soon as a record is there; the broker holds an empty one this
@@ -144,20 +219,21 @@ async fn prepare(config: &RegionConfig, topics: &[String]) -> Result<Arc<StreamC
     let consumer = Arc::new(consumer);
     let blocking = consumer.clone();
     let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || {
-        start_at_end(&blocking, &topics)?;
+    let history = tokio::task::spawn_blocking(move || {
+        let history = unread_ends(&blocking, &topics)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         blocking
             .subscribe(&names)
-            .map_err(|error| format!("subscribe: {error}"))
+            .map_err(|error| format!("subscribe: {error}"))?;
+        Ok::<_, String>(history)
     })
     .await
     .map_err(|error| error.to_string())??;
-    Ok(consumer)
+    Ok((consumer, history))
 }
 
-/// Commits the end offset of every partition the group has no offset for yet.
-fn start_at_end(consumer: &StreamConsumer, topics: &[String]) -> Result<(), String> {
+/// The end offset of every partition the group has no offset for yet.
+fn unread_ends(consumer: &StreamConsumer, topics: &[String]) -> Result<History, String> {
     let mut partitions = TopicPartitionList::new();
     for topic in topics {
         let metadata = consumer
@@ -175,23 +251,16 @@ fn start_at_end(consumer: &StreamConsumer, topics: &[String]) -> Result<(), Stri
     let committed = consumer
         .committed_offsets(partitions, KAFKA_TIMEOUT)
         .map_err(|error| format!("committed offsets: {error}"))?;
-    let mut fresh = TopicPartitionList::new();
+    let mut history = History::new();
     for element in committed.elements() {
         if element.offset() == Offset::Invalid {
             let (_, high) = consumer
                 .fetch_watermarks(element.topic(), element.partition(), KAFKA_TIMEOUT)
                 .map_err(|error| format!("watermarks: {error}"))?;
-            fresh
-                .add_partition_offset(element.topic(), element.partition(), Offset::Offset(high))
-                .map_err(|error| error.to_string())?;
+            history.insert((element.topic().to_owned(), element.partition()), high);
         }
     }
-    if fresh.count() > 0 {
-        consumer
-            .commit(&fresh, CommitMode::Sync)
-            .map_err(|error| format!("commit the starting offsets: {error}"))?;
-    }
-    Ok(())
+    Ok(history)
 }
 
 /// Creates this region's topic and the other regions' (whoever starts first), unless they exist.

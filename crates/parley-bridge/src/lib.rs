@@ -5,11 +5,17 @@
 //!   (`parley-region-NAME`): the messages of channels that have members elsewhere, and the
 //!   region's interest in a channel (it got its first member, or lost its last). Records are
 //!   keyed `appId/channelId`, so one channel's records stay in one partition, in order.
-//! - Every owner node also runs [`consume`]: one consumer group per region shares the other
+//! - Owners publish where their users are (a first session, the last gone), and route a peer
+//!   message for a user with no session here but sessions in another region to that region;
+//!   the receiving region delivers it (or keeps it offline) and publishes how that ended, for
+//!   the sender's owner, who is waiting. The region directory is kept in the store.
+//! - Every owner node also runs a [`Bridge`]: one consumer group per region shares the other
 //!   regions' topics among the region's owners; each record goes to its channel's owner (in
 //!   process or over gRPC, by the ring), and its offset is stored only once that owner has
 //!   taken it, so a bridge that dies re-reads what it had not delivered. Owners drop repeats by
-//!   message ID.
+//!   message ID. A region reading a topic for the first time reads it from its start for the
+//!   state it holds (users' regions, channel interest) and delivers only the traffic that
+//!   comes after.
 //!
 //! See docs/adr/0006-regions-over-kafka.md.
 //!
@@ -20,7 +26,7 @@ mod consume;
 mod link;
 mod record;
 
-pub use consume::consume;
+pub use consume::Bridge;
 pub use link::KafkaRegionLink;
 pub use record::topic;
 

@@ -9,8 +9,11 @@ use parley_core::ids::MessageId;
 use parley_core::ids::UserId;
 use parley_owner::ChannelKey;
 use parley_owner::ChannelSend;
+use parley_owner::PeerOutcome;
+use parley_owner::PeerSend;
 use parley_owner::RegionOrigin;
 use parley_owner::RegionRecord;
+use parley_owner::UserKey;
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::region_record::Record;
 use prost::Message;
@@ -23,7 +26,7 @@ pub fn topic(region: &str) -> String {
 /// The key (`appId/channelId`: one channel, one partition) and payload of `record`, published
 /// by `region`.
 pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
-    let (channel, body) = match record {
+    let (key, body) = match record {
         RegionRecord::Message {
             channel,
             from,
@@ -32,7 +35,7 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
             message_id,
             server_received_ts,
         } => (
-            channel,
+            Key::Channel(channel),
             Record::Message(wire::RegionMessage {
                 from: from.to_string(),
                 message: Some(message.clone()),
@@ -46,24 +49,80 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
             interested,
             fresh,
         } => (
-            channel,
+            Key::Channel(channel),
             Record::Interest(wire::RegionInterest {
                 interested: *interested,
                 fresh: *fresh,
             }),
         ),
+        RegionRecord::User { user, online } => (
+            Key::User(user),
+            Record::User(wire::RegionUser {
+                uid: user.uid.to_string(),
+                online: *online,
+            }),
+        ),
+        RegionRecord::Peer {
+            from,
+            to,
+            message,
+            enable_offline,
+            enable_history,
+            message_id,
+            server_received_ts,
+        } => (
+            Key::Receiver(&from.app, to),
+            Record::Peer(wire::RegionPeer {
+                from: from.uid.to_string(),
+                to: to.to_string(),
+                message: Some(message.clone()),
+                enable_offline: *enable_offline,
+                enable_history: *enable_history,
+                message_id: message_id.0,
+                server_received_ts: *server_received_ts,
+            }),
+        ),
+        RegionRecord::PeerOutcome {
+            to,
+            message_id,
+            outcome,
+        } => (
+            Key::User(to),
+            Record::PeerOutcome(wire::RegionPeerResult {
+                to: to.uid.to_string(),
+                message_id: message_id.0,
+                outcome: parley_owner::peer_outcome(*outcome) as i32,
+            }),
+        ),
     };
-    let key = format!("{}/{}", channel.app, channel.channel);
+    // A channel's records, and a user's, keep their order in one partition.
+    let (app, name, channel_id) = match key {
+        Key::Channel(channel) => (
+            &channel.app,
+            channel.channel.as_str(),
+            channel.channel.as_str(),
+        ),
+        Key::User(user) => (&user.app, user.uid.as_str(), ""),
+        Key::Receiver(app, uid) => (app, uid.as_str(), ""),
+    };
     let payload = wire::RegionRecord {
         region: region.to_owned(),
+        // The app travels in the channel key; a user's records leave the channel empty.
         channel: Some(wire::ChannelKey {
-            app_id: channel.app.to_string(),
-            channel_id: channel.channel.to_string(),
+            app_id: app.to_string(),
+            channel_id: channel_id.to_owned(),
         }),
         record: Some(body),
     }
     .encode_to_vec();
-    (key, payload)
+    (format!("{app}/{name}"), payload)
+}
+
+/// What a record is keyed by.
+enum Key<'a> {
+    Channel(&'a ChannelKey),
+    User(&'a UserKey),
+    Receiver(&'a AppId, &'a UserId),
 }
 
 /// What a record from another region asks of this one's owners.
@@ -77,19 +136,75 @@ pub(crate) enum Action {
         interested: bool,
         fresh: bool,
     },
+    /// Note where a user is (or no longer is).
+    User {
+        user: UserKey,
+        region: String,
+        online: bool,
+    },
+    /// Deliver a peer message to its receiver here, and say back how that ended.
+    Peer(PeerSend),
+    /// Tell the waiting owner how its peer message ended in the receiver's region.
+    PeerOutcome {
+        to: UserKey,
+        message_id: MessageId,
+        outcome: PeerOutcome,
+    },
+}
+
+impl Action {
+    /// Whether the record says how things are (where a user is, which channels a region
+    /// wants) rather than carrying traffic: what a region reading another's topic for the
+    /// first time takes from the records that were there before.
+    pub(crate) fn is_state(&self) -> bool {
+        matches!(self, Action::Interest { .. } | Action::User { .. })
+    }
 }
 
 /// Reads a record; a malformed one is named, to be logged and skipped.
 pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
     let record = wire::RegionRecord::decode(payload).map_err(|error| error.to_string())?;
-    let key = record.channel.ok_or("no channel")?;
-    let channel = ChannelKey {
-        app: AppId::parse(&key.app_id).map_err(|error| error.message)?,
-        channel: ChannelId::parse(&key.channel_id).map_err(|error| error.message)?,
+    let key = record.channel.ok_or("no app")?;
+    let app = AppId::parse(&key.app_id).map_err(|error| error.message)?;
+    let user = |uid: &str| -> Result<UserKey, String> {
+        Ok(UserKey {
+            app: app.clone(),
+            uid: UserId::parse(uid).map_err(|error| error.message)?,
+        })
+    };
+    let channel = || -> Result<ChannelKey, String> {
+        Ok(ChannelKey {
+            app: app.clone(),
+            channel: ChannelId::parse(&key.channel_id).map_err(|error| error.message)?,
+        })
     };
     match record.record.ok_or("no record")? {
+        Record::User(found) => Ok(Action::User {
+            user: user(&found.uid)?,
+            region: record.region,
+            online: found.online,
+        }),
+        Record::Peer(peer) => Ok(Action::Peer(PeerSend {
+            from: user(&peer.from)?,
+            to: user(&peer.to)?.uid,
+            message: peer.message.ok_or("no message body")?,
+            enable_offline: peer.enable_offline,
+            enable_history: peer.enable_history,
+            origin: Some(RegionOrigin {
+                region: record.region,
+                message_id: MessageId(peer.message_id),
+                server_received_ts: peer.server_received_ts,
+            }),
+        })),
+        Record::PeerOutcome(result) => Ok(Action::PeerOutcome {
+            to: user(&result.to)?,
+            message_id: MessageId(result.message_id),
+            outcome: parley_owner::from_peer_outcome(
+                wire::PeerOutcome::try_from(result.outcome).map_err(|error| error.to_string())?,
+            ),
+        }),
         Record::Message(message) => Ok(Action::Deliver(ChannelSend {
-            channel,
+            channel: channel()?,
             from: UserId::parse(&message.from).map_err(|error| error.message)?,
             session: None,
             message: message.message.ok_or("no message body")?,
@@ -101,7 +216,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
             }),
         })),
         Record::Interest(interest) => Ok(Action::Interest {
-            channel,
+            channel: channel()?,
             region: record.region,
             interested: interest.interested,
             fresh: interest.fresh,
@@ -183,6 +298,89 @@ mod tests {
                 region: "us".into(),
                 interested: true,
                 fresh: true,
+            }
+        );
+    }
+
+    #[test]
+    fn users_peer_messages_and_their_outcomes_cross_keyed_by_user() {
+        let app = channel().app;
+        let user = |uid: &str| UserKey {
+            app: app.clone(),
+            uid: UserId::parse(uid).unwrap(),
+        };
+        let (key, payload) = encode(
+            "us",
+            &RegionRecord::User {
+                user: user("bob"),
+                online: true,
+            },
+        );
+        assert_eq!(key, format!("{app}/bob"));
+        let action = decode(&payload).unwrap();
+        assert!(action.is_state());
+        assert_eq!(
+            action,
+            Action::User {
+                user: user("bob"),
+                region: "us".into(),
+                online: true,
+            }
+        );
+
+        let body = v1::MessageBody {
+            content: Some(v1::message_body::Content::Text("hi bob".into())),
+            ..v1::MessageBody::default()
+        };
+        let (key, payload) = encode(
+            "eu",
+            &RegionRecord::Peer {
+                from: user("alice"),
+                to: UserId::parse("bob").unwrap(),
+                message: body.clone(),
+                enable_offline: true,
+                enable_history: false,
+                message_id: MessageId(7),
+                server_received_ts: 1_700_000_000_000,
+            },
+        );
+        assert_eq!(
+            key,
+            format!("{app}/bob"),
+            "a peer message goes with its receiver"
+        );
+        let action = decode(&payload).unwrap();
+        assert!(!action.is_state());
+        assert_eq!(
+            action,
+            Action::Peer(PeerSend {
+                from: user("alice"),
+                to: UserId::parse("bob").unwrap(),
+                message: body,
+                enable_offline: true,
+                enable_history: false,
+                origin: Some(RegionOrigin {
+                    region: "eu".into(),
+                    message_id: MessageId(7),
+                    server_received_ts: 1_700_000_000_000,
+                }),
+            })
+        );
+
+        let (_, payload) = encode(
+            "us",
+            &RegionRecord::PeerOutcome {
+                to: user("bob"),
+                message_id: MessageId(7),
+                outcome: PeerOutcome::Cached,
+            },
+        );
+        assert_eq!(
+            decode(&payload).unwrap(),
+            Action::PeerOutcome {
+                to: user("bob"),
+                message_id: MessageId(7),
+                outcome: PeerOutcome::Cached,
             }
         );
     }

@@ -161,6 +161,7 @@ impl Connection {
                 message,
                 enable_offline: send.enable_offline_messaging,
                 enable_history: send.enable_historical_messaging,
+                origin: None,
             })
             .await?;
         let outbound_tx = self.handle.outbound_tx.clone();

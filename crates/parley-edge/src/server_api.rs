@@ -229,6 +229,7 @@ pub(crate) async fn send_peer(
             message,
             enable_offline: send.enable_offline,
             enable_history: send.enable_history,
+            origin: None,
         })
         .await?;
     let result = if send.wait_for_ack {

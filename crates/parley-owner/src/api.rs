@@ -55,7 +55,7 @@ pub enum LeaveReason {
     ConnectionLost,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PeerSend {
     pub from: UserKey,
     pub to: UserId,
@@ -63,6 +63,9 @@ pub struct PeerSend {
     /// Store the message for an offline receiver.
     pub enable_offline: bool,
     pub enable_history: bool,
+    /// Set when the message was accepted in another region (its receiver has sessions here, by
+    /// this region's word): it keeps its ID and time, and never crosses again.
+    pub origin: Option<RegionOrigin>,
 }
 
 /// How a peer message ended.
@@ -127,6 +130,24 @@ pub enum RegionRecord {
         channel: ChannelKey,
         interested: bool,
         fresh: bool,
+    },
+    /// The user has sessions here (`online`: the first came), or no longer has.
+    User { user: UserKey, online: bool },
+    /// A peer message accepted here for a user with sessions in another region.
+    Peer {
+        from: UserKey,
+        to: UserId,
+        message: v1::MessageBody,
+        enable_offline: bool,
+        enable_history: bool,
+        message_id: MessageId,
+        server_received_ts: i64,
+    },
+    /// How a peer message from another region ended here (`to` is its receiver).
+    PeerOutcome {
+        to: UserKey,
+        message_id: MessageId,
+        outcome: PeerOutcome,
     },
 }
 
@@ -322,6 +343,14 @@ pub trait OwnerApi: Send + Sync + 'static {
         region: String,
         interested: bool,
         fresh: bool,
+    ) -> Result<(), Error>;
+    /// From this region's bridge: a peer message to `user`, sent here and routed to the region
+    /// the user is in, ended there with `outcome`.
+    async fn region_peer_outcome(
+        &self,
+        user: UserKey,
+        message_id: MessageId,
+        outcome: PeerOutcome,
     ) -> Result<(), Error>;
 }
 

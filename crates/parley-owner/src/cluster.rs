@@ -57,8 +57,8 @@ use crate::api::Moderation;
 use crate::api::OpenSession;
 use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
+use crate::api::PeerOutcome;
 use crate::api::PeerSend;
-use crate::api::RegionOrigin;
 use crate::api::Resume;
 use crate::api::UserKey;
 use crate::wire::*;
@@ -301,6 +301,7 @@ impl owner_server::Owner for OwnerService {
             message: request.message.ok_or_else(|| malformed("message"))?,
             enable_offline: request.enable_offline,
             enable_history: request.enable_history,
+            origin: request.origin.map(from_region_origin),
         };
         let dispatch = self.owner.send_peer(send).await.map_err(status_of)?;
         let dispatched = wire::SendPeerProgress {
@@ -389,11 +390,7 @@ impl owner_server::Owner for OwnerService {
                     .transpose()?,
                 message: request.message.ok_or_else(|| malformed("message"))?,
                 enable_history: request.enable_history,
-                origin: request.origin.map(|origin| RegionOrigin {
-                    region: origin.region,
-                    message_id: MessageId(origin.message_id),
-                    server_received_ts: origin.server_received_ts,
-                }),
+                origin: request.origin.map(from_region_origin),
             })
             .await
             .map_err(status_of)?;
@@ -720,6 +717,26 @@ impl owner_server::Owner for OwnerService {
         done()
     }
 
+    async fn region_peer_outcome(
+        &self,
+        request: Request<wire::RegionPeerOutcomeRequest>,
+    ) -> Result<Response<wire::Done>, Status> {
+        let request = request.into_inner();
+        let user = from_user_key(request.user)?;
+        self.check_user(&user, request.epoch).await?;
+        let outcome =
+            wire::PeerOutcome::try_from(request.outcome).map_err(|_| malformed("outcome"))?;
+        self.owner
+            .region_peer_outcome(
+                user,
+                MessageId(request.message_id),
+                from_peer_outcome(outcome),
+            )
+            .await
+            .map_err(status_of)?;
+        done()
+    }
+
     async fn receipt(
         &self,
         request: Request<wire::ReceiptRequest>,
@@ -759,6 +776,7 @@ routed!(
     ModerateRequest,
     OpenSessionRequest,
     RegionInterestRequest,
+    RegionPeerOutcomeRequest,
     SendChannelRequest,
     SendInvitationRequest,
     SendPeerRequest,
@@ -1007,6 +1025,7 @@ impl OwnerApi for RemoteOwners {
             message: Some(send.message),
             enable_offline: send.enable_offline,
             enable_history: send.enable_history,
+            origin: send.origin.map(region_origin),
         };
         let mut progress = self
             .remote(node, |mut client, epoch| {
@@ -1112,11 +1131,7 @@ impl OwnerApi for RemoteOwners {
                     session: send.session.map(session_ref),
                     message: Some(send.message),
                     enable_history: send.enable_history,
-                    origin: send.origin.map(|origin| wire::RegionOrigin {
-                        region: origin.region,
-                        message_id: origin.message_id.0,
-                        server_received_ts: origin.server_received_ts,
-                    }),
+                    origin: send.origin.map(region_origin),
                 };
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);
@@ -1634,6 +1649,30 @@ impl OwnerApi for RemoteOwners {
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);
                     async move { client.region_interest(request).await.map(drop) }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn region_peer_outcome(
+        &self,
+        user: UserKey,
+        message_id: MessageId,
+        outcome: PeerOutcome,
+    ) -> Result<(), Error> {
+        match self.user_route(&user)? {
+            Route::Local(owner) => owner.region_peer_outcome(user, message_id, outcome).await,
+            Route::Remote(node) => {
+                let request = wire::RegionPeerOutcomeRequest {
+                    epoch: 0,
+                    user: Some(user_key(&user)),
+                    message_id: message_id.0,
+                    outcome: peer_outcome(outcome) as i32,
+                };
+                self.remote(node, |mut client, epoch| {
+                    let request = stamped(&request, epoch);
+                    async move { client.region_peer_outcome(request).await.map(drop) }
                 })
                 .await
             }

@@ -37,3 +37,5 @@ pub use api::Resume;
 pub use api::UserKey;
 pub use owner::Owner;
 pub use owner::OwnerConfig;
+pub use wire::from_peer_outcome;
+pub use wire::peer_outcome;

@@ -18,6 +18,7 @@ use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
 use parley_core::attributes::AttributeOp;
 use parley_core::ids::AppId;
+use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
@@ -55,6 +56,7 @@ use crate::api::UserKey;
 use crate::shard::Command;
 use crate::shard::Outlets;
 use crate::shard::PeerRouted;
+use crate::shard::REGION_PEER_MARGIN;
 use crate::shard::Shard;
 
 /// Requests a shard may have queued before callers wait. Overflow policy: callers wait (the
@@ -409,6 +411,33 @@ impl OwnerApi for Owner {
                 server_received_ts,
                 receipts,
             } => (message_id, server_received_ts, receipts),
+            PeerRouted::Remote {
+                message_id,
+                server_received_ts,
+                outcome,
+            } => {
+                // The receiver's region keeps it for them if they are gone: nothing is kept here.
+                let wait = self.config.peer_receipt_timeout + REGION_PEER_MARGIN;
+                let outcome = async move {
+                    match tokio::time::timeout(wait, outcome).await {
+                        Ok(Ok(outcome)) => outcome,
+                        _ => PeerOutcome::TimedOut,
+                    }
+                };
+                return Ok(PeerDispatch {
+                    message_id,
+                    server_received_ts,
+                    outcome: outcome.boxed(),
+                });
+            }
+            PeerRouted::Repeat => {
+                // Only a message from another region repeats; its first copy answered.
+                return Ok(PeerDispatch {
+                    message_id: MessageId(0),
+                    server_received_ts: 0,
+                    outcome: async { PeerOutcome::Received }.boxed(),
+                });
+            }
         };
         let timeout = self.config.peer_receipt_timeout;
         let store = self.store.clone();
@@ -721,6 +750,23 @@ impl OwnerApi for Owner {
             .events(&app, stream, after, limit)
             .await
             .map_err(storage_error)
+    }
+
+    async fn region_peer_outcome(
+        &self,
+        user: UserKey,
+        message_id: MessageId,
+        outcome: PeerOutcome,
+    ) -> Result<(), Error> {
+        let shard = self.user_shard(&user);
+        shard
+            .send(Command::RegionPeerOutcome {
+                user,
+                message_id,
+                outcome,
+            })
+            .await
+            .map_err(|_| Error::internal("owner shard stopped"))
     }
 
     async fn region_interest(

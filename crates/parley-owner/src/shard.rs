@@ -59,6 +59,7 @@ use crate::api::InvitationSend;
 use crate::api::LeaveReason;
 use crate::api::Moderation;
 use crate::api::OpenSession;
+use crate::api::PeerOutcome;
 use crate::api::PeerSend;
 use crate::api::RegionLink;
 use crate::api::RegionRecord;
@@ -192,12 +193,31 @@ pub(crate) enum Command {
         fresh: bool,
         reply: Reply<()>,
     },
-    /// Announce every channel with members to the other regions, as newly taken up.
+    /// Announce every channel with members and every user with sessions to the other regions,
+    /// as newly taken up.
     AnnounceRegions { reply: Reply<()> },
+    /// A peer message routed to another region ended there.
+    RegionPeerOutcome {
+        user: UserKey,
+        message_id: MessageId,
+        outcome: PeerOutcome,
+    },
 }
+
+/// How much longer than a receipt a peer message in another region may take to be answered
+/// (two trips over Kafka).
+pub(crate) const REGION_PEER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Where a peer message went.
 pub(crate) enum PeerRouted {
+    /// To the receiver's region; how it ended there comes back.
+    Remote {
+        message_id: MessageId,
+        server_received_ts: i64,
+        outcome: oneshot::Receiver<PeerOutcome>,
+    },
+    /// It crossed in before: its outcome went back then.
+    Repeat,
     /// Handed to the receiver's sessions; one receipt per session (none when offline).
     Delivered {
         message_id: MessageId,
@@ -343,6 +363,11 @@ pub(crate) struct Shard {
     counts_changed: HashSet<ChannelKey>,
     /// Users with a running lost-connection timer or invitation timers.
     timed_users: HashSet<UserKey>,
+    /// Peer messages routed to the receiver's region, waiting for how they ended there, by
+    /// message ID, with when to stop waiting.
+    remote_peers: HashMap<u64, (oneshot::Sender<PeerOutcome>, Instant)>,
+    /// Peer messages that crossed in lately, to drop repeats.
+    crossed_peers: Crossed,
 }
 
 impl Shard {
@@ -369,6 +394,8 @@ impl Shard {
             lingering: HashSet::new(),
             counts_changed: HashSet::new(),
             timed_users: HashSet::new(),
+            remote_peers: HashMap::new(),
+            crossed_peers: Crossed::default(),
         }
     }
 
@@ -581,7 +608,26 @@ impl Shard {
                         fresh: true,
                     });
                 }
+                for (user, entry) in &self.users {
+                    if !entry.sessions.is_empty() {
+                        self.regions.publish(RegionRecord::User {
+                            user: user.clone(),
+                            online: true,
+                        });
+                    }
+                }
                 let _ = reply.send(());
+            }
+            Command::RegionPeerOutcome {
+                user,
+                message_id,
+                outcome,
+            } => {
+                if let Some((waiting, _)) = self.remote_peers.remove(&message_id.0) {
+                    let _ = waiting.send(outcome);
+                } else {
+                    tracing::debug!(uid = %user.uid, "a late or repeated region peer outcome");
+                }
             }
         }
     }
@@ -777,6 +823,11 @@ impl Shard {
             let subscribers: Vec<SessionRef> = entry.subscribers.iter().copied().collect();
             self.send_to(subscribers, frame);
             if let Some(kind) = kind {
+                // The other regions learn where the user is, for peer messages.
+                self.regions.publish(RegionRecord::User {
+                    user: user.clone(),
+                    online: matches!(kind, AppEventKind::Login { .. }),
+                });
                 self.emit(&user.app, kind);
             }
         }
@@ -797,8 +848,18 @@ impl Shard {
         send: PeerSend,
         limits: InboxLimits,
     ) -> Result<PeerRouted, Error> {
-        let server_received_ts = unix_ms();
-        let message_id = self.message_ids.next(server_received_ts as u64);
+        let (message_id, server_received_ts) = match &send.origin {
+            Some(origin) => {
+                if !self.crossed_peers.first_time(origin.message_id) {
+                    return Ok(PeerRouted::Repeat);
+                }
+                (origin.message_id, origin.server_received_ts)
+            }
+            None => {
+                let now = unix_ms();
+                (self.message_ids.next(now as u64), now)
+            }
+        };
         let receiver = UserKey {
             app: send.from.app.clone(),
             uid: send.to,
@@ -823,6 +884,36 @@ impl Shard {
             .get(&receiver)
             .map(|entry| entry.sessions.iter().map(|known| known.session).collect())
             .unwrap_or_default();
+        if sessions.is_empty() && send.origin.is_none() {
+            // Not here: maybe in another region (one that crossed in stays here).
+            let regions = self
+                .store
+                .user_regions(&receiver.app, &receiver.uid)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "the region directory is unavailable");
+                    Vec::new()
+                });
+            if !regions.is_empty() {
+                let (outcome_tx, outcome_rx) = oneshot::channel();
+                let until = now() + self.config.peer_receipt_timeout + REGION_PEER_MARGIN;
+                self.remote_peers.insert(message_id.0, (outcome_tx, until));
+                self.regions.publish(RegionRecord::Peer {
+                    from: send.from,
+                    to: receiver.uid,
+                    message: send.message,
+                    enable_offline: send.enable_offline,
+                    enable_history: send.enable_history,
+                    message_id,
+                    server_received_ts,
+                });
+                return Ok(PeerRouted::Remote {
+                    message_id,
+                    server_received_ts,
+                    outcome: outcome_rx,
+                });
+            }
+        }
         if sessions.is_empty() && send.enable_offline {
             self.store
                 .push(
@@ -1865,6 +1956,7 @@ impl Shard {
     }
 
     async fn on_tick(&mut self, now: Instant) {
+        self.remote_peers.retain(|_, (_, until)| *until > now);
         let lingering: Vec<ChannelKey> = self.lingering.iter().cloned().collect();
         for key in lingering {
             let Some(entry) = self.channels.get_mut(&key) else {

@@ -9,6 +9,7 @@ use parley_core::ErrorCode;
 use parley_core::attributes::AttributeOp;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
+use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
 use parley_core::ids::SessionId;
 use parley_core::ids::SessionRef;
@@ -25,6 +26,7 @@ use tonic::metadata::MetadataValue;
 use crate::api::ChannelKey;
 use crate::api::Moderation;
 use crate::api::PeerOutcome;
+use crate::api::RegionOrigin;
 use crate::api::UserKey;
 
 const ERROR_CODE_KEY: &str = "parley-error-code";
@@ -178,7 +180,23 @@ pub(crate) fn from_conversation(
     }
 }
 
-pub(crate) fn peer_outcome(outcome: PeerOutcome) -> wire::PeerOutcome {
+pub(crate) fn region_origin(origin: RegionOrigin) -> wire::RegionOrigin {
+    wire::RegionOrigin {
+        region: origin.region,
+        message_id: origin.message_id.0,
+        server_received_ts: origin.server_received_ts,
+    }
+}
+
+pub(crate) fn from_region_origin(origin: wire::RegionOrigin) -> RegionOrigin {
+    RegionOrigin {
+        region: origin.region,
+        message_id: MessageId(origin.message_id),
+        server_received_ts: origin.server_received_ts,
+    }
+}
+
+pub fn peer_outcome(outcome: PeerOutcome) -> wire::PeerOutcome {
     match outcome {
         PeerOutcome::Received => wire::PeerOutcome::Received,
         PeerOutcome::Cached => wire::PeerOutcome::Cached,
@@ -187,7 +205,7 @@ pub(crate) fn peer_outcome(outcome: PeerOutcome) -> wire::PeerOutcome {
     }
 }
 
-pub(crate) fn from_peer_outcome(outcome: wire::PeerOutcome) -> PeerOutcome {
+pub fn from_peer_outcome(outcome: wire::PeerOutcome) -> PeerOutcome {
     match outcome {
         wire::PeerOutcome::Received => PeerOutcome::Received,
         wire::PeerOutcome::Cached => PeerOutcome::Cached,

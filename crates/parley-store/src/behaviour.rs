@@ -71,6 +71,7 @@ pub async fn all(store: &dyn Store) {
     sequence_high_water_marks_persist(store).await;
     user_attributes_round_trip(store).await;
     session_directory_tracks_sessions(store).await;
+    region_directory_tracks_regions(store).await;
     concurrent_writes_keep_their_invariants(store).await;
     restrictions_expire_and_lift(store).await;
     event_logs_page_and_trim(store).await;
@@ -297,6 +298,34 @@ pub async fn user_attributes_round_trip(store: &dyn Store) {
             .await
             .unwrap()
             .attributes
+            .is_empty()
+    );
+}
+
+pub async fn region_directory_tracks_regions(store: &dyn Store) {
+    let grace = uid("grace");
+    assert!(store.user_regions(&app(), &grace).await.unwrap().is_empty());
+    for (region, online) in [("us", true), ("ap", true), ("us", true), ("eu", false)] {
+        store
+            .set_user_region(&app(), &grace, region, online)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.user_regions(&app(), &grace).await.unwrap(),
+        ["ap", "us"]
+    );
+    store
+        .set_user_region(&app(), &grace, "ap", false)
+        .await
+        .unwrap();
+    assert_eq!(store.user_regions(&app(), &grace).await.unwrap(), ["us"]);
+    // Another user's regions are their own.
+    assert!(
+        store
+            .user_regions(&app(), &uid("heidi"))
+            .await
+            .unwrap()
             .is_empty()
     );
 }

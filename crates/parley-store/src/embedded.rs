@@ -5,6 +5,7 @@
 //! fsync rather than one each. Reads run on tokio's blocking pool against MVCC snapshots and never
 //! wait for the writer.
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::HistoryStore;
 use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
+use crate::RegionDirectory;
 use crate::Restriction;
 use crate::RestrictionStore;
 use crate::Scope;
@@ -80,7 +82,12 @@ pub struct EmbeddedStore {
     /// The session directory lives in memory: in one process, sessions die with it.
     // A std lock: short inserts and removes, never held across an await.
     sessions: Arc<Mutex<SessionTable>>,
+    /// So does the region directory: `parley dev` is one node.
+    regions: Arc<Mutex<RegionTable>>,
 }
+
+/// Other regions by user.
+type RegionTable = HashMap<(AppId, UserId), BTreeSet<String>>;
 
 /// Sessions by user.
 type SessionTable = HashMap<(AppId, UserId), Vec<SessionRef>>;
@@ -121,6 +128,7 @@ impl EmbeddedStore {
             db,
             write_tx,
             sessions: Arc::default(),
+            regions: Arc::default(),
         })
     }
 
@@ -651,6 +659,37 @@ impl SessionDirectory for EmbeddedStore {
         Ok(sessions
             .get(&(app.clone(), uid.clone()))
             .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl RegionDirectory for EmbeddedStore {
+    async fn set_user_region(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        region: &str,
+        online: bool,
+    ) -> StoreResult<()> {
+        let mut regions = self.regions.lock().expect("region table lock poisoned");
+        let key = (app.clone(), uid.clone());
+        if online {
+            regions.entry(key).or_default().insert(region.to_owned());
+        } else if let Some(known) = regions.get_mut(&key) {
+            known.remove(region);
+            if known.is_empty() {
+                regions.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn user_regions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<String>> {
+        let regions = self.regions.lock().expect("region table lock poisoned");
+        Ok(regions
+            .get(&(app.clone(), uid.clone()))
+            .map(|known| known.iter().cloned().collect())
             .unwrap_or_default())
     }
 }

@@ -220,6 +220,22 @@ pub trait SessionDirectory: Send + Sync + 'static {
     async fn sessions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<SessionRef>>;
 }
 
+/// The other regions a user has sessions in, as their region bridges said, so a peer message
+/// to a user who is not here goes where the user is.
+#[async_trait]
+pub trait RegionDirectory: Send + Sync + 'static {
+    /// `region` told that `uid` has sessions there (`online`), or no longer has.
+    async fn set_user_region(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        region: &str,
+        online: bool,
+    ) -> StoreResult<()>;
+    /// The regions, sorted.
+    async fn user_regions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<String>>;
+}
+
 /// What a restriction keeps a user from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -354,6 +370,7 @@ pub trait Store:
     + SequenceStore
     + UserAttributeStore
     + SessionDirectory
+    + RegionDirectory
     + RestrictionStore
     + EventLog
 {
@@ -366,6 +383,7 @@ impl<
         + SequenceStore
         + UserAttributeStore
         + SessionDirectory
+        + RegionDirectory
         + RestrictionStore
         + EventLog,
 > Store for T

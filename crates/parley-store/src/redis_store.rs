@@ -37,6 +37,7 @@ use crate::HistoryStore;
 use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
+use crate::RegionDirectory;
 use crate::Restriction;
 use crate::RestrictionStore;
 use crate::Scope;
@@ -645,6 +646,33 @@ impl SessionDirectory for RedisStore {
             .collect();
         sessions.sort();
         Ok(sessions)
+    }
+}
+
+#[async_trait]
+impl RegionDirectory for RedisStore {
+    async fn set_user_region(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        region: &str,
+        online: bool,
+    ) -> StoreResult<()> {
+        let command = if online { "SADD" } else { "SREM" };
+        self.query::<()>(
+            redis::cmd(command)
+                .arg(user_key(app, uid, "regions"))
+                .arg(region),
+        )
+        .await
+    }
+
+    async fn user_regions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<String>> {
+        let mut regions: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(user_key(app, uid, "regions")))
+            .await?;
+        regions.sort();
+        Ok(regions)
     }
 }
 

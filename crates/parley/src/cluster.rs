@@ -119,18 +119,24 @@ pub async fn node(
         addresses: BTreeMap::new(),
         edges: BTreeSet::new(),
     }));
-    let owner = if spec.owner {
+    let (owner, outlets) = if spec.owner {
         owner_config.node = me;
         let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
         let events = EventPipeline::start(events, apps.clone(), store.clone())
             .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
         let link = crate::dev::region_link(regions.as_ref())?;
-        let owner = Owner::start(owner_config, apps.clone(), store, events, link)
-            .await
-            .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
-        Some(owner)
+        let owner = Owner::start(
+            owner_config,
+            apps.clone(),
+            store.clone(),
+            events,
+            link.clone(),
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
+        (Some(owner), Some((store, link)))
     } else {
-        None
+        (None, None)
     };
     let (edge, owners) = if spec.edge {
         edge_config.node = me;
@@ -146,8 +152,8 @@ pub async fn node(
     if let (Some(owner), Some(edge)) = (&owner, &edge) {
         owner.register_edge(me, edge.clone());
     }
-    // Owners bring in the other regions' traffic, each record to its channel's owner.
-    if let (Some(owner), Some(regions)) = (&owner, regions) {
+    // Owners bring in the other regions' traffic, each record to its key's owner.
+    if let (Some(owner), Some((store, link)), Some(config)) = (&owner, outlets, regions) {
         let routed: Arc<dyn OwnerApi> = match &owners {
             Some(owners) => owners.clone(),
             None => Arc::new(RemoteOwners::new(
@@ -155,7 +161,14 @@ pub async fn node(
                 Some((me, owner.clone() as Arc<dyn OwnerApi>)),
             )),
         };
-        tokio::spawn(parley_bridge::consume(regions, routed, owner.clone()));
+        let bridge = parley_bridge::Bridge {
+            config,
+            owners: routed,
+            local: owner.clone(),
+            store,
+            link,
+        };
+        tokio::spawn(bridge.run());
     }
     let meta = match &spec.meta {
         Some(config) => Some(MetaNode::start(config.clone()).await?),

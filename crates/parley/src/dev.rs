@@ -75,21 +75,25 @@ pub async fn node(
     let apps = Arc::new(apps);
     let events = EventPipeline::start(events, apps.clone(), store.clone())
         .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
+    let link = region_link(regions.as_ref())?;
     let owner = Owner::start(
         owner_config,
         apps.clone(),
-        store,
+        store.clone(),
         events,
-        region_link(regions.as_ref())?,
+        link.clone(),
     )
     .await
     .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
-    if let Some(regions) = regions {
-        tokio::spawn(parley_bridge::consume(
-            regions,
-            owner.clone(),
-            owner.clone(),
-        ));
+    if let Some(config) = regions {
+        let bridge = parley_bridge::Bridge {
+            config,
+            owners: owner.clone(),
+            local: owner.clone(),
+            store,
+            link,
+        };
+        tokio::spawn(bridge.run());
     }
     let edge = Edge::new(edge_config, apps, owner.clone());
     owner.register_edge(edge.config().node, edge.clone());

@@ -12,6 +12,8 @@ use parley_client::Client;
 use parley_client::ClientConfig;
 use parley_client::Event;
 use parley_client::Message;
+use parley_client::PeerMessageOptions;
+use parley_client::PeerMessageResult;
 use parley_proto::cluster::v1::RegionRecord;
 use parley_proto::cluster::v1::region_record;
 use parley_proto::v1;
@@ -45,7 +47,7 @@ async fn region(broker: &KafkaBroker, name: &str, remote: &str) -> ProcessCluste
 }
 
 /// A logged-in member of `channels`, and the channel messages it receives: (channel, text,
-/// message ID).
+/// message ID); peer messages are listed under channel "peer:FROM".
 struct Member {
     client: Client,
     received: Arc<Mutex<Vec<(String, String, u64)>>>,
@@ -62,13 +64,21 @@ impl Member {
         let sink = received.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let Event::ChannelMessage(message) = event
-                    && let Some(v1::message_body::Content::Text(text)) =
-                        message.message.and_then(|body| body.content)
+                let (from, body, message_id) = match event {
+                    Event::ChannelMessage(message) => {
+                        (message.channel_id, message.message, message.message_id)
+                    }
+                    Event::MessageFromPeer(message) => (
+                        format!("peer:{}", message.peer_id),
+                        message.message,
+                        message.message_id,
+                    ),
+                    _ => continue,
+                };
+                if let Some(v1::message_body::Content::Text(text)) =
+                    body.and_then(|body| body.content)
                 {
-                    sink.lock()
-                        .unwrap()
-                        .push((message.channel_id, text, message.message_id));
+                    sink.lock().unwrap().push((from, text, message_id));
                 }
             }
         });
@@ -82,6 +92,20 @@ impl Member {
             .await
             .expect("send")
             .message_id
+    }
+
+    /// Sends `text` to `peer`, kept offline if need be: how it ended, and its message ID.
+    async fn send_peer(&self, peer: &str, text: &str) -> (PeerMessageResult, u64) {
+        let options = PeerMessageOptions {
+            enable_offline_messaging: true,
+            enable_historical_messaging: false,
+        };
+        let sent = self
+            .client
+            .send_message_to_peer(peer, Message::text(text), options)
+            .await
+            .expect("send to peer");
+        (sent.result(), sent.message_id)
     }
 
     /// The texts received in `channel` that start with `prefix`, in order.
@@ -157,6 +181,9 @@ async fn records_on(broker: &KafkaBroker, topic: &str) -> Vec<(String, &'static 
         let kind = match record.record {
             Some(region_record::Record::Message(_)) => "message",
             Some(region_record::Record::Interest(_)) => "interest",
+            Some(region_record::Record::User(_)) => "user",
+            Some(region_record::Record::Peer(_)) => "peer",
+            Some(region_record::Record::PeerOutcome(_)) => "peer outcome",
             None => "empty",
         };
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
@@ -222,6 +249,23 @@ async fn channel_messages_cross_regions_once_in_order_where_members_are() {
     assert!(count(&room, "message") >= 21, "{records:?}");
     assert_eq!(count(&local, "message"), 0, "{records:?}");
     assert_eq!(count(&local, "interest"), 1, "{records:?}");
+
+    // Peer messages go to the region the receiver is in, and say how they ended there.
+    let (result, id) = alice.send_peer("bob", "hello bob").await;
+    assert_eq!(result, PeerMessageResult::ReceivedByPeer);
+    eventually(
+        Duration::from_secs(5),
+        "bob has alice's peer message",
+        || bob.message_id_of("hello bob").is_some(),
+    )
+    .await;
+    assert_eq!(bob.message_id_of("hello bob"), Some(id));
+    let (result, _) = bob.send_peer("carol", "hello carol").await;
+    assert_eq!(result, PeerMessageResult::ReceivedByPeer);
+    assert_eq!(carol.texts("peer:bob", "hello"), ["hello carol"]);
+    // Nobody anywhere: kept where it was sent.
+    let (result, _) = alice.send_peer("dave", "hello dave").await;
+    assert_eq!(result, PeerMessageResult::CachedByServer);
     drop((eu, us));
 }
 
