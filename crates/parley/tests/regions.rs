@@ -1,8 +1,10 @@
 //! Two regions, each a cluster of `parley run` processes with its own Redis, joined by one
 //! Kafka-protocol broker (tansu): channel messages cross to the members of the other region,
 //! once, in order, keeping their message IDs; a channel with members in one region puts none
-//! of its messages on Kafka (only that the region has members); a broker outage delays crossing traffic but loses and repeats none of it,
-//! and leaves each region's own traffic alone.
+//! of its messages on Kafka (only that the region has members); peer messages follow their
+//! receiver to its region and say how they ended there; a broker outage, or a region cut off
+//! (every node frozen), delays crossing traffic but loses and repeats none of it, and leaves
+//! each region's own traffic alone.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -20,6 +22,7 @@ use parley_proto::v1;
 use parley_testkit::KafkaBroker;
 use parley_testkit::ProcessCluster;
 use parley_testkit::processes::CLUSTER_APP_ID;
+use parley_testkit::processes::Role;
 use prost::Message as _;
 use rdkafka::ClientConfig as KafkaClientConfig;
 use rdkafka::Message as _;
@@ -300,5 +303,45 @@ async fn a_broker_outage_delays_crossing_traffic_and_loses_none() {
     assert_eq!(bob.texts("room", "x"), numbered("x", 10));
     assert_eq!(alice.texts("room", "y"), numbered("y", 10));
     assert_eq!(carol.texts("room", "y"), numbered("y", 10));
+    drop((eu, us));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_cut_off_catches_up_from_kafka_when_it_returns() {
+    let broker = KafkaBroker::start();
+    let eu = region(&broker, "eu", "us").await;
+    let us = region(&broker, "us", "eu").await;
+    let alice = Member::join(&eu, "alice", &["room"]).await;
+    let carol = Member::join(&eu, "carol", &["room"]).await;
+    let bob = Member::join(&us, "bob", &["room"]).await;
+    until_crossing(&alice, &bob, "room").await;
+
+    // Every node of us freezes, as if the region's network were cut.
+    let frozen: Vec<u64> = [Role::Meta, Role::Owner, Role::Edge]
+        .into_iter()
+        .flat_map(|role| us.ids(role))
+        .collect();
+    for id in &frozen {
+        us.pause(*id);
+    }
+    for text in numbered("z", 10) {
+        alice.send("room", &text).await;
+    }
+    // eu goes on by itself.
+    eventually(Duration::from_secs(5), "carol has alice's messages", || {
+        carol.texts("room", "z").len() == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(bob.texts("room", "z").is_empty());
+    for id in &frozen {
+        us.resume(*id);
+    }
+    eventually(Duration::from_secs(30), "us caught up", || {
+        bob.texts("room", "z").len() >= 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(bob.texts("room", "z"), numbered("z", 10));
     drop((eu, us));
 }
