@@ -173,6 +173,15 @@ impl Bridge {
                 });
                 Ok(())
             }
+            Action::Attributes {
+                channel,
+                attributes,
+                notify_members,
+            } => {
+                self.owners
+                    .region_attributes(channel.clone(), attributes.clone(), *notify_members)
+                    .await
+            }
             Action::PeerOutcome {
                 to,
                 message_id,

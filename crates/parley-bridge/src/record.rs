@@ -16,6 +16,7 @@ use parley_owner::RegionRecord;
 use parley_owner::UserKey;
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::region_record::Record;
+use parley_proto::v1;
 use prost::Message;
 
 /// The topic `region` publishes on.
@@ -82,6 +83,17 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
                 server_received_ts: *server_received_ts,
             }),
         ),
+        RegionRecord::Attributes {
+            channel,
+            attributes,
+            notify_members,
+        } => (
+            Key::Channel(channel),
+            Record::Attributes(wire::RegionAttributes {
+                attributes: attributes.clone(),
+                notify_members: *notify_members,
+            }),
+        ),
         RegionRecord::PeerOutcome {
             to,
             message_id,
@@ -144,6 +156,12 @@ pub(crate) enum Action {
     },
     /// Deliver a peer message to its receiver here, and say back how that ended.
     Peer(PeerSend),
+    /// Replace the channel's attributes here.
+    Attributes {
+        channel: ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
+    },
     /// Tell the waiting owner how its peer message ended in the receiver's region.
     PeerOutcome {
         to: UserKey,
@@ -157,7 +175,10 @@ impl Action {
     /// wants) rather than carrying traffic: what a region reading another's topic for the
     /// first time takes from the records that were there before.
     pub(crate) fn is_state(&self) -> bool {
-        matches!(self, Action::Interest { .. } | Action::User { .. })
+        matches!(
+            self,
+            Action::Interest { .. } | Action::User { .. } | Action::Attributes { .. }
+        )
     }
 }
 
@@ -215,6 +236,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
                 server_received_ts: message.server_received_ts,
             }),
         })),
+        Record::Attributes(set) => Ok(Action::Attributes {
+            channel: channel()?,
+            attributes: set.attributes,
+            notify_members: set.notify_members,
+        }),
         Record::Interest(interest) => Ok(Action::Interest {
             channel: channel()?,
             region: record.region,
@@ -235,8 +261,6 @@ pub(crate) fn retryable(error: &Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use parley_proto::v1;
-
     use super::*;
 
     fn channel() -> ChannelKey {

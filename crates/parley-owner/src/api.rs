@@ -143,6 +143,13 @@ pub enum RegionRecord {
         message_id: MessageId,
         server_received_ts: i64,
     },
+    /// A channel's whole attribute set after a change here (or, to a region that has just
+    /// taken the channel up, as it is).
+    Attributes {
+        channel: ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
+    },
     /// How a peer message from another region ended here (`to` is its receiver).
     PeerOutcome {
         to: UserKey,
@@ -343,6 +350,14 @@ pub trait OwnerApi: Send + Sync + 'static {
         region: String,
         interested: bool,
         fresh: bool,
+    ) -> Result<(), Error>;
+    /// From this region's bridge: another region changed the channel's attributes to
+    /// `attributes`; they replace this region's.
+    async fn region_attributes(
+        &self,
+        channel: ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
     ) -> Result<(), Error>;
     /// From this region's bridge: a peer message to `user`, sent here and routed to the region
     /// the user is in, ended there with `outcome`.

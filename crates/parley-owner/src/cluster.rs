@@ -717,6 +717,21 @@ impl owner_server::Owner for OwnerService {
         done()
     }
 
+    async fn region_attributes(
+        &self,
+        request: Request<wire::RegionAttributesRequest>,
+    ) -> Result<Response<wire::Done>, Status> {
+        let request = request.into_inner();
+        let channel = from_channel_key(request.channel)?;
+        self.check_channel(&channel, request.epoch).await?;
+        let set = request.attributes.unwrap_or_default();
+        self.owner
+            .region_attributes(channel, set.attributes, set.notify_members)
+            .await
+            .map_err(status_of)?;
+        done()
+    }
+
     async fn region_peer_outcome(
         &self,
         request: Request<wire::RegionPeerOutcomeRequest>,
@@ -775,6 +790,7 @@ routed!(
     MembersRequest,
     ModerateRequest,
     OpenSessionRequest,
+    RegionAttributesRequest,
     RegionInterestRequest,
     RegionPeerOutcomeRequest,
     SendChannelRequest,
@@ -1649,6 +1665,36 @@ impl OwnerApi for RemoteOwners {
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);
                     async move { client.region_interest(request).await.map(drop) }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn region_attributes(
+        &self,
+        channel: ChannelKey,
+        attributes: Vec<parley_proto::v1::ChannelAttribute>,
+        notify_members: bool,
+    ) -> Result<(), Error> {
+        match self.channel_route(&channel)? {
+            Route::Local(owner) => {
+                owner
+                    .region_attributes(channel, attributes, notify_members)
+                    .await
+            }
+            Route::Remote(node) => {
+                let request = wire::RegionAttributesRequest {
+                    epoch: 0,
+                    channel: Some(channel_key(&channel)),
+                    attributes: Some(wire::RegionAttributes {
+                        attributes,
+                        notify_members,
+                    }),
+                };
+                self.remote(node, |mut client, epoch| {
+                    let request = stamped(&request, epoch);
+                    async move { client.region_attributes(request).await.map(drop) }
                 })
                 .await
             }

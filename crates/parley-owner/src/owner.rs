@@ -752,6 +752,22 @@ impl OwnerApi for Owner {
             .map_err(storage_error)
     }
 
+    async fn region_attributes(
+        &self,
+        channel: ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
+    ) -> Result<(), Error> {
+        let shard = self.channel_shard(&channel);
+        self.ask(shard, |reply| Command::RegionAttributes {
+            channel,
+            attributes,
+            notify_members,
+            reply,
+        })
+        .await?
+    }
+
     async fn region_peer_outcome(
         &self,
         user: UserKey,

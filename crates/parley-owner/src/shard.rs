@@ -196,6 +196,12 @@ pub(crate) enum Command {
     /// Announce every channel with members and every user with sessions to the other regions,
     /// as newly taken up.
     AnnounceRegions { reply: Reply<()> },
+    RegionAttributes {
+        channel: ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
+        reply: Reply<Result<(), Error>>,
+    },
     /// A peer message routed to another region ended there.
     RegionPeerOutcome {
         user: UserKey,
@@ -597,7 +603,8 @@ impl Shard {
                 fresh,
                 reply,
             } => {
-                self.region_interest(channel, region, interested, fresh);
+                self.region_interest(channel, region, interested, fresh)
+                    .await;
                 let _ = reply.send(());
             }
             Command::AnnounceRegions { reply } => {
@@ -617,6 +624,17 @@ impl Shard {
                     }
                 }
                 let _ = reply.send(());
+            }
+            Command::RegionAttributes {
+                channel,
+                attributes,
+                notify_members,
+                reply,
+            } => {
+                let outcome = self
+                    .region_attributes(&channel, attributes, notify_members)
+                    .await;
+                let _ = reply.send(outcome);
             }
             Command::RegionPeerOutcome {
                 user,
@@ -1250,8 +1268,9 @@ impl Shard {
     }
 
     /// Another region has members in `channel` (`interested`), or no longer has. A region
-    /// that has just taken the channel up (`fresh`) is told whether this one has members.
-    fn region_interest(
+    /// that has just taken the channel up (`fresh`) is told whether this one has members, and
+    /// what the channel's attributes are.
+    async fn region_interest(
         &mut self,
         channel: ChannelKey,
         region: String,
@@ -1270,10 +1289,21 @@ impl Shard {
         }
         if fresh {
             self.regions.publish(RegionRecord::Interest {
-                channel,
+                channel: channel.clone(),
                 interested: true,
                 fresh: false,
             });
+            match self.store.get(&channel.app, &channel.channel).await {
+                Ok(Some(record)) => self.regions.publish(RegionRecord::Attributes {
+                    channel,
+                    attributes: record.attributes,
+                    notify_members: false,
+                }),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "channel attributes not sent to a new region")
+                }
+            }
         }
     }
 
@@ -1480,6 +1510,15 @@ impl Shard {
             if !swapped {
                 continue;
             }
+            if let Some(entry) = self.channels.get(key)
+                && !entry.remote_regions.is_empty()
+            {
+                self.regions.publish(RegionRecord::Attributes {
+                    channel: key.clone(),
+                    attributes: attributes.clone(),
+                    notify_members,
+                });
+            }
             if notify_members && let Some(entry) = self.channels.get(key) {
                 let frame =
                     SharedFrame::event(EventKind::AttributesUpdated(v1::AttributesUpdated {
@@ -1494,6 +1533,38 @@ impl Shard {
             ErrorCode::Unavailable,
             "the channel attributes kept changing, retry",
         ))
+    }
+
+    /// Another region changed the channel's attributes: its set replaces this region's (the
+    /// last change to arrive wins), and members are told if asked.
+    async fn region_attributes(
+        &mut self,
+        key: &ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
+    ) -> Result<(), Error> {
+        let ttl = self.limits(&key.app).channel_attributes_ttl;
+        let expires_at_ms = if self.channels.contains_key(key) {
+            0
+        } else {
+            unix_ms() + ttl.as_millis() as i64
+        };
+        let record = StoredChannelAttributes {
+            attributes: attributes.clone(),
+            expires_at_ms,
+        };
+        self.store
+            .put(&key.app, &key.channel, record)
+            .await
+            .map_err(storage_error)?;
+        if notify_members && let Some(entry) = self.channels.get(key) {
+            let frame = SharedFrame::event(EventKind::AttributesUpdated(v1::AttributesUpdated {
+                channel_id: key.channel.to_string(),
+                attributes,
+            }));
+            self.fan_out(&entry.membership, None, frame);
+        }
+        Ok(())
     }
 
     /// Sets when a channel's stored attributes expire (0: never), if it has any.

@@ -19,6 +19,8 @@ use parley_client::PeerMessageResult;
 use parley_proto::cluster::v1::RegionRecord;
 use parley_proto::cluster::v1::region_record;
 use parley_proto::v1;
+use parley_proto::v1::reply::Result as ReplyResult;
+use parley_proto::v1::request::Op;
 use parley_testkit::KafkaBroker;
 use parley_testkit::ProcessCluster;
 use parley_testkit::processes::CLUSTER_APP_ID;
@@ -76,6 +78,21 @@ impl Member {
                         message.message,
                         message.message_id,
                     ),
+                    // Listed as "attributes:CHANNEL", the text KEY=VALUE,… .
+                    Event::AttributesUpdated(update) => {
+                        let text = update
+                            .attributes
+                            .iter()
+                            .map(|attribute| format!("{}={}", attribute.key, attribute.value))
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        sink.lock().unwrap().push((
+                            format!("attributes:{}", update.channel_id),
+                            text,
+                            0,
+                        ));
+                        continue;
+                    }
                     _ => continue,
                 };
                 if let Some(v1::message_body::Content::Text(text)) =
@@ -109,6 +126,15 @@ impl Member {
             .await
             .expect("send to peer");
         (sent.result(), sent.message_id)
+    }
+
+    /// Runs a request that answers with no result, or with a channel's attributes.
+    async fn call(&self, op: Op) -> Vec<v1::ChannelAttribute> {
+        match self.client.request(op).await.expect("request").wait().await {
+            Ok(ReplyResult::ChannelAttributes(found)) => found.attributes,
+            Ok(_) => Vec::new(),
+            Err(error) => panic!("request failed: {error:?}"),
+        }
     }
 
     /// The texts received in `channel` that start with `prefix`, in order.
@@ -187,6 +213,7 @@ async fn records_on(broker: &KafkaBroker, topic: &str) -> Vec<(String, &'static 
             Some(region_record::Record::User(_)) => "user",
             Some(region_record::Record::Peer(_)) => "peer",
             Some(region_record::Record::PeerOutcome(_)) => "peer outcome",
+            Some(region_record::Record::Attributes(_)) => "attributes",
             None => "empty",
         };
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
@@ -252,6 +279,61 @@ async fn channel_messages_cross_regions_once_in_order_where_members_are() {
     assert!(count(&room, "message") >= 21, "{records:?}");
     assert_eq!(count(&local, "message"), 0, "{records:?}");
     assert_eq!(count(&local, "interest"), 1, "{records:?}");
+
+    // Channel attributes set in one region become the channel's in the other, whose members
+    // hear of them.
+    alice
+        .call(Op::SetChannelAttributes(v1::SetChannelAttributesRequest {
+            channel_id: "room".into(),
+            attributes: [("topic".to_owned(), "rust".to_owned())].into(),
+            enable_notification_to_channel_members: true,
+        }))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "bob heard of the attributes",
+        || bob.texts("attributes:room", "") == ["topic=rust"],
+    )
+    .await;
+    let attributes = bob
+        .call(Op::GetChannelAttributes(v1::GetChannelAttributesRequest {
+            channel_id: "room".into(),
+            keys: Vec::new(),
+        }))
+        .await;
+    assert_eq!(attributes.len(), 1, "{attributes:?}");
+    assert_eq!(
+        (
+            attributes[0].value.as_str(),
+            attributes[0].last_update_user_id.as_str()
+        ),
+        ("rust", "alice")
+    );
+
+    // A region that takes a channel up is given its attributes by the regions that had it.
+    alice
+        .call(Op::SetChannelAttributes(v1::SetChannelAttributesRequest {
+            channel_id: "local".into(),
+            attributes: [("mode".to_owned(), "quiet".to_owned())].into(),
+            enable_notification_to_channel_members: false,
+        }))
+        .await;
+    let erin = Member::join(&us, "erin", &["local"]).await;
+    let get_local = || {
+        erin.call(Op::GetChannelAttributes(v1::GetChannelAttributesRequest {
+            channel_id: "local".into(),
+            keys: Vec::new(),
+        }))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get_local().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "us never got local's attributes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get_local().await[0].value, "quiet");
 
     // Peer messages go to the region the receiver is in, and say how they ended there.
     let (result, id) = alice.send_peer("bob", "hello bob").await;
