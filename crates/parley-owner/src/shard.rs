@@ -254,6 +254,10 @@ struct ChannelEntry {
     crossed: Crossed,
 }
 
+/// How long after its keys moved an owner holds back crossing messages for channels it has no
+/// members of yet (edges re-register their sessions within about a second).
+const HANDOFF_GRACE: Duration = Duration::from_secs(5);
+
 /// How many crossing message IDs a channel remembers to drop repeats (a bridge that restarts
 /// re-reads at most about a second of records).
 const CROSSED_KEPT: usize = 4096;
@@ -374,6 +378,9 @@ pub(crate) struct Shard {
     remote_peers: HashMap<u64, (oneshot::Sender<PeerOutcome>, Instant)>,
     /// Peer messages that crossed in lately, to drop repeats.
     crossed_peers: Crossed,
+    /// When this shard started or the ring last changed: for a while after, members may still
+    /// be coming over to channels it now owns.
+    keys_moved_at: Instant,
 }
 
 impl Shard {
@@ -402,6 +409,7 @@ impl Shard {
             timed_users: HashSet::new(),
             remote_peers: HashMap::new(),
             crossed_peers: Crossed::default(),
+            keys_moved_at: now(),
         }
     }
 
@@ -523,6 +531,7 @@ impl Shard {
             }
             Command::Forget { ring, me, reply } => {
                 self.forget_unowned(&ring, me);
+                self.keys_moved_at = now();
                 let _ = reply.send(());
             }
             Command::EdgeGone { node, reply } => {
@@ -1171,8 +1180,16 @@ impl Shard {
                     server_received_ts: origin.server_received_ts,
                     seq: 0,
                 });
-                // Nobody is in it here (any more), or it came before: nothing to deliver.
+                // Nobody is in it here (any more), or it came before: nothing to deliver. Unless
+                // the keys moved lately: its members may be on their way (edges re-register
+                // them), so the bridge is asked to try again.
                 let Some(entry) = self.channels.get_mut(&send.channel) else {
+                    if self.keys_moved_at.elapsed() < HANDOFF_GRACE {
+                        return Err(Error::new(
+                            ErrorCode::Unavailable,
+                            "the channel's members may still be coming over",
+                        ));
+                    }
                     return not_delivered;
                 };
                 if !entry.crossed.first_time(origin.message_id) {
