@@ -331,7 +331,8 @@ async fn channel_messages_cross_regions_once_in_order_where_members_are() {
             tokio::time::Instant::now() < deadline,
             "us never got local's attributes"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Attribute reads are rate limited.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(get_local().await[0].value, "quiet");
 
