@@ -24,18 +24,9 @@ impl Regions {
     /// Starts the broker and both regions, and waits until a message crosses each way.
     pub async fn start(binary: &Path) -> anyhow::Result<Regions> {
         let broker = KafkaBroker::start();
-        let brokers = broker.brokers();
         let mut clusters = Vec::new();
         for (name, remote) in [("eu", "us"), ("us", "eu")] {
-            let args = [
-                "--kafka-brokers",
-                &brokers,
-                "--region",
-                name,
-                "--remote-regions",
-                remote,
-            ];
-            clusters.push(ProcessCluster::start_with(binary, 1, 2, 1, &args).await);
+            clusters.push(ProcessCluster::region(binary, &broker, name, remote).await);
         }
         let regions = Regions { broker, clusters };
         regions.until_crossing().await?;

@@ -173,6 +173,26 @@ impl ProcessCluster {
         true
     }
 
+    /// A region of several (`parley run --region`): one meta node, two owners and an edge with
+    /// their own Redis, exchanging with `remote` through `broker`.
+    pub async fn region(
+        binary: &Path,
+        broker: &crate::KafkaBroker,
+        name: &str,
+        remote: &str,
+    ) -> ProcessCluster {
+        let brokers = broker.brokers();
+        let args = [
+            "--kafka-brokers",
+            &brokers,
+            "--region",
+            name,
+            "--remote-regions",
+            remote,
+        ];
+        Self::start_with(binary, 1, 2, 1, &args).await
+    }
+
     /// The client URLs of the edges, in id order.
     pub fn edge_urls(&self) -> Vec<String> {
         self.nodes

@@ -207,6 +207,26 @@ async fn a_config_file_sets_what_flags_would() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An edge's flags, free ports, brokers somewhere, and a region.
+fn region_flags<'a>(region: &'a str, remote: &'a str) -> Vec<&'a str> {
+    vec![
+        "--roles",
+        "edge",
+        "--meta",
+        "1=127.0.0.1:1",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--kafka-brokers",
+        "127.0.0.1:1",
+        "--region",
+        region,
+        "--remote-regions",
+        remote,
+    ]
+}
+
 #[tokio::test]
 async fn a_node_refuses_bad_flags() {
     for (args, expected) in [
@@ -240,42 +260,9 @@ async fn a_node_refuses_bad_flags() {
             ],
             "--kafka-brokers",
         ),
+        (region_flags("eu west", "us"), "region name \"eu west\""),
         (
-            vec![
-                "--roles",
-                "edge",
-                "--meta",
-                "1=127.0.0.1:1",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--kafka-brokers",
-                "127.0.0.1:1",
-                "--region",
-                "eu west",
-                "--remote-regions",
-                "us",
-            ],
-            "region name \"eu west\"",
-        ),
-        (
-            vec![
-                "--roles",
-                "edge",
-                "--meta",
-                "1=127.0.0.1:1",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--kafka-brokers",
-                "127.0.0.1:1",
-                "--region",
-                "eu",
-                "--remote-regions",
-                "us,eu",
-            ],
+            region_flags("eu", "us,eu"),
             "named among the remote regions",
         ),
     ] {
