@@ -135,11 +135,10 @@ impl Bridge {
             Action::Interest {
                 channel,
                 region,
-                interested,
-                fresh,
+                interest,
             } => {
                 self.owners
-                    .region_interest(channel.clone(), region.clone(), *interested, *fresh)
+                    .region_interest(channel.clone(), region.clone(), *interest)
                     .await
             }
             Action::User {

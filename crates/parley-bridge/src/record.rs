@@ -9,6 +9,7 @@ use parley_core::ids::MessageId;
 use parley_core::ids::UserId;
 use parley_owner::ChannelKey;
 use parley_owner::ChannelSend;
+use parley_owner::Interest;
 use parley_owner::PeerOutcome;
 use parley_owner::PeerSend;
 use parley_owner::RegionOrigin;
@@ -45,16 +46,9 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
                 server_received_ts: *server_received_ts,
             }),
         ),
-        RegionRecord::Interest {
-            channel,
-            interested,
-            fresh,
-        } => (
+        RegionRecord::Interest { channel, interest } => (
             Key::Channel(channel),
-            Record::Interest(wire::RegionInterest {
-                interested: *interested,
-                fresh: *fresh,
-            }),
+            Record::Interest(parley_owner::region_interest(*interest)),
         ),
         RegionRecord::User { user, online } => (
             Key::User(user),
@@ -145,8 +139,7 @@ pub(crate) enum Action {
     Interest {
         channel: ChannelKey,
         region: String,
-        interested: bool,
-        fresh: bool,
+        interest: Interest,
     },
     /// Note where a user is (or no longer is).
     User {
@@ -244,8 +237,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
         Record::Interest(interest) => Ok(Action::Interest {
             channel: channel()?,
             region: record.region,
-            interested: interest.interested,
-            fresh: interest.fresh,
+            interest: parley_owner::from_region_interest(interest),
         }),
     }
 }
@@ -311,8 +303,10 @@ mod tests {
             "us",
             &RegionRecord::Interest {
                 channel: channel(),
-                interested: true,
-                fresh: true,
+                interest: Interest {
+                    members: 3,
+                    fresh: true,
+                },
             },
         );
         assert_eq!(
@@ -320,8 +314,10 @@ mod tests {
             Action::Interest {
                 channel: channel(),
                 region: "us".into(),
-                interested: true,
-                fresh: true,
+                interest: Interest {
+                    members: 3,
+                    fresh: true,
+                },
             }
         );
     }

@@ -112,6 +112,16 @@ pub struct RegionOrigin {
     pub server_received_ts: i64,
 }
 
+/// What a region says of its members in a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    /// Its members there; 0: none (it no longer wants the channel's messages).
+    pub members: u32,
+    /// Its owner has just taken the channel up and asks the others to say whether they have
+    /// members (and what the channel's attributes are).
+    pub fresh: bool,
+}
+
 /// What an owner tells the other regions about a channel it owns (see [`RegionLink`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum RegionRecord {
@@ -124,12 +134,11 @@ pub enum RegionRecord {
         message_id: MessageId,
         server_received_ts: i64,
     },
-    /// This region has members in the channel (`interested`), or no longer has. `fresh`: the
-    /// owner has just taken the channel up and asks the others to say whether they have members.
+    /// How many members this region has in the channel (none: it no longer wants its
+    /// messages).
     Interest {
         channel: ChannelKey,
-        interested: bool,
-        fresh: bool,
+        interest: Interest,
     },
     /// The user has sessions here (`online`: the first came), or no longer has.
     User { user: UserKey, online: bool },
@@ -342,14 +351,13 @@ pub trait OwnerApi: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, Error>;
 
-    /// From this region's bridge: `region` has members in the channel (`interested`) or no
-    /// longer has; see [`RegionRecord::Interest`].
+    /// From this region's bridge: what `region` says of its members in the channel; see
+    /// [`RegionRecord::Interest`].
     async fn region_interest(
         &self,
         channel: ChannelKey,
         region: String,
-        interested: bool,
-        fresh: bool,
+        interest: Interest,
     ) -> Result<(), Error>;
     /// From this region's bridge: another region changed the channel's attributes to
     /// `attributes`; they replace this region's.

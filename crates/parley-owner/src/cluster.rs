@@ -50,6 +50,7 @@ use crate::api::ChannelKey;
 use crate::api::ChannelSend;
 use crate::api::ChannelSent;
 use crate::api::EdgeSink;
+use crate::api::Interest;
 use crate::api::InvitationRestore;
 use crate::api::InvitationSend;
 use crate::api::LeaveReason;
@@ -711,7 +712,11 @@ impl owner_server::Owner for OwnerService {
         let channel = from_channel_key(request.channel)?;
         self.check_channel(&channel, request.epoch).await?;
         self.owner
-            .region_interest(channel, request.region, request.interested, request.fresh)
+            .region_interest(
+                channel,
+                request.region,
+                from_region_interest(request.interest.unwrap_or_default()),
+            )
             .await
             .map_err(status_of)?;
         done()
@@ -1645,22 +1650,16 @@ impl OwnerApi for RemoteOwners {
         &self,
         channel: ChannelKey,
         region: String,
-        interested: bool,
-        fresh: bool,
+        interest: Interest,
     ) -> Result<(), Error> {
         match self.channel_route(&channel)? {
-            Route::Local(owner) => {
-                owner
-                    .region_interest(channel, region, interested, fresh)
-                    .await
-            }
+            Route::Local(owner) => owner.region_interest(channel, region, interest).await,
             Route::Remote(node) => {
                 let request = wire::RegionInterestRequest {
                     epoch: 0,
                     channel: Some(channel_key(&channel)),
                     region,
-                    interested,
-                    fresh,
+                    interest: Some(region_interest(interest)),
                 };
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);

@@ -42,6 +42,7 @@ use crate::api::ChannelSend;
 use crate::api::ChannelSent;
 use crate::api::EdgeSink;
 use crate::api::EventSink;
+use crate::api::Interest;
 use crate::api::InvitationSend;
 use crate::api::LeaveReason;
 use crate::api::Moderation;
@@ -789,15 +790,13 @@ impl OwnerApi for Owner {
         &self,
         channel: ChannelKey,
         region: String,
-        interested: bool,
-        fresh: bool,
+        interest: Interest,
     ) -> Result<(), Error> {
         let shard = self.channel_shard(&channel);
         self.ask(shard, |reply| Command::RegionInterest {
             channel,
             region,
-            interested,
-            fresh,
+            interest,
             reply,
         })
         .await

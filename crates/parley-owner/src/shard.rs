@@ -55,6 +55,7 @@ use crate::api::ChannelKey;
 use crate::api::ChannelSend;
 use crate::api::ChannelSent;
 use crate::api::EventSink;
+use crate::api::Interest;
 use crate::api::InvitationSend;
 use crate::api::LeaveReason;
 use crate::api::Moderation;
@@ -189,8 +190,7 @@ pub(crate) enum Command {
     RegionInterest {
         channel: ChannelKey,
         region: String,
-        interested: bool,
-        fresh: bool,
+        interest: Interest,
         reply: Reply<()>,
     },
     /// Announce every channel with members and every user with sessions to the other regions,
@@ -248,10 +248,28 @@ struct ChannelEntry {
     recent: VecDeque<(u64, Arc<SharedFrame>)>,
     /// Muted members and when their mutes end (ms since the epoch), as stored.
     mutes: HashMap<UserId, i64>,
-    /// Other regions with members in the channel: its messages are published for them.
-    remote_regions: BTreeSet<String>,
+    /// Other regions with members in the channel, and how many: its messages are published for
+    /// them, and its member count is theirs and this region's.
+    remote_regions: BTreeMap<String, u32>,
+    /// The member count last told to the other regions.
+    members_told: Option<u32>,
     /// Messages that crossed from other regions lately, to drop repeats.
     crossed: Crossed,
+}
+
+impl ChannelEntry {
+    fn local_members(&self) -> u32 {
+        u32::try_from(self.membership.member_count()).unwrap_or(u32::MAX)
+    }
+
+    /// Members here and in every other region.
+    fn all_members(&self) -> u32 {
+        self.remote_regions
+            .values()
+            .fold(self.local_members(), |sum, members| {
+                sum.saturating_add(*members)
+            })
+    }
 }
 
 /// How long after its keys moved an owner holds back crossing messages for channels it has no
@@ -511,8 +529,8 @@ impl Shard {
                 let count = self
                     .channels
                     .get(&channel)
-                    .map_or(0, |entry| entry.membership.member_count());
-                let _ = reply.send(u32::try_from(count).unwrap_or(u32::MAX));
+                    .map_or(0, ChannelEntry::all_members);
+                let _ = reply.send(count);
             }
             Command::UpdateUserAttributes { user, op, reply } => {
                 let _ = reply.send(self.update_user_attributes(user, &op).await);
@@ -608,20 +626,20 @@ impl Shard {
             Command::RegionInterest {
                 channel,
                 region,
-                interested,
-                fresh,
+                interest,
                 reply,
             } => {
-                self.region_interest(channel, region, interested, fresh)
-                    .await;
+                self.region_interest(channel, region, interest).await;
                 let _ = reply.send(());
             }
             Command::AnnounceRegions { reply } => {
-                for channel in self.channels.keys() {
+                for (channel, entry) in &self.channels {
                     self.regions.publish(RegionRecord::Interest {
                         channel: channel.clone(),
-                        interested: true,
-                        fresh: true,
+                        interest: Interest {
+                            members: entry.local_members(),
+                            fresh: true,
+                        },
                     });
                 }
                 for (user, entry) in &self.users {
@@ -999,7 +1017,8 @@ impl Shard {
         resume: Resume,
     ) -> Result<u64, Error> {
         let limits = self.limits(&key.app);
-        if !self.channels.contains_key(&key) {
+        let taken_up = !self.channels.contains_key(&key);
+        if taken_up {
             let high_water = self
                 .store
                 .high_water(&key.app, &key.channel)
@@ -1030,15 +1049,20 @@ impl Shard {
                     ..ChannelEntry::default()
                 },
             );
-            // Other regions learn the channel has members here, and say if they have.
-            self.regions.publish(RegionRecord::Interest {
-                channel: key.clone(),
-                interested: true,
-                fresh: true,
-            });
         }
         let entry = self.channels.get_mut(&key).expect("inserted above");
         let is_new_member = entry.membership.join(&uid, session)?;
+        if taken_up {
+            // Other regions learn the channel has members here, and say if they have.
+            entry.members_told = Some(entry.local_members());
+            self.regions.publish(RegionRecord::Interest {
+                channel: key.clone(),
+                interest: Interest {
+                    members: entry.local_members(),
+                    fresh: true,
+                },
+            });
+        }
         match resume {
             Resume::Fresh => {}
             Resume::Client { after } => self.replay(&key, session, after, true).await,
@@ -1284,31 +1308,35 @@ impl Shard {
         })
     }
 
-    /// Another region has members in `channel` (`interested`), or no longer has. A region
-    /// that has just taken the channel up (`fresh`) is told whether this one has members, and
-    /// what the channel's attributes are.
-    async fn region_interest(
-        &mut self,
-        channel: ChannelKey,
-        region: String,
-        interested: bool,
-        fresh: bool,
-    ) {
+    /// Another region has `members` in `channel` (none: it no longer wants its messages). A
+    /// region that has just taken the channel up (`fresh`) is told how many members this one
+    /// has, and what the channel's attributes are. Members here hear the new total.
+    async fn region_interest(&mut self, channel: ChannelKey, region: String, interest: Interest) {
         // Without members here there is nothing to send them, and nothing to answer: this
         // region announces itself when it gets a member.
         let Some(entry) = self.channels.get_mut(&channel) else {
             return;
         };
-        if interested {
-            entry.remote_regions.insert(region);
+        let before = entry.remote_regions.get(&region).copied();
+        if interest.members > 0 {
+            entry
+                .remote_regions
+                .insert(region.clone(), interest.members);
         } else {
             entry.remote_regions.remove(&region);
         }
-        if fresh {
+        if before != entry.remote_regions.get(&region).copied() {
+            self.counts_changed.insert(channel.clone());
+        }
+        if interest.fresh {
+            let members = entry.local_members();
+            entry.members_told = Some(members);
             self.regions.publish(RegionRecord::Interest {
                 channel: channel.clone(),
-                interested: true,
-                fresh: false,
+                interest: Interest {
+                    members,
+                    fresh: false,
+                },
             });
             match self.store.get(&channel.app, &channel.channel).await {
                 Ok(Some(record)) => self.regions.publish(RegionRecord::Attributes {
@@ -1416,8 +1444,10 @@ impl Shard {
             self.channels.remove(key);
             self.regions.publish(RegionRecord::Interest {
                 channel: key.clone(),
-                interested: false,
-                fresh: false,
+                interest: Interest {
+                    members: 0,
+                    fresh: false,
+                },
             });
             self.counts_changed.remove(key);
             self.lingering.remove(key);
@@ -2078,9 +2108,22 @@ impl Shard {
                 continue;
             };
             entry.count_sent_at = Some(now);
+            // The other regions hear of a change in this region's count (only of a change: a
+            // count heard from them must not echo back).
+            let members = entry.local_members();
+            if !entry.remote_regions.is_empty() && entry.members_told != Some(members) {
+                entry.members_told = Some(members);
+                self.regions.publish(RegionRecord::Interest {
+                    channel: key.clone(),
+                    interest: Interest {
+                        members,
+                        fresh: false,
+                    },
+                });
+            }
             let frame = SharedFrame::event(EventKind::MemberCountUpdated(v1::MemberCountUpdated {
                 channel_id: key.channel.to_string(),
-                member_count: u32::try_from(entry.membership.member_count()).unwrap_or(u32::MAX),
+                member_count: entry.all_members(),
             }));
             let entry = &self.channels[&key];
             self.fan_out(&entry.membership, None, frame);

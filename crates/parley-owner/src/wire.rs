@@ -24,6 +24,7 @@ use tonic::Status;
 use tonic::metadata::MetadataValue;
 
 use crate::api::ChannelKey;
+use crate::api::Interest;
 use crate::api::Moderation;
 use crate::api::PeerOutcome;
 use crate::api::RegionOrigin;
@@ -177,6 +178,20 @@ pub(crate) fn from_conversation(
         With::ChannelId(channel) => Ok(Conversation::Channel(
             ChannelId::parse(&channel).map_err(status_of)?,
         )),
+    }
+}
+
+pub fn region_interest(interest: Interest) -> wire::RegionInterest {
+    wire::RegionInterest {
+        members: interest.members,
+        fresh: interest.fresh,
+    }
+}
+
+pub fn from_region_interest(interest: wire::RegionInterest) -> Interest {
+    Interest {
+        members: interest.members,
+        fresh: interest.fresh,
     }
 }
 

@@ -2,7 +2,8 @@
 //! Kafka-protocol broker (tansu): channel messages cross to the members of the other region,
 //! once, in order, keeping their message IDs; a channel with members in one region puts none
 //! of its messages on Kafka (only that the region has members); peer messages follow their
-//! receiver to its region and say how they ended there; a broker outage, or a region cut off
+//! receiver to its region and say how they ended there; a channel's attributes and member count
+//! are the same in every region; a broker outage, or a region cut off
 //! (every node frozen), delays crossing traffic but loses and repeats none of it, and leaves
 //! each region's own traffic alone.
 
@@ -31,24 +32,9 @@ use rdkafka::Message as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::StreamConsumer;
 
-/// A region: one meta node, two owners, one edge.
+/// A region: one meta node, two owners, one edge, its own Redis.
 async fn region(broker: &KafkaBroker, name: &str, remote: &str) -> ProcessCluster {
-    let brokers = broker.brokers();
-    ProcessCluster::start_with(
-        env!("CARGO_BIN_EXE_parley").as_ref(),
-        1,
-        2,
-        1,
-        &[
-            "--kafka-brokers",
-            &brokers,
-            "--region",
-            name,
-            "--remote-regions",
-            remote,
-        ],
-    )
-    .await
+    ProcessCluster::region(env!("CARGO_BIN_EXE_parley").as_ref(), broker, name, remote).await
 }
 
 /// A logged-in member of `channels`, and the channel messages it receives: (channel, text,
@@ -78,6 +64,15 @@ impl Member {
                         message.message,
                         message.message_id,
                     ),
+                    // Listed as "count:CHANNEL", the text the count.
+                    Event::MemberCountUpdated(update) => {
+                        sink.lock().unwrap().push((
+                            format!("count:{}", update.channel_id),
+                            update.member_count.to_string(),
+                            0,
+                        ));
+                        continue;
+                    }
                     // Listed as "attributes:CHANNEL", the text KEY=VALUE,… .
                     Event::AttributesUpdated(update) => {
                         let text = update
@@ -232,6 +227,20 @@ async fn channel_messages_cross_regions_once_in_order_where_members_are() {
     let carol = Member::join(&eu, "carol", &["room", "local"]).await;
     let bob = Member::join(&us, "bob", &["room"]).await;
     until_crossing(&alice, &bob, "room").await;
+
+    // A channel's member count is its members in every region.
+    eventually(
+        Duration::from_secs(10),
+        "bob hears of three members",
+        || bob.texts("count:room", "").last().map(String::as_str) == Some("3"),
+    )
+    .await;
+    let counts = alice
+        .client
+        .get_channel_member_count(&["room", "local"])
+        .await
+        .expect("member counts");
+    assert_eq!(counts, [("room".into(), 3), ("local".into(), 2)]);
 
     let mut alice_ids = Vec::new();
     for (a, b) in numbered("a", 20).iter().zip(numbered("b", 20)) {
