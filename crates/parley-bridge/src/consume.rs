@@ -181,6 +181,34 @@ impl Bridge {
                     .region_attributes(channel.clone(), attributes.clone(), *notify_members)
                     .await
             }
+            Action::CalleeEvent {
+                callee,
+                region,
+                event,
+                receipt,
+            } => {
+                self.owners
+                    .region_callee_event(callee.clone(), region.clone(), event.clone(), *receipt)
+                    .await
+            }
+            Action::InvitationReceipt {
+                callee,
+                invitation_id,
+            } => {
+                self.owners
+                    .region_invitation_receipt(callee.clone(), *invitation_id)
+                    .await
+            }
+            Action::InvitationAnswer {
+                callee,
+                invitation_id,
+                accept,
+                response,
+            } => {
+                self.owners
+                    .answer_invitation(callee.clone(), *invitation_id, *accept, response.clone())
+                    .await
+            }
             Action::PeerOutcome {
                 to,
                 message_id,

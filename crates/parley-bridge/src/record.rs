@@ -88,6 +88,42 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
                 notify_members: *notify_members,
             }),
         ),
+        RegionRecord::CalleeEvent {
+            callee,
+            event,
+            receipt,
+        } => (
+            Key::User(callee),
+            Record::CalleeEvent(wire::RegionCalleeEvent {
+                callee: callee.uid.to_string(),
+                event: Some(event.clone()),
+                receipt_invitation_id: receipt.unwrap_or(0),
+            }),
+        ),
+        RegionRecord::InvitationReceipt {
+            callee,
+            invitation_id,
+        } => (
+            Key::User(callee),
+            Record::InvitationReceipt(wire::RegionInvitationReceipt {
+                callee: callee.uid.to_string(),
+                invitation_id: *invitation_id,
+            }),
+        ),
+        RegionRecord::InvitationAnswer {
+            callee,
+            invitation_id,
+            accept,
+            response,
+        } => (
+            Key::User(callee),
+            Record::InvitationAnswer(wire::RegionInvitationAnswer {
+                callee: callee.uid.to_string(),
+                invitation_id: *invitation_id,
+                accept: *accept,
+                response: response.clone(),
+            }),
+        ),
         RegionRecord::PeerOutcome {
             to,
             message_id,
@@ -154,6 +190,22 @@ pub(crate) enum Action {
         channel: ChannelKey,
         attributes: Vec<v1::ChannelAttribute>,
         notify_members: bool,
+    },
+    /// Give an invitation's event to its callee here (`receipt`: the invitation itself).
+    CalleeEvent {
+        callee: UserKey,
+        region: String,
+        event: v1::Event,
+        receipt: Option<u64>,
+    },
+    /// The callee acknowledged an invitation made here.
+    InvitationReceipt { callee: UserKey, invitation_id: u64 },
+    /// The callee answered an invitation made here.
+    InvitationAnswer {
+        callee: UserKey,
+        invitation_id: u64,
+        accept: bool,
+        response: String,
     },
     /// Tell the waiting owner how its peer message ended in the receiver's region.
     PeerOutcome {
@@ -229,6 +281,22 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
                 server_received_ts: message.server_received_ts,
             }),
         })),
+        Record::CalleeEvent(found) => Ok(Action::CalleeEvent {
+            callee: user(&found.callee)?,
+            region: record.region,
+            event: found.event.ok_or("no event")?,
+            receipt: (found.receipt_invitation_id != 0).then_some(found.receipt_invitation_id),
+        }),
+        Record::InvitationReceipt(receipt) => Ok(Action::InvitationReceipt {
+            callee: user(&receipt.callee)?,
+            invitation_id: receipt.invitation_id,
+        }),
+        Record::InvitationAnswer(answer) => Ok(Action::InvitationAnswer {
+            callee: user(&answer.callee)?,
+            invitation_id: answer.invitation_id,
+            accept: answer.accept,
+            response: answer.response,
+        }),
         Record::Attributes(set) => Ok(Action::Attributes {
             channel: channel()?,
             attributes: set.attributes,
@@ -401,6 +469,76 @@ mod tests {
                 to: user("bob"),
                 message_id: MessageId(7),
                 outcome: PeerOutcome::Cached,
+            }
+        );
+    }
+
+    #[test]
+    fn invitation_records_cross_keyed_by_callee() {
+        let callee = UserKey {
+            app: channel().app,
+            uid: UserId::parse("bob").unwrap(),
+        };
+        let event = v1::Event {
+            kind: Some(v1::event::Kind::RemoteInvitationReceived(
+                v1::RemoteInvitationReceived {
+                    invitation_id: 9,
+                    caller_id: "alice".into(),
+                    content: "call me".into(),
+                    channel_id: "call-room".into(),
+                },
+            )),
+        };
+        let (key, payload) = encode(
+            "eu",
+            &RegionRecord::CalleeEvent {
+                callee: callee.clone(),
+                event: event.clone(),
+                receipt: Some(9),
+            },
+        );
+        assert_eq!(key, format!("{}/bob", callee.app));
+        assert_eq!(
+            decode(&payload).unwrap(),
+            Action::CalleeEvent {
+                callee: callee.clone(),
+                region: "eu".into(),
+                event,
+                receipt: Some(9),
+            }
+        );
+        let (_, payload) = encode(
+            "us",
+            &RegionRecord::InvitationAnswer {
+                callee: callee.clone(),
+                invitation_id: 9,
+                accept: false,
+                response: "busy".into(),
+            },
+        );
+        let action = decode(&payload).unwrap();
+        assert!(!action.is_state());
+        assert_eq!(
+            action,
+            Action::InvitationAnswer {
+                callee: callee.clone(),
+                invitation_id: 9,
+                accept: false,
+                response: "busy".into(),
+            }
+        );
+        let (_, payload) = encode(
+            "us",
+            &RegionRecord::InvitationReceipt {
+                callee: callee.clone(),
+                invitation_id: 9,
+            },
+        );
+        assert_eq!(
+            decode(&payload).unwrap(),
+            Action::InvitationReceipt {
+                callee,
+                invitation_id: 9,
             }
         );
     }

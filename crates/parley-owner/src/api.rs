@@ -159,6 +159,23 @@ pub enum RegionRecord {
         attributes: Vec<v1::ChannelAttribute>,
         notify_members: bool,
     },
+    /// An event of an invitation that lives here, for its callee in another region; with
+    /// `receipt` (the invitation itself), the callee's region answers with
+    /// [`RegionRecord::InvitationReceipt`] and sends the callee's answers back.
+    CalleeEvent {
+        callee: UserKey,
+        event: v1::Event,
+        receipt: Option<u64>,
+    },
+    /// The callee acknowledged an invitation from another region.
+    InvitationReceipt { callee: UserKey, invitation_id: u64 },
+    /// The callee answered an invitation from another region.
+    InvitationAnswer {
+        callee: UserKey,
+        invitation_id: u64,
+        accept: bool,
+        response: String,
+    },
     /// How a peer message from another region ended here (`to` is its receiver).
     PeerOutcome {
         to: UserKey,
@@ -366,6 +383,21 @@ pub trait OwnerApi: Send + Sync + 'static {
         channel: ChannelKey,
         attributes: Vec<v1::ChannelAttribute>,
         notify_members: bool,
+    ) -> Result<(), Error>;
+    /// From this region's bridge: an event of an invitation living in `region`, for `callee`'s
+    /// sessions here (see [`RegionRecord::CalleeEvent`]).
+    async fn region_callee_event(
+        &self,
+        callee: UserKey,
+        region: String,
+        event: v1::Event,
+        receipt: Option<u64>,
+    ) -> Result<(), Error>;
+    /// From this region's bridge: the callee of an invitation made here acknowledged it.
+    async fn region_invitation_receipt(
+        &self,
+        callee: UserKey,
+        invitation_id: u64,
     ) -> Result<(), Error>;
     /// From this region's bridge: a peer message to `user`, sent here and routed to the region
     /// the user is in, ended there with `outcome`.

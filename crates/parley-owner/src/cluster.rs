@@ -737,6 +737,41 @@ impl owner_server::Owner for OwnerService {
         done()
     }
 
+    async fn region_callee_event(
+        &self,
+        request: Request<wire::RegionCalleeEventRequest>,
+    ) -> Result<Response<wire::Done>, Status> {
+        let request = request.into_inner();
+        let callee = from_user_key(request.callee)?;
+        self.check_user(&callee, request.epoch).await?;
+        let event = request.event.ok_or_else(|| malformed("event"))?;
+        let receipt = (event.receipt_invitation_id != 0).then_some(event.receipt_invitation_id);
+        self.owner
+            .region_callee_event(
+                callee,
+                request.region,
+                event.event.ok_or_else(|| malformed("event"))?,
+                receipt,
+            )
+            .await
+            .map_err(status_of)?;
+        done()
+    }
+
+    async fn region_invitation_receipt(
+        &self,
+        request: Request<wire::RegionInvitationReceiptRequest>,
+    ) -> Result<Response<wire::Done>, Status> {
+        let request = request.into_inner();
+        let callee = from_user_key(request.callee)?;
+        self.check_user(&callee, request.epoch).await?;
+        self.owner
+            .region_invitation_receipt(callee, request.invitation_id)
+            .await
+            .map_err(status_of)?;
+        done()
+    }
+
     async fn region_peer_outcome(
         &self,
         request: Request<wire::RegionPeerOutcomeRequest>,
@@ -796,7 +831,9 @@ routed!(
     ModerateRequest,
     OpenSessionRequest,
     RegionAttributesRequest,
+    RegionCalleeEventRequest,
     RegionInterestRequest,
+    RegionInvitationReceiptRequest,
     RegionPeerOutcomeRequest,
     SendChannelRequest,
     SendInvitationRequest,
@@ -1694,6 +1731,61 @@ impl OwnerApi for RemoteOwners {
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);
                     async move { client.region_attributes(request).await.map(drop) }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn region_callee_event(
+        &self,
+        callee: UserKey,
+        region: String,
+        event: parley_proto::v1::Event,
+        receipt: Option<u64>,
+    ) -> Result<(), Error> {
+        match self.user_route(&callee)? {
+            Route::Local(owner) => {
+                owner
+                    .region_callee_event(callee, region, event, receipt)
+                    .await
+            }
+            Route::Remote(node) => {
+                let request = wire::RegionCalleeEventRequest {
+                    epoch: 0,
+                    callee: Some(user_key(&callee)),
+                    event: Some(wire::RegionCalleeEvent {
+                        callee: callee.uid.to_string(),
+                        event: Some(event),
+                        receipt_invitation_id: receipt.unwrap_or(0),
+                    }),
+                    region,
+                };
+                self.remote(node, |mut client, epoch| {
+                    let request = stamped(&request, epoch);
+                    async move { client.region_callee_event(request).await.map(drop) }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn region_invitation_receipt(
+        &self,
+        callee: UserKey,
+        invitation_id: u64,
+    ) -> Result<(), Error> {
+        match self.user_route(&callee)? {
+            Route::Local(owner) => owner.region_invitation_receipt(callee, invitation_id).await,
+            Route::Remote(node) => {
+                let request = wire::RegionInvitationReceiptRequest {
+                    epoch: 0,
+                    callee: Some(user_key(&callee)),
+                    invitation_id,
+                };
+                self.remote(node, |mut client, epoch| {
+                    let request = stamped(&request, epoch);
+                    async move { client.region_invitation_receipt(request).await.map(drop) }
                 })
                 .await
             }

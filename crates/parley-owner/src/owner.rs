@@ -769,6 +769,39 @@ impl OwnerApi for Owner {
         .await?
     }
 
+    async fn region_callee_event(
+        &self,
+        callee: UserKey,
+        region: String,
+        event: v1::Event,
+        receipt: Option<u64>,
+    ) -> Result<(), Error> {
+        let shard = self.user_shard(&callee);
+        self.ask(shard, |reply| Command::RegionCalleeEvent {
+            callee,
+            region,
+            event,
+            receipt,
+            reply,
+        })
+        .await
+    }
+
+    async fn region_invitation_receipt(
+        &self,
+        callee: UserKey,
+        invitation_id: u64,
+    ) -> Result<(), Error> {
+        let shard = self.user_shard(&callee);
+        shard
+            .send(Command::InvitationReceipt {
+                callee,
+                invitation_id,
+            })
+            .await
+            .map_err(|_| Error::internal("owner shard stopped"))
+    }
+
     async fn region_peer_outcome(
         &self,
         user: UserKey,

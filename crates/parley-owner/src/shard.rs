@@ -202,6 +202,14 @@ pub(crate) enum Command {
         notify_members: bool,
         reply: Reply<Result<(), Error>>,
     },
+    /// An event of an invitation living in `region`, for `callee`'s sessions here.
+    RegionCalleeEvent {
+        callee: UserKey,
+        region: String,
+        event: v1::Event,
+        receipt: Option<u64>,
+        reply: Reply<()>,
+    },
     /// A peer message routed to another region ended there.
     RegionPeerOutcome {
         user: UserKey,
@@ -272,6 +280,10 @@ impl ChannelEntry {
     }
 }
 
+/// How long a callee's region remembers an invitation from another region, for the callee's
+/// answers (an invitation expires after 60 s unanswered).
+const REMOTE_INVITATION_KEPT: Duration = Duration::from_secs(120);
+
 /// How long after its keys moved an owner holds back crossing messages for channels it has no
 /// members of yet (edges re-register their sessions within about a second).
 const HANDOFF_GRACE: Duration = Duration::from_secs(5);
@@ -318,6 +330,8 @@ struct PendingInvitation {
     /// When it ended; ended invitations are kept a while so late calls get ALREADY_ACCEPTED or
     /// ALREADY_ENDED rather than NOT_STARTED.
     ended_at: Option<Instant>,
+    /// The callee's region when it is not this one: what the callee is told crosses there.
+    callee_region: Option<String>,
 }
 
 struct UserEntry {
@@ -396,6 +410,9 @@ pub(crate) struct Shard {
     remote_peers: HashMap<u64, (oneshot::Sender<PeerOutcome>, Instant)>,
     /// Peer messages that crossed in lately, to drop repeats.
     crossed_peers: Crossed,
+    /// Invitations from other regions delivered to callees here, with the region they live in
+    /// (where the callees' answers go) and until when to remember them.
+    remote_invitations: HashMap<(UserKey, u64), (String, Instant)>,
     /// When this shard started or the ring last changed: for a while after, members may still
     /// be coming over to channels it now owns.
     keys_moved_at: Instant,
@@ -428,6 +445,7 @@ impl Shard {
             remote_peers: HashMap::new(),
             crossed_peers: Crossed::default(),
             keys_moved_at: now(),
+            remote_invitations: HashMap::new(),
         }
     }
 
@@ -580,7 +598,25 @@ impl Shard {
                 let _ = reply.send(state);
             }
             Command::SendInvitation { send, reply } => {
-                let _ = reply.send(self.send_invitation(send));
+                let callee = UserKey {
+                    app: send.caller.app.clone(),
+                    uid: send.callee.clone(),
+                };
+                let here = self
+                    .users
+                    .get(&callee)
+                    .is_some_and(|entry| !entry.sessions.is_empty());
+                // Not here: the callee may be in another region.
+                let elsewhere = if here {
+                    None
+                } else {
+                    self.store
+                        .user_regions(&callee.app, &callee.uid)
+                        .await
+                        .ok()
+                        .and_then(|regions| regions.into_iter().next())
+                };
+                let _ = reply.send(self.send_invitation(send, elsewhere));
             }
             Command::CancelInvitation {
                 callee,
@@ -603,6 +639,26 @@ impl Shard {
                 response,
                 reply,
             } => {
+                let here = self
+                    .users
+                    .get(&callee)
+                    .is_some_and(|entry| entry.invitations.contains_key(&invitation_id));
+                if !here
+                    && self
+                        .remote_invitations
+                        .contains_key(&(callee.clone(), invitation_id))
+                {
+                    // The invitation lives in the caller's region: the answer goes there, and
+                    // how it went comes back as events.
+                    self.regions.publish(RegionRecord::InvitationAnswer {
+                        callee,
+                        invitation_id,
+                        accept,
+                        response,
+                    });
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
                 let outcome = self.invitation_call(&callee, invitation_id, |pending| {
                     let notices = if accept {
                         pending.machine.accept()
@@ -662,6 +718,16 @@ impl Shard {
                     .region_attributes(&channel, attributes, notify_members)
                     .await;
                 let _ = reply.send(outcome);
+            }
+            Command::RegionCalleeEvent {
+                callee,
+                region,
+                event,
+                receipt,
+                reply,
+            } => {
+                self.region_callee_event(callee, region, event, receipt);
+                let _ = reply.send(());
             }
             Command::RegionPeerOutcome {
                 user,
@@ -1653,7 +1719,13 @@ impl Shard {
 
     // ---- invitations -----------------------------------------------------------------------
 
-    fn send_invitation(&mut self, send: InvitationSend) -> Result<u64, Error> {
+    /// Starts an invitation to a callee with sessions here or, `elsewhere`, in another region
+    /// (its state and timers stay here; the callee's events cross).
+    fn send_invitation(
+        &mut self,
+        send: InvitationSend,
+        elsewhere: Option<String>,
+    ) -> Result<u64, Error> {
         let callee = UserKey {
             app: send.caller.app.clone(),
             uid: send.callee.clone(),
@@ -1666,7 +1738,7 @@ impl Shard {
             }
             let now = now();
             let sent_at = now.checked_sub(restore.age).unwrap_or(now);
-            let callee_online = !entry.sessions.is_empty();
+            let callee_online = !entry.sessions.is_empty() || elsewhere.is_some();
             let (machine, notices) = Invitation::restore(
                 now,
                 sent_at,
@@ -1674,8 +1746,9 @@ impl Shard {
                 callee_online,
                 self.config.invitation_timers,
             );
-            self.start_invitation(callee, restore.invitation_id, machine, &notices, send);
-            return Ok(restore.invitation_id);
+            let id = restore.invitation_id;
+            self.start_invitation(callee, id, machine, &notices, send, elsewhere);
+            return Ok(id);
         }
         if entry
             .invitations
@@ -1687,7 +1760,7 @@ impl Shard {
                 "an invitation to this user is already in progress",
             ));
         }
-        let callee_online = !entry.sessions.is_empty();
+        let callee_online = !entry.sessions.is_empty() || elsewhere.is_some();
         let invitation_id = self.message_ids.next(unix_ms() as u64).0;
         if !callee_online {
             self.emit(
@@ -1703,7 +1776,7 @@ impl Shard {
         }
         let (machine, notices) =
             Invitation::send(now(), callee_online, self.config.invitation_timers);
-        self.start_invitation(callee, invitation_id, machine, &notices, send);
+        self.start_invitation(callee, invitation_id, machine, &notices, send, elsewhere);
         Ok(invitation_id)
     }
 
@@ -1715,6 +1788,7 @@ impl Shard {
         machine: Invitation,
         notices: &[Notice],
         send: InvitationSend,
+        callee_region: Option<String>,
     ) {
         self.users
             .entry(callee.clone())
@@ -1730,6 +1804,7 @@ impl Shard {
                     channel_id: send.channel_id,
                     response: String::new(),
                     ended_at: None,
+                    callee_region,
                 },
             );
         self.timed_users.insert(callee.clone());
@@ -1768,14 +1843,24 @@ impl Shard {
         for notice in notices {
             let (to_caller, to_callee) = match *notice {
                 Notice::DeliverToCallee => {
-                    let frame = Arc::new(SharedFrame::event(EventKind::RemoteInvitationReceived(
-                        v1::RemoteInvitationReceived {
+                    let received =
+                        EventKind::RemoteInvitationReceived(v1::RemoteInvitationReceived {
                             invitation_id,
                             caller_id: caller_id.clone(),
                             content: pending.content.clone(),
                             channel_id: pending.channel_id.clone(),
-                        },
-                    )));
+                        });
+                    if pending.callee_region.is_some() {
+                        self.regions.publish(RegionRecord::CalleeEvent {
+                            callee: callee.clone(),
+                            event: v1::Event {
+                                kind: Some(received),
+                            },
+                            receipt: Some(invitation_id),
+                        });
+                        continue;
+                    }
+                    let frame = Arc::new(SharedFrame::event(received));
                     for session in &callee_sessions {
                         let Some(edge) = self.edges.get(session.edge) else {
                             continue;
@@ -1878,8 +1963,16 @@ impl Shard {
             if let Some(event) = to_caller {
                 self.send_to([pending.caller_session], SharedFrame::event(event));
             }
-            if let Some(event) = to_callee {
-                self.send_to(callee_sessions.clone(), SharedFrame::event(event));
+            match (to_callee, &pending.callee_region) {
+                (Some(event), Some(_)) => self.regions.publish(RegionRecord::CalleeEvent {
+                    callee: callee.clone(),
+                    event: v1::Event { kind: Some(event) },
+                    receipt: None,
+                }),
+                (Some(event), None) => {
+                    self.send_to(callee_sessions.clone(), SharedFrame::event(event));
+                }
+                (None, _) => {}
             }
         }
         if pending.machine.is_over()
@@ -1889,6 +1982,50 @@ impl Shard {
                 .and_then(|entry| entry.invitations.get_mut(&invitation_id))
         {
             pending.ended_at.get_or_insert_with(now);
+        }
+    }
+
+    /// An event of an invitation that lives in `region`, for the callee's sessions here. The
+    /// invitation itself (`receipt`) is acknowledged back to that region, and the invitation
+    /// remembered so the callee's answers go there.
+    fn region_callee_event(
+        &mut self,
+        callee: UserKey,
+        region: String,
+        event: v1::Event,
+        receipt: Option<u64>,
+    ) {
+        let Some(kind) = event.kind else {
+            return;
+        };
+        let sessions: Vec<SessionRef> = self
+            .users
+            .get(&callee)
+            .map(|entry| entry.sessions.iter().map(|known| known.session).collect())
+            .unwrap_or_default();
+        let Some(invitation_id) = receipt else {
+            self.send_to(sessions, SharedFrame::event(kind));
+            return;
+        };
+        let kept_until = now() + REMOTE_INVITATION_KEPT;
+        self.remote_invitations
+            .insert((callee.clone(), invitation_id), (region, kept_until));
+        let frame = Arc::new(SharedFrame::event(kind));
+        for session in sessions {
+            let Some(edge) = self.edges.get(session.edge) else {
+                continue;
+            };
+            let acknowledged =
+                edge.deliver_peer(session.session, MessageId(invitation_id), frame.clone());
+            let (regions, callee) = (self.regions.clone(), callee.clone());
+            tokio::spawn(async move {
+                if acknowledged.await.is_ok() {
+                    regions.publish(RegionRecord::InvitationReceipt {
+                        callee,
+                        invitation_id,
+                    });
+                }
+            });
         }
     }
 
@@ -2075,6 +2212,7 @@ impl Shard {
 
     async fn on_tick(&mut self, now: Instant) {
         self.remote_peers.retain(|_, (_, until)| *until > now);
+        self.remote_invitations.retain(|_, (_, until)| *until > now);
         let lingering: Vec<ChannelKey> = self.lingering.iter().cloned().collect();
         for key in lingering {
             let Some(entry) = self.channels.get_mut(&key) else {

@@ -2,7 +2,8 @@
 //! Kafka-protocol broker (tansu): channel messages cross to the members of the other region,
 //! once, in order, keeping their message IDs; a channel with members in one region puts none
 //! of its messages on Kafka (only that the region has members); peer messages follow their
-//! receiver to its region and say how they ended there; a channel's attributes and member count
+//! receiver to its region and say how they ended there, and so do call invitations and their
+//! answers; a channel's attributes and member count
 //! are the same in every region; a broker outage, or a region cut off
 //! (every node frozen), delays crossing traffic but loses and repeats none of it, and leaves
 //! each region's own traffic alone.
@@ -64,6 +65,33 @@ impl Member {
                         message.message,
                         message.message_id,
                     ),
+                    // Listed as "invitation", the text KIND:ID[:MORE].
+                    Event::RemoteInvitationReceived(invitation) => {
+                        let text = format!(
+                            "received:{}:{}",
+                            invitation.invitation_id, invitation.caller_id
+                        );
+                        sink.lock().unwrap().push(("invitation".into(), text, 0));
+                        continue;
+                    }
+                    Event::LocalInvitationReceivedByPeer(invitation) => {
+                        let text = format!("by-peer:{}", invitation.invitation_id);
+                        sink.lock().unwrap().push(("invitation".into(), text, 0));
+                        continue;
+                    }
+                    Event::LocalInvitationAccepted(invitation) => {
+                        let text = format!(
+                            "accepted:{}:{}",
+                            invitation.invitation_id, invitation.response
+                        );
+                        sink.lock().unwrap().push(("invitation".into(), text, 0));
+                        continue;
+                    }
+                    Event::RemoteInvitationAccepted(invitation) => {
+                        let text = format!("remote-accepted:{}", invitation.invitation_id);
+                        sink.lock().unwrap().push(("invitation".into(), text, 0));
+                        continue;
+                    }
                     // Listed as "count:CHANNEL", the text the count.
                     Event::MemberCountUpdated(update) => {
                         sink.lock().unwrap().push((
@@ -121,6 +149,19 @@ impl Member {
             .await
             .expect("send to peer");
         (sent.result(), sent.message_id)
+    }
+
+    /// Invites `callee`; the invitation's ID.
+    async fn invite(&self, callee: &str) -> u64 {
+        let op = Op::SendLocalInvitation(v1::SendLocalInvitationRequest {
+            callee_id: callee.into(),
+            content: "call me".into(),
+            channel_id: "call-room".into(),
+        });
+        match self.client.request(op).await.expect("request").wait().await {
+            Ok(ReplyResult::SendLocalInvitation(sent)) => sent.invitation_id,
+            other => panic!("sendLocalInvitation: {other:?}"),
+        }
     }
 
     /// Runs a request that answers with no result, or with a channel's attributes.
@@ -209,6 +250,11 @@ async fn records_on(broker: &KafkaBroker, topic: &str) -> Vec<(String, &'static 
             Some(region_record::Record::Peer(_)) => "peer",
             Some(region_record::Record::PeerOutcome(_)) => "peer outcome",
             Some(region_record::Record::Attributes(_)) => "attributes",
+            Some(
+                region_record::Record::CalleeEvent(_)
+                | region_record::Record::InvitationReceipt(_)
+                | region_record::Record::InvitationAnswer(_),
+            ) => "invitation",
             None => "empty",
         };
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
@@ -358,6 +404,29 @@ async fn channel_messages_cross_regions_once_in_order_where_members_are() {
     let (result, _) = bob.send_peer("carol", "hello carol").await;
     assert_eq!(result, PeerMessageResult::ReceivedByPeer);
     assert_eq!(carol.texts("peer:bob", "hello"), ["hello carol"]);
+    // A call invitation reaches a callee in another region, and the answer comes back.
+    let id = alice.invite("bob").await;
+    eventually(Duration::from_secs(10), "alice heard bob has it", || {
+        alice.texts("invitation", "by-peer:") == [format!("by-peer:{id}")]
+    })
+    .await;
+    assert_eq!(
+        bob.texts("invitation", "received:"),
+        [format!("received:{id}:alice")]
+    );
+    bob.call(Op::AcceptRemoteInvitation(
+        v1::AcceptRemoteInvitationRequest {
+            invitation_id: id,
+            response: "on my way".into(),
+        },
+    ))
+    .await;
+    eventually(Duration::from_secs(10), "the answer came back", || {
+        alice.texts("invitation", "accepted:") == [format!("accepted:{id}:on my way")]
+            && bob.texts("invitation", "remote-accepted:") == [format!("remote-accepted:{id}")]
+    })
+    .await;
+
     // Nobody anywhere: kept where it was sent.
     let (result, _) = alice.send_peer("dave", "hello dave").await;
     assert_eq!(result, PeerMessageResult::CachedByServer);
