@@ -188,6 +188,10 @@ pub enum RegionRecord {
 /// a link that cannot keep up drops and counts.
 pub trait RegionLink: Send + Sync + 'static {
     fn publish(&self, record: RegionRecord);
+    /// Whether there are other regions at all (without, owners skip the region directory).
+    fn spans_regions(&self) -> bool {
+        true
+    }
 }
 
 /// The link of a node that is the only region.
@@ -195,6 +199,10 @@ pub struct NoRegions;
 
 impl RegionLink for NoRegions {
     fn publish(&self, _record: RegionRecord) {}
+
+    fn spans_regions(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

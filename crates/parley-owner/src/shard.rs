@@ -610,11 +610,7 @@ impl Shard {
                 let elsewhere = if here {
                     None
                 } else {
-                    self.store
-                        .user_regions(&callee.app, &callee.uid)
-                        .await
-                        .ok()
-                        .and_then(|regions| regions.into_iter().next())
+                    self.region_of(&callee).await
                 };
                 let _ = reply.send(self.send_invitation(send, elsewhere));
             }
@@ -997,15 +993,7 @@ impl Shard {
             .unwrap_or_default();
         if sessions.is_empty() && send.origin.is_none() {
             // Not here: maybe in another region (one that crossed in stays here).
-            let regions = self
-                .store
-                .user_regions(&receiver.app, &receiver.uid)
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "the region directory is unavailable");
-                    Vec::new()
-                });
-            if !regions.is_empty() {
+            if self.region_of(&receiver).await.is_some() {
                 let (outcome_tx, outcome_rx) = oneshot::channel();
                 let until = now() + self.config.peer_receipt_timeout + REGION_PEER_MARGIN;
                 self.remote_peers.insert(message_id.0, (outcome_tx, until));
@@ -1372,6 +1360,21 @@ impl Shard {
             server_received_ts,
             seq,
         })
+    }
+
+    /// The other region `user` has sessions in, by the region directory (none without other
+    /// regions, or when the directory cannot answer).
+    async fn region_of(&self, user: &UserKey) -> Option<String> {
+        if !self.regions.spans_regions() {
+            return None;
+        }
+        match self.store.user_regions(&user.app, &user.uid).await {
+            Ok(regions) => regions.into_iter().next(),
+            Err(error) => {
+                tracing::warn!(%error, "the region directory is unavailable");
+                None
+            }
+        }
     }
 
     /// Another region has `members` in `channel` (none: it no longer wants its messages). A

@@ -21,7 +21,6 @@ use parley_core::ring::Ring;
 use parley_edge::Edge;
 use parley_edge::EdgeConfig;
 use parley_edge::cluster::EdgeService;
-use parley_events::EventPipeline;
 use parley_events::PipelineConfig;
 use parley_meta::MetaConfig;
 use parley_meta::MetaNode;
@@ -119,22 +118,12 @@ pub async fn node(
         addresses: BTreeMap::new(),
         edges: BTreeSet::new(),
     }));
-    let (owner, outlets) = if spec.owner {
+    let (owner, bridge) = if spec.owner {
         owner_config.node = me;
         let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
-        let events = EventPipeline::start(events, apps.clone(), store.clone())
-            .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
-        let link = crate::dev::region_link(regions.as_ref())?;
-        let owner = Owner::start(
-            owner_config,
-            apps.clone(),
-            store.clone(),
-            events,
-            link.clone(),
-        )
-        .await
-        .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
-        (Some(owner), Some((store, link)))
+        let (owner, bridge) =
+            crate::dev::start_owner(owner_config, &apps, store, events, regions).await?;
+        (Some(owner), bridge)
     } else {
         (None, None)
     };
@@ -153,20 +142,13 @@ pub async fn node(
         owner.register_edge(me, edge.clone());
     }
     // Owners bring in the other regions' traffic, each record to its key's owner.
-    if let (Some(owner), Some((store, link)), Some(config)) = (&owner, outlets, regions) {
-        let routed: Arc<dyn OwnerApi> = match &owners {
+    if let (Some(owner), Some(mut bridge)) = (&owner, bridge) {
+        bridge.owners = match &owners {
             Some(owners) => owners.clone(),
             None => Arc::new(RemoteOwners::new(
                 shared.clone(),
                 Some((me, owner.clone() as Arc<dyn OwnerApi>)),
             )),
-        };
-        let bridge = parley_bridge::Bridge {
-            config,
-            owners: routed,
-            local: owner.clone(),
-            store,
-            link,
         };
         tokio::spawn(bridge.run());
     }

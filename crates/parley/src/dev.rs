@@ -54,13 +54,40 @@ pub async fn open_store(store: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn 
     }
 }
 
-/// Where an owner publishes for other regions: Kafka when `regions` are configured.
-pub fn region_link(regions: Option<&RegionConfig>) -> anyhow::Result<Arc<dyn RegionLink>> {
-    Ok(match regions {
+/// Starts an owner with its event pipeline and, when `regions` are configured, its link to
+/// them and the bridge that brings their traffic in (to be spawned; its `owners` route to this
+/// owner until the caller gives it a router).
+pub async fn start_owner(
+    owner_config: OwnerConfig,
+    apps: &Arc<AppDirectory>,
+    store: Arc<dyn Store>,
+    events: PipelineConfig,
+    regions: Option<RegionConfig>,
+) -> anyhow::Result<(Arc<Owner>, Option<parley_bridge::Bridge>)> {
+    let events = EventPipeline::start(events, apps.clone(), store.clone())
+        .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
+    let link: Arc<dyn RegionLink> = match &regions {
         Some(regions) => parley_bridge::KafkaRegionLink::start(regions)
             .map_err(|error| anyhow::anyhow!("start the region link: {error}"))?,
         None => Arc::new(parley_owner::NoRegions),
-    })
+    };
+    let owner = Owner::start(
+        owner_config,
+        apps.clone(),
+        store.clone(),
+        events,
+        link.clone(),
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
+    let bridge = regions.map(|config| parley_bridge::Bridge {
+        config,
+        owners: owner.clone(),
+        local: owner.clone(),
+        store,
+        link,
+    });
+    Ok((owner, bridge))
 }
 
 /// Wires an owner and an edge together in one process.
@@ -73,26 +100,8 @@ pub async fn node(
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Node> {
     let apps = Arc::new(apps);
-    let events = EventPipeline::start(events, apps.clone(), store.clone())
-        .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
-    let link = region_link(regions.as_ref())?;
-    let owner = Owner::start(
-        owner_config,
-        apps.clone(),
-        store.clone(),
-        events,
-        link.clone(),
-    )
-    .await
-    .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
-    if let Some(config) = regions {
-        let bridge = parley_bridge::Bridge {
-            config,
-            owners: owner.clone(),
-            local: owner.clone(),
-            store,
-            link,
-        };
+    let (owner, bridge) = start_owner(owner_config, &apps, store, events, regions).await?;
+    if let Some(bridge) = bridge {
         tokio::spawn(bridge.run());
     }
     let edge = Edge::new(edge_config, apps, owner.clone());

@@ -38,8 +38,60 @@ async fn region(broker: &KafkaBroker, name: &str, remote: &str) -> ProcessCluste
     ProcessCluster::region(env!("CARGO_BIN_EXE_parley").as_ref(), broker, name, remote).await
 }
 
-/// A logged-in member of `channels`, and the channel messages it receives: (channel, text,
-/// message ID); peer messages are listed under channel "peer:FROM".
+/// How a member lists what it receives, as (where, text, message ID): channel messages under
+/// their channel, peer messages under "peer:FROM", invitation events under "invitation" as
+/// KIND:ID[:MORE], member counts under "count:CHANNEL", attribute updates under
+/// "attributes:CHANNEL" as KEY=VALUE,… .
+fn listed(event: Event) -> Option<(String, String, u64)> {
+    let text_of = |body: Option<v1::MessageBody>| match body?.content? {
+        v1::message_body::Content::Text(text) => Some(text),
+        _ => None,
+    };
+    let invitation = |text: String| Some(("invitation".to_owned(), text, 0));
+    match event {
+        Event::ChannelMessage(message) => Some((
+            message.channel_id,
+            text_of(message.message)?,
+            message.message_id,
+        )),
+        Event::MessageFromPeer(message) => Some((
+            format!("peer:{}", message.peer_id),
+            text_of(message.message)?,
+            message.message_id,
+        )),
+        Event::RemoteInvitationReceived(received) => invitation(format!(
+            "received:{}:{}",
+            received.invitation_id, received.caller_id
+        )),
+        Event::LocalInvitationReceivedByPeer(received) => {
+            invitation(format!("by-peer:{}", received.invitation_id))
+        }
+        Event::LocalInvitationAccepted(accepted) => invitation(format!(
+            "accepted:{}:{}",
+            accepted.invitation_id, accepted.response
+        )),
+        Event::RemoteInvitationAccepted(accepted) => {
+            invitation(format!("remote-accepted:{}", accepted.invitation_id))
+        }
+        Event::MemberCountUpdated(update) => Some((
+            format!("count:{}", update.channel_id),
+            update.member_count.to_string(),
+            0,
+        )),
+        Event::AttributesUpdated(update) => {
+            let text = update
+                .attributes
+                .iter()
+                .map(|attribute| format!("{}={}", attribute.key, attribute.value))
+                .collect::<Vec<_>>()
+                .join(",");
+            Some((format!("attributes:{}", update.channel_id), text, 0))
+        }
+        _ => None,
+    }
+}
+
+/// A logged-in member of `channels`, and what it receives (see [`listed`]).
 struct Member {
     client: Client,
     received: Arc<Mutex<Vec<(String, String, u64)>>>,
@@ -56,72 +108,8 @@ impl Member {
         let sink = received.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                let (from, body, message_id) = match event {
-                    Event::ChannelMessage(message) => {
-                        (message.channel_id, message.message, message.message_id)
-                    }
-                    Event::MessageFromPeer(message) => (
-                        format!("peer:{}", message.peer_id),
-                        message.message,
-                        message.message_id,
-                    ),
-                    // Listed as "invitation", the text KIND:ID[:MORE].
-                    Event::RemoteInvitationReceived(invitation) => {
-                        let text = format!(
-                            "received:{}:{}",
-                            invitation.invitation_id, invitation.caller_id
-                        );
-                        sink.lock().unwrap().push(("invitation".into(), text, 0));
-                        continue;
-                    }
-                    Event::LocalInvitationReceivedByPeer(invitation) => {
-                        let text = format!("by-peer:{}", invitation.invitation_id);
-                        sink.lock().unwrap().push(("invitation".into(), text, 0));
-                        continue;
-                    }
-                    Event::LocalInvitationAccepted(invitation) => {
-                        let text = format!(
-                            "accepted:{}:{}",
-                            invitation.invitation_id, invitation.response
-                        );
-                        sink.lock().unwrap().push(("invitation".into(), text, 0));
-                        continue;
-                    }
-                    Event::RemoteInvitationAccepted(invitation) => {
-                        let text = format!("remote-accepted:{}", invitation.invitation_id);
-                        sink.lock().unwrap().push(("invitation".into(), text, 0));
-                        continue;
-                    }
-                    // Listed as "count:CHANNEL", the text the count.
-                    Event::MemberCountUpdated(update) => {
-                        sink.lock().unwrap().push((
-                            format!("count:{}", update.channel_id),
-                            update.member_count.to_string(),
-                            0,
-                        ));
-                        continue;
-                    }
-                    // Listed as "attributes:CHANNEL", the text KEY=VALUE,… .
-                    Event::AttributesUpdated(update) => {
-                        let text = update
-                            .attributes
-                            .iter()
-                            .map(|attribute| format!("{}={}", attribute.key, attribute.value))
-                            .collect::<Vec<_>>()
-                            .join(",");
-                        sink.lock().unwrap().push((
-                            format!("attributes:{}", update.channel_id),
-                            text,
-                            0,
-                        ));
-                        continue;
-                    }
-                    _ => continue,
-                };
-                if let Some(v1::message_body::Content::Text(text)) =
-                    body.and_then(|body| body.content)
-                {
-                    sink.lock().unwrap().push((from, text, message_id));
+                if let Some(entry) = listed(event) {
+                    sink.lock().unwrap().push(entry);
                 }
             }
         });
