@@ -36,8 +36,10 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state" --appendonly y
 metas="101=127.0.0.1:7201,102=127.0.0.1:7202,103=127.0.0.1:7203"
 start() {
     local node=$1 roles=$2 grpc=$3 http=$4
+    # Each node's /healthz, /readyz and /metrics: port 9000 + its gRPC port's last three digits.
     setsid nohup ./target/release/parley run --node-id "$node" --roles "$roles" \
         --meta "$metas" --grpc-addr "127.0.0.1:$grpc" --http-addr "127.0.0.1:$http" \
+        --ops-addr "127.0.0.1:$((9000 + grpc % 1000))" \
         --store "redis://127.0.0.1:$redis_port" --data-dir "$state/data-$node" \
         --app-id "$app_id" >"$state/node-$node.log" 2>&1 </dev/null &
     echo $! >"$state/node-$node.pid"

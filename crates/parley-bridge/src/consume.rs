@@ -82,6 +82,7 @@ impl Bridge {
                 Err(error) => {
                     // The broker is away or the group is rebalancing: librdkafka reconnects.
                     tracing::debug!(%error, "region bridge: nothing read");
+                    parley_telemetry::kafka_error("bridge");
                     tokio::time::sleep(FIRST_RETRY).await;
                     continue;
                 }
@@ -123,6 +124,7 @@ impl Bridge {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "a region record was refused; skipped");
+                    parley_telemetry::kafka_error("bridge");
                     return;
                 }
             }

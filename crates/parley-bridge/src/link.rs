@@ -30,9 +30,11 @@ struct Delivery {
 impl ClientContext for Delivery {}
 
 impl ProducerContext for Delivery {
-    type DeliveryOpaque = ();
+    /// When the record was handed to the producer.
+    type DeliveryOpaque = Box<std::time::Instant>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, started: Box<std::time::Instant>) {
+        parley_telemetry::kafka_produced("bridge", *started, result.is_ok());
         if let Err((error, _)) = result {
             count_drop(
                 &self.dropped,
@@ -89,8 +91,12 @@ impl KafkaRegionLink {
 impl RegionLink for KafkaRegionLink {
     fn publish(&self, record: RegionRecord) {
         let (key, payload) = record::encode(&self.region, &record);
-        let kafka_record = BaseRecord::to(&self.topic).key(&key).payload(&payload);
+        let kafka_record =
+            BaseRecord::with_opaque_to(&self.topic, Box::new(std::time::Instant::now()))
+                .key(&key)
+                .payload(&payload);
         if let Err((error, _)) = self.producer.send(kafka_record) {
+            parley_telemetry::kafka_error("bridge");
             count_drop(&self.dropped, &format!("Kafka's queue is full ({error})"));
         }
     }

@@ -36,6 +36,7 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
             enable_history,
             message_id,
             server_received_ts,
+            trace,
         } => (
             Key::Channel(channel),
             Record::Message(wire::RegionMessage {
@@ -44,6 +45,7 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
                 enable_history: *enable_history,
                 message_id: message_id.0,
                 server_received_ts: *server_received_ts,
+                traceparent: trace.clone().unwrap_or_default(),
             }),
         ),
         RegionRecord::Interest { channel, interest } => (
@@ -261,6 +263,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
                 message_id: MessageId(peer.message_id),
                 server_received_ts: peer.server_received_ts,
             }),
+            trace: None,
         })),
         Record::PeerOutcome(result) => Ok(Action::PeerOutcome {
             to: user(&result.to)?,
@@ -280,6 +283,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
                 message_id: MessageId(message.message_id),
                 server_received_ts: message.server_received_ts,
             }),
+            trace: parley_owner::trace_of(message.traceparent),
         })),
         Record::CalleeEvent(found) => Ok(Action::CalleeEvent {
             callee: user(&found.callee)?,
@@ -331,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn a_message_crosses_with_its_id_time_and_origin() {
+    fn a_message_crosses_with_its_id_time_origin_and_trace() {
         let body = v1::MessageBody {
             content: Some(v1::message_body::Content::Text("hi".into())),
             ..v1::MessageBody::default()
@@ -345,6 +349,7 @@ mod tests {
                 enable_history: true,
                 message_id: MessageId(42),
                 server_received_ts: 1_700_000_000_000,
+                trace: Some(TRACEPARENT.into()),
             },
         );
         assert_eq!(key, "0123456789abcdef0123456789abcdef/room");
@@ -361,9 +366,12 @@ mod tests {
                     message_id: MessageId(42),
                     server_received_ts: 1_700_000_000_000,
                 }),
+                trace: Some(TRACEPARENT.into()),
             })
         );
     }
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
     fn interest_names_the_region_it_came_from() {
@@ -452,6 +460,7 @@ mod tests {
                     message_id: MessageId(7),
                     server_received_ts: 1_700_000_000_000,
                 }),
+                trace: None,
             })
         );
 

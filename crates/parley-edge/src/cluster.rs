@@ -35,9 +35,10 @@ impl EdgeService {
     }
 }
 
-fn frame(bytes: &[u8]) -> Result<Arc<SharedFrame>, Status> {
+fn frame(bytes: &[u8], traceparent: String) -> Result<Arc<SharedFrame>, Status> {
+    let trace = parley_owner::trace_of(traceparent);
     v1::ServerFrame::decode(bytes)
-        .map(|frame| Arc::new(SharedFrame::new(frame)))
+        .map(|frame| Arc::new(SharedFrame::new(frame).with_trace(trace)))
         .map_err(|error| Status::invalid_argument(format!("undecodable frame: {error}")))
 }
 
@@ -48,7 +49,7 @@ impl edge_server::Edge for EdgeService {
         request: Request<wire::DeliverRequest>,
     ) -> Result<Response<wire::Done>, Status> {
         let request = request.into_inner();
-        let frame = frame(&request.frame)?;
+        let frame = frame(&request.frame, request.traceparent)?;
         if request.receipt_id == 0 {
             let sessions: Vec<SessionId> = request.sessions.into_iter().map(SessionId).collect();
             self.edge.deliver(&sessions, frame);

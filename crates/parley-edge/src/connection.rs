@@ -104,6 +104,7 @@ pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
     let (control_tx, control_rx) = mpsc::channel(4);
     let (urgent_close_tx, urgent_close_rx) = oneshot::channel();
     let mut writer = tokio::spawn(write_loop(sink, outbound_rx, urgent_close_rx, codec));
+    crate::telemetry::connection_opened();
     let now = Instant::now();
     let mut connection = Connection {
         edge,
@@ -122,6 +123,7 @@ pub(crate) async fn run(edge: Arc<Edge>, socket: WebSocket, codec: Codec) {
     let ending = connection.read_loop(stream, control_rx).await;
     Box::pin(connection.finish(ending)).await;
     drop(connection);
+    crate::telemetry::connection_closed();
     if tokio::time::timeout(WRITER_DRAIN, &mut writer)
         .await
         .is_err()
@@ -286,6 +288,7 @@ impl Connection {
         let result = match op {
             Op::Login(login) => {
                 let result = self.login(login).await;
+                crate::telemetry::login(&result);
                 let logged_in = result.is_ok();
                 self.reply(id, result);
                 if logged_in {

@@ -412,6 +412,7 @@ impl Edge {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!(session = %session, "outbound queue full, ending slow consumer");
+                crate::telemetry::slow_consumer();
                 let _ = handle
                     .control_tx
                     .try_send(Control::End(Reason::SlowConsumer));
@@ -425,6 +426,8 @@ impl Edge {
 impl EdgeSink for Edge {
     fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
         // One read lock for the whole batch; `enqueue` never blocks.
+        let span = crate::telemetry::delivering(&frame, sessions.len());
+        let _entered = span.enter();
         let table = self.sessions.read().expect("session table lock poisoned");
         let news = Tracked::of(&frame);
         for session in sessions {
@@ -442,6 +445,8 @@ impl EdgeSink for Edge {
         frame: Arc<SharedFrame>,
     ) -> oneshot::Receiver<()> {
         let (receipt_tx, receipt_rx) = oneshot::channel();
+        let span = crate::telemetry::delivering(&frame, 1);
+        let _entered = span.enter();
         if let Some(handle) = self.session(session) {
             {
                 let mut receipts = handle.receipts.lock().expect("receipt lock poisoned");

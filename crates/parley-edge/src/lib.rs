@@ -14,6 +14,7 @@ mod http;
 mod requests;
 pub mod rest;
 mod server_api;
+mod telemetry;
 
 pub use axum::Router;
 pub use edge::Edge;

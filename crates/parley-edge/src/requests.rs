@@ -32,6 +32,7 @@ use parley_store::Conversation;
 use parley_store::HistoryQuery;
 use parley_store::Order;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::connection::Connection;
 use crate::connection::LoggedIn;
@@ -153,6 +154,7 @@ impl Connection {
         }
         let to = UserId::parse(&send.peer_id)?;
         let message = validate_message(send.message)?;
+        let (span, trace) = crate::telemetry::sent("peer", session.user.app.as_str());
         let dispatch = edge
             .owner()
             .send_peer(PeerSend {
@@ -162,7 +164,9 @@ impl Connection {
                 enable_offline: send.enable_offline_messaging,
                 enable_history: send.enable_historical_messaging,
                 origin: None,
+                trace,
             })
+            .instrument(span)
             .await?;
         let outbound_tx = self.handle.outbound_tx.clone();
         tokio::spawn(async move {
@@ -278,6 +282,7 @@ impl Connection {
             ));
         }
         let message = validate_message(send.message)?;
+        let (span, trace) = crate::telemetry::sent("channel", session.user.app.as_str());
         let sent = edge
             .owner()
             .send_channel(ChannelSend {
@@ -287,7 +292,9 @@ impl Connection {
                 message,
                 enable_history: send.enable_historical_messaging,
                 origin: None,
+                trace,
             })
+            .instrument(span)
             .await?;
         // The sender is not sent its own message; it has seen it all the same.
         self.handle.saw(channel.as_str(), sent.seq);

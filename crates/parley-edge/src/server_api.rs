@@ -29,6 +29,7 @@ use parley_store::Order;
 use parley_store::Restriction;
 use parley_store::Scope;
 use parley_store::StoredEvent;
+use tracing::Instrument;
 
 use crate::edge::Edge;
 
@@ -221,6 +222,7 @@ pub(crate) async fn send_peer(
     call.caller.may_act_as(&from)?;
     let to = UserId::parse(&send.to)?;
     let message = crate::requests::validate_message(send.message)?;
+    let (span, trace) = crate::telemetry::sent("peer", call.app.app_id.as_str());
     let dispatch = edge
         .owner()
         .send_peer(PeerSend {
@@ -230,7 +232,9 @@ pub(crate) async fn send_peer(
             enable_offline: send.enable_offline,
             enable_history: send.enable_history,
             origin: None,
+            trace,
         })
+        .instrument(span)
         .await?;
     let result = if send.wait_for_ack {
         match dispatch.outcome.await {
@@ -268,6 +272,7 @@ pub(crate) async fn send_channel(
     call.caller.may_act_as(&from)?;
     let channel = ChannelId::parse(channel_id)?;
     let message = crate::requests::validate_message(message)?;
+    let (span, trace) = crate::telemetry::sent("channel", call.app.app_id.as_str());
     edge.owner()
         .send_channel(ChannelSend {
             channel: call.channel(channel),
@@ -276,7 +281,9 @@ pub(crate) async fn send_channel(
             message,
             enable_history,
             origin: None,
+            trace,
         })
+        .instrument(span)
         .await
 }
 

@@ -48,9 +48,11 @@ struct Delivery {
 impl ClientContext for Delivery {}
 
 impl ProducerContext for Delivery {
-    type DeliveryOpaque = ();
+    /// When the record was handed to the producer.
+    type DeliveryOpaque = Box<std::time::Instant>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, started: Box<std::time::Instant>) {
+        parley_telemetry::kafka_produced("events", *started, result.is_ok());
         if let Err((error, _)) = result {
             crate::pipeline::count_drop(
                 &self.dropped,
@@ -100,8 +102,11 @@ impl KafkaSink {
     pub(crate) fn publish(&self, event: &AppEvent) {
         let body = to_json(event, event.ts_ms).to_string();
         let key = format!("{}/{}", event.app, event.kind.uid());
-        let record = BaseRecord::to(&self.topic).key(&key).payload(&body);
+        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(std::time::Instant::now()))
+            .key(&key)
+            .payload(&body);
         if let Err((error, _)) = self.producer.send(record) {
+            parley_telemetry::kafka_error("events");
             crate::pipeline::count_drop(&self.dropped, &format!("Kafka's queue is full ({error})"));
         }
     }

@@ -120,6 +120,7 @@ impl MetaNode {
             last_heard: Mutex::new(HashMap::new()),
         });
         tokio::spawn(detect_failures(Arc::downgrade(&meta)));
+        observe_raft(&meta);
         Ok(meta)
     }
 
@@ -476,4 +477,30 @@ impl meta_server::Meta for MetaService {
             epoch: meta.cluster().epoch,
         }))
     }
+}
+
+/// Raft's term and leader as gauges, read from openraft's metrics at each collection.
+fn observe_raft(meta: &Arc<MetaNode>) {
+    let meter = parley_telemetry::meter();
+    let weak = Arc::downgrade(meta);
+    meter
+        .u64_observable_gauge("parley.meta.raft.term")
+        .with_description("The Raft term this meta node is in")
+        .with_callback(move |observer| {
+            if let Some(meta) = weak.upgrade() {
+                observer.observe(meta.raft.metrics().borrow().current_term, &[]);
+            }
+        })
+        .build();
+    let weak = Arc::downgrade(meta);
+    meter
+        .u64_observable_gauge("parley.meta.raft.leader")
+        .with_description("The meta node this one takes for the Raft leader (0: none known)")
+        .with_callback(move |observer| {
+            if let Some(meta) = weak.upgrade() {
+                let leader = meta.raft.metrics().borrow().current_leader.unwrap_or(0);
+                observer.observe(leader, &[]);
+            }
+        })
+        .build();
 }

@@ -66,6 +66,8 @@ pub struct PeerSend {
     /// Set when the message was accepted in another region (its receiver has sessions here, by
     /// this region's word): it keeps its ID and time, and never crosses again.
     pub origin: Option<RegionOrigin>,
+    /// The W3C `traceparent` of the sender's span when the message is traced.
+    pub trace: Option<String>,
 }
 
 /// How a peer message ended.
@@ -102,6 +104,8 @@ pub struct ChannelSend {
     /// delivered to this region's members only, once (repeats of its ID are dropped), and keeps
     /// its ID and timestamp.
     pub origin: Option<RegionOrigin>,
+    /// The W3C `traceparent` of the sender's span when the message is traced.
+    pub trace: Option<String>,
 }
 
 /// Where a channel message that crossed regions was accepted.
@@ -133,6 +137,8 @@ pub enum RegionRecord {
         enable_history: bool,
         message_id: MessageId,
         server_received_ts: i64,
+        /// The sending owner's span, when the message is traced.
+        trace: Option<String>,
     },
     /// How many members this region has in the channel (none: it no longer wants its
     /// messages).

@@ -303,6 +303,7 @@ impl owner_server::Owner for OwnerService {
             enable_offline: request.enable_offline,
             enable_history: request.enable_history,
             origin: request.origin.map(from_region_origin),
+            trace: trace_of(request.traceparent),
         };
         let dispatch = self.owner.send_peer(send).await.map_err(status_of)?;
         let dispatched = wire::SendPeerProgress {
@@ -392,6 +393,7 @@ impl owner_server::Owner for OwnerService {
                 message: request.message.ok_or_else(|| malformed("message"))?,
                 enable_history: request.enable_history,
                 origin: request.origin.map(from_region_origin),
+                trace: trace_of(request.traceparent),
             })
             .await
             .map_err(status_of)?;
@@ -1084,6 +1086,7 @@ impl OwnerApi for RemoteOwners {
             enable_offline: send.enable_offline,
             enable_history: send.enable_history,
             origin: send.origin.map(region_origin),
+            traceparent: send.trace.unwrap_or_default(),
         };
         let mut progress = self
             .remote(node, |mut client, epoch| {
@@ -1190,6 +1193,7 @@ impl OwnerApi for RemoteOwners {
                     message: Some(send.message),
                     enable_history: send.enable_history,
                     origin: send.origin.map(region_origin),
+                    traceparent: send.trace.unwrap_or_default(),
                 };
                 self.remote(node, |mut client, epoch| {
                     let request = stamped(&request, epoch);
@@ -1883,6 +1887,7 @@ impl EdgeSink for RemoteEdge {
             frame: frame.message().encode_to_vec().into(),
             receipt_id: 0,
             receipt_to: 0,
+            traceparent: frame.trace().unwrap_or_default().to_owned(),
         }));
     }
 
@@ -1898,6 +1903,7 @@ impl EdgeSink for RemoteEdge {
             frame: frame.message().encode_to_vec().into(),
             receipt_id: receipt_id.0,
             receipt_to: self.owner.0,
+            traceparent: frame.trace().unwrap_or_default().to_owned(),
         }));
         receipt_rx
     }

@@ -42,3 +42,4 @@ pub use wire::from_peer_outcome;
 pub use wire::from_region_interest;
 pub use wire::peer_outcome;
 pub use wire::region_interest;
+pub use wire::trace_of;

@@ -36,6 +36,7 @@ use parley_store::StoreError;
 use parley_store::StoredEvent;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::api::ChannelKey;
 use crate::api::ChannelSend;
@@ -181,7 +182,8 @@ impl Owner {
                 tokio::spawn(shard.run(command_rx));
                 command_tx
             })
-            .collect();
+            .collect::<Vec<_>>();
+        observe_mailboxes(&shards);
         let owner = Arc::new(Owner {
             shards,
             hasher: RandomState::new(),
@@ -379,7 +381,8 @@ impl OwnerApi for Owner {
         .await
     }
 
-    async fn send_peer(&self, send: PeerSend) -> Result<PeerDispatch, Error> {
+    async fn send_peer(&self, mut send: PeerSend) -> Result<PeerDispatch, Error> {
+        let span = owner_span(&mut send.trace, "peer");
         let receiver = UserKey {
             app: send.from.app.clone(),
             uid: send.to.clone(),
@@ -395,6 +398,7 @@ impl OwnerApi for Owner {
                 limits,
                 reply,
             })
+            .instrument(span)
             .await??;
         let (message_id, server_received_ts, receipts) = match routed {
             PeerRouted::Cached {
@@ -525,9 +529,11 @@ impl OwnerApi for Owner {
         .await?
     }
 
-    async fn send_channel(&self, send: ChannelSend) -> Result<ChannelSent, Error> {
+    async fn send_channel(&self, mut send: ChannelSend) -> Result<ChannelSent, Error> {
+        let span = owner_span(&mut send.trace, "channel");
         let shard = self.channel_shard(&send.channel);
         self.ask(shard, |reply| Command::SendChannel { send, reply })
+            .instrument(span)
             .await?
     }
 
@@ -834,4 +840,48 @@ impl OwnerApi for Owner {
         })
         .await
     }
+}
+
+/// The owner's span of a traced message, a child of its sender's: sequencing, storing and
+/// handing it to the edges. `trace` then names this span, so the edges' deliveries hang under
+/// it. An untraced message gets no span.
+fn owner_span(trace: &mut Option<String>, kind: &'static str) -> tracing::Span {
+    let Some(parent) = trace.as_deref() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "process",
+        otel.kind = "consumer",
+        parley.role = "owner",
+        messaging.system = "parley",
+        messaging.operation.type = "process",
+        parley.message.kind = kind,
+    );
+    parley_telemetry::follow(&span, parent);
+    if let Some(own) = parley_telemetry::traceparent(&span) {
+        *trace = Some(own);
+    }
+    span
+}
+
+/// The commands waiting in each shard's mailbox, as a gauge (a shard that falls behind shows
+/// here before its callers time out). Weak senders: the gauge keeps no shard alive.
+fn observe_mailboxes(shards: &[mpsc::Sender<Command>]) {
+    let mailboxes: Vec<_> = shards.iter().map(mpsc::Sender::downgrade).collect();
+    parley_telemetry::meter()
+        .u64_observable_gauge("parley.shard.queue.depth")
+        .with_description("Commands waiting in an owner shard's mailbox")
+        .with_unit("{command}")
+        .with_callback(move |observer| {
+            for (index, mailbox) in mailboxes.iter().enumerate() {
+                if let Some(mailbox) = mailbox.upgrade() {
+                    let waiting = mailbox.max_capacity() - mailbox.capacity();
+                    observer.observe(
+                        waiting as u64,
+                        &[parley_telemetry::KeyValue::new("shard", index as i64)],
+                    );
+                }
+            }
+        })
+        .build();
 }

@@ -1038,15 +1038,16 @@ impl Shard {
                 server_received_ts,
             });
         }
-        let frame = Arc::new(SharedFrame::event(EventKind::MessageFromPeer(
-            v1::MessageFromPeer {
+        let frame = Arc::new(
+            SharedFrame::event(EventKind::MessageFromPeer(v1::MessageFromPeer {
                 peer_id: send.from.uid.to_string(),
                 message: Some(send.message),
                 message_id: message_id.0,
                 server_received_ts,
                 is_offline_message: false,
-            },
-        )));
+            }))
+            .with_trace(send.trace),
+        );
         let receipts = sessions
             .iter()
             .filter_map(|session| {
@@ -1329,16 +1330,17 @@ impl Shard {
         // Accepted here and wanted elsewhere: it crosses (what crossed in never goes back out).
         let crossing = (send.origin.is_none() && !entry.remote_regions.is_empty())
             .then(|| send.message.clone());
-        let frame = Arc::new(SharedFrame::event(EventKind::ChannelMessage(
-            v1::ChannelMessage {
+        let frame = Arc::new(
+            SharedFrame::event(EventKind::ChannelMessage(v1::ChannelMessage {
                 channel_id: send.channel.channel.to_string(),
                 member_id: send.from.to_string(),
                 message: Some(send.message),
                 message_id: message_id.0,
                 server_received_ts,
                 seq,
-            },
-        )));
+            }))
+            .with_trace(send.trace.clone()),
+        );
         entry.recent.push_back((seq, frame.clone()));
         while entry.recent.len() > recovery_window {
             entry.recent.pop_front();
@@ -1353,6 +1355,7 @@ impl Shard {
                 enable_history: send.enable_history,
                 message_id,
                 server_received_ts,
+                trace: send.trace,
             });
         }
         Ok(ChannelSent {

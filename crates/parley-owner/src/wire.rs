@@ -68,6 +68,11 @@ pub(crate) fn error_of(status: &Status) -> Error {
 }
 
 /// A malformed request between nodes: a bug or a version mismatch, never a client's fault.
+/// A `traceparent` field: empty when the message is not traced.
+pub fn trace_of(traceparent: String) -> Option<String> {
+    (!traceparent.is_empty()).then_some(traceparent)
+}
+
 pub(crate) fn malformed(what: &str) -> Status {
     status_of(Error::internal(format!(
         "malformed cluster request: {what}"

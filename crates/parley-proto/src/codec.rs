@@ -112,6 +112,9 @@ pub struct SharedFrame {
     frame: crate::v1::ServerFrame,
     json: std::sync::OnceLock<Frame>,
     proto: std::sync::OnceLock<Frame>,
+    /// The W3C `traceparent` of the span that made the frame, when its message is traced: the
+    /// edge that writes it continues the trace. Never sent to clients.
+    trace: Option<String>,
 }
 
 impl SharedFrame {
@@ -120,7 +123,18 @@ impl SharedFrame {
             frame,
             json: std::sync::OnceLock::new(),
             proto: std::sync::OnceLock::new(),
+            trace: None,
         }
+    }
+
+    /// The frame of a traced message (`traceparent` of its owner's span).
+    pub fn with_trace(mut self, trace: Option<String>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    pub fn trace(&self) -> Option<&str> {
+        self.trace.as_deref()
     }
 
     pub fn event(event: crate::v1::event::Kind) -> Self {

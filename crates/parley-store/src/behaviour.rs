@@ -303,6 +303,10 @@ pub async fn user_attributes_round_trip(store: &dyn Store) {
 }
 
 pub async fn region_directory_tracks_regions(store: &dyn Store) {
+    store
+        .ping()
+        .await
+        .expect("a store that is up answers a ping");
     let grace = uid("grace");
     assert!(store.user_regions(&app(), &grace).await.unwrap().is_empty());
     for (region, online) in [("us", true), ("ap", true), ("us", true), ("eu", false)] {

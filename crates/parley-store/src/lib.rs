@@ -234,6 +234,8 @@ pub trait RegionDirectory: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The regions, sorted.
     async fn user_regions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<String>>;
+    /// Whether the store answers at all (an owner's readiness).
+    async fn ping(&self) -> StoreResult<()>;
 }
 
 /// What a restriction keeps a user from.

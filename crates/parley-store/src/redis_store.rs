@@ -185,26 +185,29 @@ impl RedisStore {
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
         trips: Trips,
     ) -> StoreResult<T> {
+        let started = Instant::now();
         let open_until = *self.breaker.lock().expect("breaker lock poisoned");
-        if open_until.is_some_and(|until| Instant::now() < until) {
+        if open_until.is_some_and(|until| started < until) {
+            parley_telemetry::store_call(started, Some("breaker_open"));
             return Err(failed("not answering (recent calls timed out)"));
         }
-        let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) if !unreachable(&error) => Err(failed(error)),
+        let (outcome, failure) = match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
+            Ok(Ok(value)) => (Ok(value), None),
+            Ok(Err(error)) if !unreachable(&error) => (Err(failed(error)), Some("error")),
             Ok(Err(error)) => {
                 if trips == Trips::Breaker {
                     self.trip();
                 }
-                Err(failed(error))
+                (Err(failed(error)), Some("unreachable"))
             }
             Err(_) => {
                 if trips == Trips::Breaker {
                     self.trip();
                 }
-                Err(failed("timed out"))
+                (Err(failed("timed out")), Some("timeout"))
             }
         };
+        parley_telemetry::store_call(started, failure);
         if outcome.is_ok() && open_until.is_some() {
             *self.breaker.lock().expect("breaker lock poisoned") = None;
         }
@@ -673,6 +676,10 @@ impl RegionDirectory for RedisStore {
             .await?;
         regions.sort();
         Ok(regions)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
 }
 

@@ -13,6 +13,8 @@ pub struct HttpReply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
+    /// The body as it came.
+    pub text: String,
 }
 
 impl HttpReply {
@@ -67,6 +69,7 @@ pub async fn http(
         status,
         headers,
         body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        text: body.to_owned(),
     }
 }
 

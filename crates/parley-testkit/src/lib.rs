@@ -12,6 +12,7 @@
 pub mod http;
 mod kafka;
 pub mod ops;
+pub mod otlp;
 pub mod processes;
 mod proxy;
 mod raw;

@@ -40,6 +40,7 @@ struct NodeProcess {
     role: Role,
     grpc_port: u16,
     http_port: u16,
+    ops_port: u16,
     child: Option<Child>,
 }
 
@@ -53,6 +54,8 @@ pub struct ProcessCluster {
     node_timeout: Duration,
     /// More flags for every node (`--region …`).
     extra_args: Vec<String>,
+    /// More environment variables for every node.
+    extra_env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -77,6 +80,18 @@ impl ProcessCluster {
         edges: u64,
         extra_args: &[&str],
     ) -> ProcessCluster {
+        Self::start_with_env(binary, metas, owners, edges, extra_args, &[]).await
+    }
+
+    /// [`ProcessCluster::start_with`], with `env` set for every node.
+    pub async fn start_with_env(
+        binary: &Path,
+        metas: u64,
+        owners: u64,
+        edges: u64,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ProcessCluster {
         let dir = fresh_temp_dir();
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
         let mut cluster = ProcessCluster {
@@ -87,6 +102,10 @@ impl ProcessCluster {
             metas: String::new(),
             node_timeout: Duration::from_secs(1),
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
         };
         // Ports are picked free but bound later by the node: another test may take one in
         // between. A node that cannot bind exits; the cluster then starts again on new ports.
@@ -203,6 +222,11 @@ impl ProcessCluster {
     }
 
     /// The process ids of the nodes that run.
+    /// `http://HOST:PORT` of node `id`'s ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub fn ops_url(&self, id: u64) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[&id].ops_port)
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.nodes
             .values()
@@ -261,6 +285,7 @@ impl ProcessCluster {
             .args(["--meta", &self.metas])
             .args(["--grpc-addr", &format!("127.0.0.1:{}", node.grpc_port)])
             .args(["--http-addr", &format!("127.0.0.1:{}", node.http_port)])
+            .args(["--ops-addr", &format!("127.0.0.1:{}", node.ops_port)])
             .args(["--store", &self.redis.url()])
             .args([
                 "--data-dir",
@@ -272,6 +297,7 @@ impl ProcessCluster {
                 &format!("{}ms", self.node_timeout.as_millis()),
             ])
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().cloned())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -455,6 +481,7 @@ fn node(role: Role) -> NodeProcess {
         role,
         grpc_port: free_port(),
         http_port: free_port(),
+        ops_port: free_port(),
         child: None,
     }
 }

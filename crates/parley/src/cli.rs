@@ -222,6 +222,21 @@ pub struct DevOptions {
     /// Log format: text or json.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    #[command(flatten)]
+    pub telemetry: TelemetryOptions,
+}
+
+/// Where traces and metrics go besides `/metrics`.
+#[derive(Clone, Debug, Args)]
+pub struct TelemetryOptions {
+    /// An OTLP gRPC endpoint (`http://collector:4317`) for traces and metrics; the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variables work too. Without either nothing is exported.
+    #[arg(long, env = "PARLEY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of messages traced, 0 to 1 (a message keeps its sender's decision on every
+    /// node). `OTEL_TRACES_SAMPLER` wins when set.
+    #[arg(long, env = "PARLEY_TRACE_SAMPLE_RATIO", default_value_t = 0.01)]
+    pub trace_sample_ratio: f64,
 }
 
 #[derive(Clone, Debug, Subcommand)]
@@ -298,8 +313,9 @@ pub struct RunOptions {
     /// flags and `PARLEY_…` variables win over it.
     #[arg(long, env = "PARLEY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// This node's id, unique in the cluster (meta and data nodes alike).
-    #[arg(long, env = "PARLEY_NODE_ID")]
+    /// This node's id, unique in the cluster (meta and data nodes alike); `auto` derives one
+    /// from the host name (for pods of a Deployment).
+    #[arg(long, env = "PARLEY_NODE_ID", value_parser = parse_node_id)]
     pub node_id: u64,
     /// This node's roles, comma-separated: edge, owner, meta.
     #[arg(long, env = "PARLEY_ROLES", value_delimiter = ',', required = true)]
@@ -347,6 +363,39 @@ pub struct RunOptions {
     pub kafka: KafkaOptions,
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Where this node serves `/healthz`, `/readyz` and `/metrics` (every role).
+    #[arg(long, env = "PARLEY_OPS_ADDR", default_value = "127.0.0.1:9100")]
+    pub ops_addr: SocketAddr,
+    #[command(flatten)]
+    pub telemetry: TelemetryOptions,
+}
+
+/// A node id, or `auto`: one derived from the host name, stable while the name is. Derived ids
+/// are at least 2^32 (clear of ids an operator numbers by hand) and below 2^53 (exact in JSON).
+fn parse_node_id(raw: &str) -> Result<u64, String> {
+    if raw != "auto" {
+        return raw
+            .parse()
+            .map_err(|_| format!("{raw:?} is neither a number nor `auto`"));
+    }
+    let hostname = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .ok_or("`auto` needs a host name (HOSTNAME or /proc/sys/kernel/hostname)")?;
+    Ok(node_id_of_host(&hostname))
+}
+
+/// FNV-1a of the host name, folded into [2^32, 2^53).
+fn node_id_of_host(hostname: &str) -> u64 {
+    let hash = hostname
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    (1 << 32) + hash % ((1 << 53) - (1 << 32))
 }
 
 /// Where owners publish every app's events on Kafka.
@@ -516,6 +565,27 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("2w").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn node_ids_are_numbers_or_derived_from_the_host_name() {
+        assert_eq!(parse_node_id("7"), Ok(7));
+        assert!(parse_node_id("seven").is_err());
+        let edge = node_id_of_host("parley-edge-5d9c7b8f4-x2k9q");
+        assert_eq!(
+            edge,
+            node_id_of_host("parley-edge-5d9c7b8f4-x2k9q"),
+            "stable"
+        );
+        assert_ne!(edge, node_id_of_host("parley-edge-5d9c7b8f4-x2k9r"));
+        for host in [
+            "a",
+            "parley-edge-0",
+            "a-very-long-host-name.example.internal",
+        ] {
+            let id = node_id_of_host(host);
+            assert!((1 << 32..1 << 53).contains(&id), "{host}: {id}");
+        }
     }
 
     #[test]

@@ -157,20 +157,22 @@ pub async fn node(
         None => None,
     };
     let router = edge.clone().map(parley_edge::router);
+    let handle = ClusterHandle {
+        inner: Arc::new(HandleInner {
+            me,
+            topology: shared,
+            receipts: Arc::new(Receipts::default()),
+            edge,
+            owner,
+            remote_edges: Mutex::new(BTreeMap::new()),
+            leaving: std::sync::atomic::AtomicBool::new(false),
+            apps: apps.clone(),
+            local_apps,
+        }),
+    };
+    handle.observe_ring();
     Ok(ClusterNode {
-        handle: ClusterHandle {
-            inner: Arc::new(HandleInner {
-                me,
-                topology: shared,
-                receipts: Arc::new(Receipts::default()),
-                edge,
-                owner,
-                remote_edges: Mutex::new(BTreeMap::new()),
-                leaving: std::sync::atomic::AtomicBool::new(false),
-                apps: apps.clone(),
-                local_apps,
-            }),
-        },
+        handle,
         spec,
         owners,
         meta,
@@ -209,6 +211,42 @@ impl ClusterHandle {
             .read()
             .expect("topology lock poisoned")
             .clone()
+    }
+
+    /// Whether this data node should take traffic: meta has given it a ring with owners in it
+    /// and has not told it to drain.
+    pub fn ready(&self) -> Result<(), String> {
+        let topology = self.topology();
+        if topology.ring.epoch() == 0 {
+            return Err("no topology from meta yet".to_owned());
+        }
+        if topology.ring.nodes().is_empty() {
+            return Err("no owner is up".to_owned());
+        }
+        if self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("draining".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The ring epoch as a gauge, read at each collection.
+    fn observe_ring(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        parley_telemetry::meter()
+            .u64_observable_gauge("parley.ring.epoch")
+            .with_description("The epoch of the ring of owners this node uses")
+            .with_callback(move |observer| {
+                if let Some(inner) = inner.upgrade() {
+                    let epoch = inner
+                        .topology
+                        .read()
+                        .expect("topology lock poisoned")
+                        .ring
+                        .epoch();
+                    observer.observe(epoch, &[]);
+                }
+            })
+            .build();
     }
 
     /// Takes a topology from meta (a newer epoch): connects the owner to new edges, installs

@@ -133,7 +133,10 @@ pub async fn serve(
     parley_edge::serve(listener, node.router, shutdown).await
 }
 
-pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    options: DevOptions,
+    telemetry: Arc<parley_telemetry::Telemetry>,
+) -> anyhow::Result<ExitCode> {
     let mut app = resolve_app(&options)?;
     app.customer_keys = customer_keys(&options.customer_key)?;
     app.webhook = options.webhook.webhook()?;
@@ -160,7 +163,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
 
     // The banner is written once, ignoring errors: a closed stdout must not stop the server.
     let mut banner = format!(
-        "parley dev is listening on ws://{addr}/v1/ws (health: http://{addr}/healthz)\n  app id:          {}\n",
+        "parley dev is listening on ws://{addr}/v1/ws (health: http://{addr}/healthz, metrics: http://{addr}/metrics)\n  app id:          {}\n",
         app.app_id
     );
     match &app.certificate {
@@ -189,10 +192,14 @@ pub async fn run(options: DevOptions) -> anyhow::Result<ExitCode> {
         edge_config,
         options.kafka.pipeline(),
         options.kafka.regions()?,
-        store,
+        store.clone(),
     )
     .await?;
-    node.router = node.router.merge(crate::web::routes(app));
+    let readiness = crate::ops::node_readiness(None, Some(store), None);
+    node.router = node
+        .router
+        .merge(crate::web::routes(app))
+        .merge(crate::ops::routes(telemetry, readiness));
     serve(node, listener, shutdown_signal()).await?;
     tracing::info!("parley dev stopped");
     Ok(ExitCode::SUCCESS)

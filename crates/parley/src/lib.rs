@@ -7,6 +7,7 @@ pub mod client_cmd;
 pub mod cluster;
 pub mod config;
 pub mod dev;
+pub mod ops;
 pub mod run;
 pub mod web;
 
@@ -23,12 +24,18 @@ pub fn main(cli: Cli) -> ExitCode {
         .expect("start the tokio runtime");
     let outcome = match cli.command {
         Command::Dev(options) => {
-            init_logging(&options.log_format);
-            runtime.block_on(dev::run(options))
+            let config = telemetry_config(0, "dev", None, &options.log_format, &options.telemetry);
+            with_telemetry(&runtime, config, |telemetry| dev::run(options, telemetry))
         }
         Command::Run(options) => {
-            init_logging(&options.log_format);
-            runtime.block_on(run::run(options))
+            let config = telemetry_config(
+                options.node_id,
+                &options.roles.join(","),
+                options.kafka.region.clone(),
+                &options.log_format,
+                &options.telemetry,
+            );
+            with_telemetry(&runtime, config, |telemetry| run::run(options, telemetry))
         }
         Command::Cluster(command) => runtime.block_on(async {
             cluster::operate(command).await?;
@@ -53,6 +60,40 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn telemetry_config(
+    node: u64,
+    roles: &str,
+    region: Option<String>,
+    log_format: &str,
+    options: &cli::TelemetryOptions,
+) -> parley_telemetry::TelemetryConfig {
+    parley_telemetry::TelemetryConfig {
+        node,
+        roles: roles.to_owned(),
+        region,
+        log_format: log_format.to_owned(),
+        otlp_endpoint: options.otlp_endpoint.clone(),
+        sample_ratio: options.trace_sample_ratio,
+    }
+}
+
+/// Runs a server command with logs, traces and metrics installed, and flushes what the
+/// exporters still hold when it ends.
+fn with_telemetry<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    runtime: &tokio::runtime::Runtime,
+    config: parley_telemetry::TelemetryConfig,
+    command: impl FnOnce(std::sync::Arc<parley_telemetry::Telemetry>) -> F,
+) -> anyhow::Result<ExitCode> {
+    // The OTLP exporters' connections live on the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        std::sync::Arc::new(parley_telemetry::Telemetry::init(&config)?)
+    };
+    let outcome = runtime.block_on(command(telemetry.clone()));
+    telemetry.shutdown();
+    outcome
 }
 
 /// Structured logs on standard error; `RUST_LOG` chooses what is logged (default `info`).

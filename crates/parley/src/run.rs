@@ -44,7 +44,10 @@ pub fn parse_metas(raw: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     Ok(metas)
 }
 
-pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    options: RunOptions,
+    telemetry: std::sync::Arc<parley_telemetry::Telemetry>,
+) -> anyhow::Result<ExitCode> {
     let metas = parse_metas(&options.meta)?;
     let me = NodeId(options.node_id);
     if let Some(unknown) = options
@@ -123,9 +126,24 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
         EdgeConfig::default(),
         options.kafka.pipeline(),
         options.kafka.regions()?,
-        store,
+        store.clone(),
     )
     .await?;
+    let ops = TcpListener::bind(options.ops_addr)
+        .await
+        .with_context(|| format!("bind {}", options.ops_addr))?;
+    let readiness = crate::ops::node_readiness(
+        (edge || owner).then(|| node.handle()),
+        store,
+        node.meta.clone(),
+    );
+    let ops_router = crate::ops::router(telemetry, readiness);
+    // Served until the process ends: probes keep their answers (`/readyz`: draining) meanwhile.
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(ops, ops_router).await {
+            tracing::warn!(%error, "the ops endpoints stopped");
+        }
+    });
     if edge {
         let _ = std::io::Write::write_all(
             &mut std::io::stdout(),

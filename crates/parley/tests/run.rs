@@ -172,7 +172,7 @@ async fn a_config_file_sets_what_flags_would() {
     std::fs::write(
         &config,
         format!(
-            "# a one-node meta cluster\nnode_id = 7\nroles = [\"meta\"]\nmeta = \"7=127.0.0.1:{port}\"\ngrpc-addr = \"127.0.0.1:{port}\"\ndata-dir = \"{}\"\n",
+            "# a one-node meta cluster\nnode_id = 7\nroles = [\"meta\"]\nmeta = \"7=127.0.0.1:{port}\"\ngrpc-addr = \"127.0.0.1:{port}\"\nops-addr = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n",
             dir.join("data").display()
         ),
     )
