@@ -110,34 +110,66 @@ impl ProcessCluster {
         // Ports are picked free but bound later by the node: another test may take one in
         // between. A node that cannot bind exits; the cluster then starts again on new ports.
         for attempt in 1..=3 {
+            // From nothing: the meta nodes of a failed attempt may have kept a Raft membership
+            // that names its ports.
+            cluster.wipe_data();
             cluster.place(metas, owners, edges);
             let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
             for id in ids {
                 cluster.spawn(id);
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let failure = loop {
                 let exited = cluster.exited();
                 if !exited.is_empty() {
-                    assert!(attempt < 3, "nodes {exited:?} keep exiting at start");
-                    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-                    for id in ids {
-                        cluster.kill(id);
-                    }
-                    break;
+                    break format!("nodes {exited:?} exited at start");
                 }
                 if cluster.all_up().await {
                     return cluster;
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the cluster did not come up: {:?}",
-                    cluster.topology().await
-                );
+                if tokio::time::Instant::now() >= deadline {
+                    cluster.print_log_tails();
+                    break format!(
+                        "the cluster did not come up: {:?}",
+                        cluster.topology().await
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert!(attempt < 3, "{failure}");
+            eprintln!("{failure}; starting it again on new ports");
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            for id in ids {
+                cluster.kill(id);
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    /// Removes what nodes kept in their data directories.
+    fn wipe_data(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("data-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// The last lines of every node's log, on standard error (the test's output).
+    fn print_log_tails(&self) {
+        for id in self.nodes.keys() {
+            let log = std::fs::read_to_string(self.log_path(*id)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            eprintln!(
+                "--- node {id} ({} lines) ---\n{}",
+                lines.len(),
+                tail.join("\n")
+            );
+        }
     }
 
     /// Chooses ids and fresh ports for the nodes.
@@ -200,8 +232,20 @@ impl ProcessCluster {
         name: &str,
         remote: &str,
     ) -> ProcessCluster {
+        Self::region_with(binary, broker, name, remote, &[], &[]).await
+    }
+
+    /// [`ProcessCluster::region`], with `extra_args` and `env` for every node.
+    pub async fn region_with(
+        binary: &Path,
+        broker: &crate::KafkaBroker,
+        name: &str,
+        remote: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ProcessCluster {
         let brokers = broker.brokers();
-        let args = [
+        let mut args = vec![
             "--kafka-brokers",
             &brokers,
             "--region",
@@ -209,7 +253,8 @@ impl ProcessCluster {
             "--remote-regions",
             remote,
         ];
-        Self::start_with(binary, 1, 2, 1, &args).await
+        args.extend_from_slice(extra_args);
+        Self::start_with_env(binary, 1, 2, 1, &args, env).await
     }
 
     /// The client URLs of the edges, in id order.
@@ -221,12 +266,12 @@ impl ProcessCluster {
             .collect()
     }
 
-    /// The process ids of the nodes that run.
     /// `http://HOST:PORT` of node `id`'s ops endpoints (`/healthz`, `/readyz`, `/metrics`).
     pub fn ops_url(&self, id: u64) -> String {
         format!("http://127.0.0.1:{}", self.nodes[&id].ops_port)
     }
 
+    /// The process ids of the nodes that run.
     pub fn pids(&self) -> Vec<u32> {
         self.nodes
             .values()
