@@ -18,10 +18,12 @@ use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-/// A span as received, with the `service.instance.id` (the node id) of its resource.
+/// A span as received, with the `service.instance.id` (the node id) and `cloud.region` of its
+/// resource.
 #[derive(Clone, Debug)]
 pub struct ReceivedSpan {
     pub node: String,
+    pub region: String,
     pub name: String,
     pub trace_id: Vec<u8>,
     pub span_id: Vec<u8>,
@@ -113,11 +115,15 @@ fn attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn node_of(resource: &Option<opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+/// A resource attribute (`service.instance.id`, `cloud.region`), or "".
+fn resource_attribute(
+    resource: &Option<opentelemetry_proto::tonic::resource::v1::Resource>,
+    key: &str,
+) -> String {
     resource
         .as_ref()
         .map(|resource| attributes(&resource.attributes))
-        .and_then(|mut attributes| attributes.remove("service.instance.id"))
+        .and_then(|mut attributes| attributes.remove(key))
         .unwrap_or_default()
 }
 
@@ -129,11 +135,13 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut received = self.received.lock().expect("receiver lock");
         for resource_spans in request.into_inner().resource_spans {
-            let node = node_of(&resource_spans.resource);
+            let node = resource_attribute(&resource_spans.resource, "service.instance.id");
+            let region = resource_attribute(&resource_spans.resource, "cloud.region");
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     received.spans.push(ReceivedSpan {
                         node: node.clone(),
+                        region: region.clone(),
                         name: span.name,
                         trace_id: span.trace_id,
                         span_id: span.span_id,
@@ -155,7 +163,7 @@ impl MetricsService for Collector {
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         let mut received = self.received.lock().expect("receiver lock");
         for resource_metrics in request.into_inner().resource_metrics {
-            let node = node_of(&resource_metrics.resource);
+            let node = resource_attribute(&resource_metrics.resource, "service.instance.id");
             for scope in resource_metrics.scope_metrics {
                 for metric in scope.metrics {
                     received.metrics.insert((node.clone(), metric.name));

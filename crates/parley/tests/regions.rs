@@ -25,6 +25,7 @@ use parley_proto::v1::reply::Result as ReplyResult;
 use parley_proto::v1::request::Op;
 use parley_testkit::KafkaBroker;
 use parley_testkit::ProcessCluster;
+use parley_testkit::otlp::OtlpReceiver;
 use parley_testkit::processes::CLUSTER_APP_ID;
 use parley_testkit::processes::Role;
 use prost::Message as _;
@@ -250,6 +251,73 @@ async fn records_on(broker: &KafkaBroker, topic: &str) -> Vec<(String, &'static 
         quiet = Duration::from_secs(2);
     }
     records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossing_message_is_one_trace_in_both_regions() {
+    let broker = KafkaBroker::start();
+    let receiver = OtlpReceiver::start().await;
+    let traced = [
+        "--otlp-endpoint",
+        &receiver.endpoint,
+        "--trace-sample-ratio",
+        "1",
+    ];
+    let quickly = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let binary: &std::path::Path = env!("CARGO_BIN_EXE_parley").as_ref();
+    let eu = ProcessCluster::region_with(binary, &broker, "eu", "us", &traced, &quickly).await;
+    let us = ProcessCluster::region_with(binary, &broker, "us", "eu", &traced, &quickly).await;
+    let alice = Member::join(&eu, "alice", &["room"]).await;
+    let bob = Member::join(&us, "bob", &["room"]).await;
+    until_crossing(&alice, &bob, "room").await;
+    alice.send("room", "traced").await;
+    eventually(Duration::from_secs(20), "bob hears alice", || {
+        bob.texts("room", "traced").len() == 1
+    })
+    .await;
+
+    // The send in eu, its owner there, the owner in us that took it from Kafka and bob's edge.
+    let (send, process_us, deliver_us) = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let spans = receiver.spans();
+            let in_trace = |trace_id: &[u8], name: &str, region: &str| {
+                spans
+                    .iter()
+                    .find(|span| {
+                        span.trace_id == trace_id && span.name == name && span.region == region
+                    })
+                    .cloned()
+            };
+            // The last send from eu is alice's "traced" (the probes came before it).
+            if let Some(send) = spans
+                .iter()
+                .rev()
+                .find(|span| span.name == "send" && span.region == "eu")
+                && let (Some(process_us), Some(deliver_us)) = (
+                    in_trace(&send.trace_id, "process", "us"),
+                    in_trace(&send.trace_id, "deliver", "us"),
+                )
+            {
+                return (send.clone(), process_us, deliver_us);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no trace crossed: {:#?}", receiver.spans()));
+    let process_eu = receiver
+        .spans()
+        .into_iter()
+        .find(|span| {
+            span.trace_id == send.trace_id && span.name == "process" && span.region == "eu"
+        })
+        .expect("the owner in eu processed it");
+    assert_eq!(process_eu.parent_span_id, send.span_id);
+    assert_eq!(
+        process_us.parent_span_id, process_eu.span_id,
+        "the region record carried the eu owner's span"
+    );
+    assert_eq!(deliver_us.parent_span_id, process_us.span_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
