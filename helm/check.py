@@ -50,6 +50,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "meta-5": {"meta": {"replicas": 5}},
     "required-anti-affinity": {"podAntiAffinity": "required"},
     "hpa-off": {"edges": {"autoscaling": {"enabled": False}, "replicas": 4}},
+    "network-policy-off": {"networkPolicy": {"enabled": False}},
     "app-secrets": {
         "app": {
             "id": "0123456789abcdef0123456789abcdef",
@@ -584,6 +585,30 @@ def specific_checks(checks: Checks, renders: dict[str, Render]) -> None:
         return None
 
     checks.run("[app-secrets] certificate, customer keys and webhook secret go into a Secret the data nodes read; the app id into the ConfigMap", app_secrets)
+
+    def network_policies() -> str | None:
+        release = {"app.kubernetes.io/name": "parley", "app.kubernetes.io/instance": RELEASE}
+        policies = defaults.all("NetworkPolicy")
+        pods = {role: defaults.workload(role)["spec"]["template"]["metadata"]["labels"] for role in ROLES}
+        for role, labels in pods.items():
+            covering = [p for p in policies if labels_match(p["spec"]["podSelector"]["matchLabels"], labels)]
+            if not covering:
+                return f"no NetworkPolicy selects the {role} pods"
+            for policy in covering:
+                for rule in policy["spec"].get("ingress", []):
+                    if GRPC_PORT in [port["port"] for port in rule.get("ports", [])]:
+                        sources = rule.get("from", [])
+                        if not sources or any(source.get("podSelector", {}).get("matchLabels") != release for source in sources):
+                            return f"{policy['metadata']['name']} lets {sources or 'anyone'} reach gRPC"
+            allowed = {port["port"] for p in covering for rule in p["spec"]["ingress"] for port in rule.get("ports", [])}
+            wanted = {GRPC_PORT, OPS_PORT} | ({8080} if role == "edge" else set())
+            if allowed != wanted | ({6379} & allowed):
+                return f"{role} pods take ports {sorted(allowed)}, not {sorted(wanted)}"
+        if renders["network-policy-off"].all("NetworkPolicy"):
+            return "networkPolicy.enabled=false still renders NetworkPolicies"
+        return None
+
+    checks.run("[defaults] NetworkPolicies: gRPC only from the release's pods, ops and the edges' client port open, nothing else; none when disabled", network_policies)
 
 
 def refusal_reason(message: str) -> str:
