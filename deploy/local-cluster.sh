@@ -34,6 +34,8 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state" --appendonly y
     --daemonize yes --pidfile "$PWD/$state/redis.pid" --logfile "$PWD/$state/redis.log"
 
 metas="101=127.0.0.1:7201,102=127.0.0.1:7202,103=127.0.0.1:7203"
+# Every node and `parley cluster …` need it (export it to use the CLI against this cluster).
+export PARLEY_CLUSTER_SECRET=${PARLEY_CLUSTER_SECRET:-local-cluster-secret-0001}
 start() {
     local node=$1 roles=$2 grpc=$3 http=$4
     # Each node's /healthz, /readyz and /metrics: port 9000 + its gRPC port's last three digits.
@@ -58,6 +60,6 @@ sleep 2
 echo "app id: $app_id (no certificate: logins need no token)"
 echo "edges:  ws://127.0.0.1:8081/v1/ws  ws://127.0.0.1:8082/v1/ws"
 echo "try:    ./target/release/parley client --url ws://127.0.0.1:8081/v1/ws --app-id $app_id --uid bob --stay"
-echo "status: ./target/release/parley cluster status --meta 127.0.0.1:7201"
-echo "drain:  ./target/release/parley cluster drain --meta 127.0.0.1:7201 --node-id 2"
+echo "status: PARLEY_CLUSTER_SECRET=$PARLEY_CLUSTER_SECRET ./target/release/parley cluster status --meta 127.0.0.1:7201"
+echo "drain:  PARLEY_CLUSTER_SECRET=$PARLEY_CLUSTER_SECRET ./target/release/parley cluster drain --meta 127.0.0.1:7201 --node-id 2"
 echo "logs:   $state/node-*.log"

@@ -58,6 +58,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "customerKeys": ["backend:s3cret", "ops:s3cret2"],
             "webhook": {"url": "http://hooks.example.com/parley", "secret": "hook-secret"},
         },
+        "cluster": {"secret": "a-cluster-secret-of-our-own"},
     },
 }
 
@@ -78,6 +79,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("a region among its own remotes", {
         "region": {"name": "eu", "remote": ["eu", "us"]}, "kafka": {"brokers": ["kafka:9092"]}},
      "named among region.remote"),
+    ('cluster.secret: "short"', {"cluster": {"secret": "short"}}, "/cluster/secret"),
     ("redis.enabled: false without an external Redis", {"redis": {"enabled": False}}, "/externalRedis/url"),
     ('externalRedis.url: "http://redis:6379"', {
         "redis": {"enabled": False}, "externalRedis": {"url": "http://redis:6379"}}, "/externalRedis/url"),
@@ -482,8 +484,9 @@ def specific_checks(checks: Checks, renders: dict[str, Render]) -> None:
     checks.run("[multi-region] owners and edges get PARLEY_REGION=eu, PARLEY_REMOTE_REGIONS=us,ap, the Kafka brokers and the OTLP endpoint", regions)
 
     def multi_region_secret() -> str | None:
-        if region.all("Secret"):
-            return "the chart rendered a Secret although app.existingSecret is set"
+        rendered = [secret["metadata"]["name"] for secret in region.all("Secret")]
+        if rendered != [f"{RELEASE}-cluster"]:
+            return f"the chart rendered Secrets {rendered} although app.existingSecret is set"
         ref = region.env("edge")["PARLEY_APP_CERTIFICATE"]["valueFrom"]["secretKeyRef"]
         return None if ref["name"] == "parley-app" else f"certificate from {ref['name']}"
 
@@ -585,6 +588,23 @@ def specific_checks(checks: Checks, renders: dict[str, Render]) -> None:
         return None
 
     checks.run("[app-secrets] certificate, customer keys and webhook secret go into a Secret the data nodes read; the app id into the ConfigMap", app_secrets)
+
+    def cluster_secret() -> str | None:
+        import base64
+        for label, r, wanted in (("defaults", defaults, None), ("app-secrets", secrets, "a-cluster-secret-of-our-own")):
+            secret = r.one("Secret", f"{RELEASE}-cluster")
+            if secret is None:
+                return f"[{label}] no cluster Secret"
+            value = base64.b64decode(secret["data"]["cluster-secret"]).decode()
+            if (wanted and value != wanted) or len(value) < 16:
+                return f"[{label}] cluster secret {value!r}"
+            for role in ROLES:
+                ref = r.env(role).get("PARLEY_CLUSTER_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") != f"{RELEASE}-cluster" or ref.get("optional"):
+                    return f"[{label}] {role} does not read the cluster secret: {ref}"
+        return None
+
+    checks.run("every role reads PARLEY_CLUSTER_SECRET from the cluster Secret (generated, or cluster.secret)", cluster_secret)
 
     def network_policies() -> str | None:
         release = {"app.kubernetes.io/name": "parley", "app.kubernetes.io/instance": RELEASE}

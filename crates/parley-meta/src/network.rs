@@ -20,12 +20,13 @@ use openraft::raft::VoteResponse;
 use parley_proto::cluster::v1::RaftMessage;
 use parley_proto::cluster::v1::raft_client::RaftClient;
 use parley_proto::cluster::v1::raft_server;
+use parley_proto::cluster_auth::ClusterAuth;
+use parley_proto::cluster_auth::ClusterChannel;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
-use tonic::transport::Channel;
 
 use crate::store::TypeConfig;
 
@@ -43,12 +44,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         let client = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
             .map(|endpoint| {
-                RaftClient::new(
+                RaftClient::new(ClusterChannel::new(
                     endpoint
                         .connect_timeout(CONNECT_TIMEOUT)
                         .tcp_nodelay(true)
                         .connect_lazy(),
-                )
+                    ClusterAuth,
+                ))
             })
             .map_err(|error| error.to_string());
         Peer { target, client }
@@ -58,7 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// One other meta node.
 pub struct Peer {
     target: u64,
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<ClusterChannel>, String>,
 }
 
 #[derive(Clone, Copy)]

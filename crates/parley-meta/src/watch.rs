@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::meta_client::MetaClient;
-use tonic::transport::Channel;
+use parley_proto::cluster_auth::ClusterAuth;
+use parley_proto::cluster_auth::ClusterChannel;
 
 /// How long a heartbeat may take, the leader's hold included, before the next meta node is tried.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -22,7 +23,7 @@ pub async fn follow(
     mut on_topology: impl FnMut(wire::ClusterTopology) + Send,
 ) {
     assert!(!metas.is_empty(), "no meta node to follow");
-    let mut clients: HashMap<String, MetaClient<Channel>> = HashMap::new();
+    let mut clients: HashMap<String, MetaClient<ClusterChannel>> = HashMap::new();
     let mut known_epoch = 0;
     let mut targets = Targets::new(&metas);
     let mut leader: Option<String> = None;
@@ -86,7 +87,7 @@ pub async fn follow(
 /// under way). Errors other than "not the leader" are returned at once.
 pub async fn command<T, F, Fut>(metas: &[String], call: F) -> anyhow::Result<T>
 where
-    F: Fn(MetaClient<Channel>) -> Fut,
+    F: Fn(MetaClient<ClusterChannel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     anyhow::ensure!(!metas.is_empty(), "no meta address given");
@@ -122,14 +123,15 @@ where
 }
 
 /// A client of the meta node at `address` that connects on first use.
-fn meta_client(address: &str) -> Result<MetaClient<Channel>, tonic::transport::Error> {
+fn meta_client(address: &str) -> Result<MetaClient<ClusterChannel>, tonic::transport::Error> {
     tonic::transport::Endpoint::from_shared(format!("http://{address}")).map(|endpoint| {
-        MetaClient::new(
+        MetaClient::new(ClusterChannel::new(
             endpoint
                 .connect_timeout(Duration::from_millis(500))
                 .tcp_nodelay(true)
                 .connect_lazy(),
-        )
+            ClusterAuth,
+        ))
     })
 }
 

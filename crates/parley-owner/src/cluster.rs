@@ -29,6 +29,8 @@ use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::edge_client::EdgeClient;
 use parley_proto::cluster::v1::owner_client::OwnerClient;
 use parley_proto::cluster::v1::owner_server;
+use parley_proto::cluster_auth::ClusterAuth;
+use parley_proto::cluster_auth::ClusterChannel;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Conversation;
@@ -44,7 +46,6 @@ use tokio::sync::oneshot;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
-use tonic::transport::Channel;
 
 use crate::api::ChannelKey;
 use crate::api::ChannelSend;
@@ -120,13 +121,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening a connection to another node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn lazy_channel(address: &str) -> Result<Channel, Error> {
+fn lazy_channel(address: &str) -> Result<ClusterChannel, Error> {
     tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map(|endpoint| {
-            endpoint
+            let channel = endpoint
                 .timeout(CALL_TIMEOUT)
                 .connect_timeout(CONNECT_TIMEOUT)
-                .connect_lazy()
+                .connect_lazy();
+            ClusterChannel::new(channel, ClusterAuth)
         })
         .map_err(|error| Error::internal(format!("bad node address {address}: {error}")))
 }
@@ -868,7 +870,7 @@ pub struct RemoteOwners {
     topology: SharedTopology,
     local: Option<(NodeId, Arc<dyn OwnerApi>)>,
     // A std lock: a lookup or an insert per call, never held across an await.
-    clients: RwLock<BTreeMap<NodeId, OwnerClient<Channel>>>,
+    clients: RwLock<BTreeMap<NodeId, OwnerClient<ClusterChannel>>>,
 }
 
 impl RemoteOwners {
@@ -880,7 +882,7 @@ impl RemoteOwners {
         }
     }
 
-    fn client(&self, node: NodeId) -> Result<OwnerClient<Channel>, Error> {
+    fn client(&self, node: NodeId) -> Result<OwnerClient<ClusterChannel>, Error> {
         if let Some(client) = self
             .clients
             .read()
@@ -959,7 +961,7 @@ impl RemoteOwners {
     /// Calls `node`; if it answers that another node owns the key, calls that one instead.
     async fn remote<T, F, Fut>(&self, node: NodeId, call: F) -> Result<T, Error>
     where
-        F: Fn(OwnerClient<Channel>, u64) -> Fut,
+        F: Fn(OwnerClient<ClusterChannel>, u64) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let epoch = self.epoch();

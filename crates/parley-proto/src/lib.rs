@@ -25,6 +25,7 @@ pub mod server {
     }
 }
 
+pub mod cluster_auth;
 mod codec;
 
 pub use codec::Codec;

@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::meta_client::MetaClient;
+use parley_proto::cluster_auth::ClusterAuth;
 
 use crate::RedisServer;
 use crate::fresh_temp_dir;
 
 /// The app the cluster's nodes serve (no certificate: logins need no token).
 pub const CLUSTER_APP_ID: &str = "0123456789abcdef0123456789abcdef";
+/// Every process cluster's `--cluster-secret`; the test process sends it too (to ask meta).
+pub const CLUSTER_SECRET: &str = "parley-test-cluster-secret";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -92,6 +95,8 @@ impl ProcessCluster {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> ProcessCluster {
+        parley_proto::cluster_auth::set_cluster_secret(CLUSTER_SECRET)
+            .expect("every process cluster has the same secret");
         let dir = fresh_temp_dir();
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
         let mut cluster = ProcessCluster {
@@ -337,6 +342,7 @@ impl ProcessCluster {
                 &self.dir.join(format!("data-{id}")).to_string_lossy(),
             ])
             .args(["--app-id", CLUSTER_APP_ID])
+            .args(["--cluster-secret", CLUSTER_SECRET])
             .args([
                 "--node-timeout",
                 &format!("{}ms", self.node_timeout.as_millis()),
@@ -416,14 +422,16 @@ impl ProcessCluster {
     /// Meta's current view (from any meta node that answers).
     pub async fn topology(&self) -> Option<wire::ClusterTopology> {
         for address in self.meta_addresses() {
-            let connected = tokio::time::timeout(
-                Duration::from_millis(500),
-                MetaClient::connect(format!("http://{address}")),
-            )
+            let connected = tokio::time::timeout(Duration::from_millis(500), async {
+                tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+                    .connect()
+                    .await
+            })
             .await;
-            let Ok(Ok(mut client)) = connected else {
+            let Ok(Ok(channel)) = connected else {
                 continue;
             };
+            let mut client = MetaClient::with_interceptor(channel, ClusterAuth);
             let asked = tokio::time::timeout(
                 Duration::from_millis(500),
                 client.topology(wire::TopologyRequest {}),
@@ -485,11 +493,16 @@ impl ProcessCluster {
     pub async fn node_status(&self, id: u64) -> Option<wire::StatusReply> {
         let address = self.grpc_address(id);
         let asked = tokio::time::timeout(Duration::from_millis(500), async {
-            let mut client = parley_proto::cluster::v1::cluster_client::ClusterClient::connect(
-                format!("http://{address}"),
-            )
-            .await
-            .ok()?;
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            let mut client =
+                parley_proto::cluster::v1::cluster_client::ClusterClient::with_interceptor(
+                    channel,
+                    ClusterAuth,
+                );
             client.status(wire::Done {}).await.ok()
         })
         .await;

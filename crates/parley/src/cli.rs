@@ -28,8 +28,7 @@ pub enum Command {
     /// Run one node of a cluster with the roles given (edge, owner, meta).
     Run(RunOptions),
     /// Inspect and change the cluster through meta.
-    #[command(subcommand)]
-    Cluster(ClusterCommand),
+    Cluster(ClusterOptions),
     /// Print a "007" RTM token for development.
     Token(TokenOptions),
     /// A scriptable JSON-lines client (see docs/cli.md).
@@ -239,6 +238,20 @@ pub struct TelemetryOptions {
     pub trace_sample_ratio: f64,
 }
 
+#[derive(Clone, Debug, Args)]
+pub struct ClusterOptions {
+    /// The cluster secret the nodes were started with (`parley run --cluster-secret`).
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
 #[derive(Clone, Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Print the cluster as JSON: meta's view with `--meta`, or one node's with `--node`.
@@ -363,6 +376,11 @@ pub struct RunOptions {
     pub kafka: KafkaOptions,
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// A secret shared by every node of the cluster (16 to 256 visible ASCII characters): each
+    /// call between nodes carries it, and calls without it are refused. Without it the cluster
+    /// API takes calls from anyone who can reach `--grpc-addr`.
+    #[arg(long, env = "PARLEY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
     /// Where this node serves `/healthz`, `/readyz` and `/metrics` (every role).
     #[arg(long, env = "PARLEY_OPS_ADDR", default_value = "127.0.0.1:9100")]
     pub ops_addr: SocketAddr,

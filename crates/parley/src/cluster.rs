@@ -458,6 +458,10 @@ pub async fn serve(
     });
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
+        // Every service of the cluster API takes only calls that carry the cluster secret.
+        .layer(tonic::service::InterceptorLayer::new(
+            parley_proto::cluster_auth::check_cluster_secret,
+        ))
         .add_optional_service(owner_service)
         .add_optional_service(edge_service)
         .add_optional_service(raft_service)
@@ -734,8 +738,13 @@ fn topology_ring_owners(topology: &wire::ClusterTopology) -> Vec<u64> {
 
 /// What one node knows of the cluster.
 async fn node_status(node_address: &str) -> anyhow::Result<serde_json::Value> {
-    let mut client =
-        cluster_client::ClusterClient::connect(format!("http://{node_address}")).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{node_address}"))?
+        .connect()
+        .await?;
+    let mut client = cluster_client::ClusterClient::with_interceptor(
+        channel,
+        parley_proto::cluster_auth::ClusterAuth,
+    );
     let status = client.status(wire::Done {}).await?.into_inner();
     let members: Vec<serde_json::Value> = status
         .members

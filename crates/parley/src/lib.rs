@@ -37,8 +37,12 @@ pub fn main(cli: Cli) -> ExitCode {
             );
             with_telemetry(&runtime, config, |telemetry| run::run(options, telemetry))
         }
-        Command::Cluster(command) => runtime.block_on(async {
-            cluster::operate(command).await?;
+        Command::Cluster(options) => runtime.block_on(async {
+            if let Some(secret) = &options.cluster_secret {
+                parley_proto::cluster_auth::set_cluster_secret(secret)
+                    .map_err(|error| anyhow::anyhow!("--cluster-secret: {error}"))?;
+            }
+            cluster::operate(options.command).await?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Token(options) => {

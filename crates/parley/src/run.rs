@@ -50,6 +50,13 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let metas = parse_metas(&options.meta)?;
     let me = NodeId(options.node_id);
+    match &options.cluster_secret {
+        Some(secret) => parley_proto::cluster_auth::set_cluster_secret(secret)
+            .map_err(|error| anyhow::anyhow!("--cluster-secret: {error}"))?,
+        None => tracing::warn!(
+            "no --cluster-secret: the cluster API takes calls from anyone who reaches --grpc-addr"
+        ),
+    }
     if let Some(unknown) = options
         .roles
         .iter()

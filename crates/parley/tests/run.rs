@@ -14,6 +14,7 @@ use parley_proto::cluster::v1::NodeStatus;
 use parley_testkit::PROMPTLY;
 use parley_testkit::ProcessCluster;
 use parley_testkit::processes::CLUSTER_APP_ID;
+use parley_testkit::processes::CLUSTER_SECRET;
 use parley_testkit::processes::Role;
 use parley_testkit::processes::status;
 use tokio::process::Command;
@@ -21,6 +22,7 @@ use tokio::process::Command;
 async fn parley(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_parley"))
         .args(args)
+        .env("PARLEY_CLUSTER_SECRET", CLUSTER_SECRET)
         .output()
         .await
         .unwrap();
@@ -339,6 +341,7 @@ async fn meta_nodes_are_added_and_removed_by_operators() {
     assert_eq!(view["nodes"][0]["status"], "up");
     let unknown = Command::new(env!("CARGO_BIN_EXE_parley"))
         .args(["cluster", "drain", "--meta", &metas, "--node-id", "999"])
+        .env("PARLEY_CLUSTER_SECRET", CLUSTER_SECRET)
         .output()
         .await
         .unwrap();
@@ -505,4 +508,60 @@ async fn apps_are_served_as_meta_says() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_api_takes_only_calls_with_the_cluster_secret() {
+    let cluster = ProcessCluster::start(env!("CARGO_BIN_EXE_parley").as_ref(), 1, 1, 0).await;
+    let metas = cluster.meta_addresses().join(",");
+    let status = |secret: Option<&'static str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+        command
+            .args(["cluster", "status", "--meta", &metas])
+            .env_remove("PARLEY_CLUSTER_SECRET");
+        if let Some(secret) = secret {
+            command.args(["--cluster-secret", secret]);
+        }
+        command.output()
+    };
+    for secret in [None, Some("not-the-cluster-secret")] {
+        let refused = status(secret).await.unwrap();
+        assert!(!refused.status.success(), "{secret:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("needs the cluster secret"), "{stderr}");
+    }
+    let view = status(Some(CLUSTER_SECRET)).await.unwrap();
+    assert!(view.status.success(), "{view:?}");
+
+    // A node with another secret is not let in: its heartbeats are refused.
+    let stranger_dir = std::env::temp_dir().join(format!("parley-stranger-{}", std::process::id()));
+    let mut stranger = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args([
+            "run",
+            "--node-id",
+            "77",
+            "--roles",
+            "owner",
+            "--meta",
+            cluster.meta_flag(),
+        ])
+        .args(["--grpc-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0"])
+        .args(["--data-dir", &stranger_dir.to_string_lossy()])
+        .args(["--cluster-secret", "not-the-cluster-secret"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "the stranger runs (and keeps trying)"
+    );
+    let topology = cluster.topology().await.expect("meta answers");
+    assert!(
+        topology.nodes.iter().all(|node| node.node != 77),
+        "{topology:?}"
+    );
+    let _ = std::fs::remove_dir_all(stranger_dir);
 }

@@ -16,6 +16,7 @@ use parley_testkit::http::http;
 use parley_testkit::otlp::OtlpReceiver;
 use parley_testkit::otlp::ReceivedSpan;
 use parley_testkit::processes::CLUSTER_APP_ID;
+use parley_testkit::processes::CLUSTER_SECRET;
 use parley_testkit::processes::Role;
 
 const PROMPTLY: Duration = Duration::from_secs(15);
@@ -379,6 +380,7 @@ async fn a_message_is_one_trace_from_edge_to_owner_to_edge_and_every_node_report
             &cluster.meta_addresses().join(","),
         ])
         .args(["--node-id", &edges[1].to_string()])
+        .env("PARLEY_CLUSTER_SECRET", CLUSTER_SECRET)
         .output()
         .await
         .expect("run parley cluster drain");

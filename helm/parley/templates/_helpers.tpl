@@ -278,6 +278,11 @@ and IP first, so the OpenTelemetry attributes and the command can use them.
 {{- end }}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ join "," $attributes | quote }}
+- name: PARLEY_CLUSTER_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ printf "%s-cluster" (include "parley.fullname" $root) }}
+      key: cluster-secret
 {{- if ne .role "meta" }}
 - name: PARLEY_APP_CERTIFICATE
   valueFrom:

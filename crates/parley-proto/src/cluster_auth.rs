@@ -1,0 +1,148 @@
+//! Node-to-node authentication: with a cluster secret (`parley run --cluster-secret`), every
+//! call of the cluster's gRPC API carries it in `x-parley-cluster-secret`, and a node refuses
+//! calls without it (UNAUTHENTICATED). Without a secret nothing is sent or checked.
+//!
+//! The secret belongs to the process: every node of one cluster has the same, and a process is
+//! one node (or, in tests, several nodes of one cluster), so it is set once at start
+//! ([`set_cluster_secret`]) rather than threaded through every client.
+
+use std::sync::OnceLock;
+
+use tonic::Request;
+use tonic::Status;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// The metadata key the secret travels in.
+pub const CLUSTER_SECRET_KEY: &str = "x-parley-cluster-secret";
+
+static SECRET: OnceLock<AsciiMetadataValue> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterSecretError {
+    #[error("the cluster secret must be 16 to 256 visible ASCII characters")]
+    Malformed,
+    #[error("the cluster secret is already set to another value")]
+    AlreadySet,
+}
+
+/// Sets the process's cluster secret; setting the same value again is allowed.
+pub fn set_cluster_secret(secret: &str) -> Result<(), ClusterSecretError> {
+    let visible = secret.bytes().all(|byte| byte.is_ascii_graphic());
+    if !(16..=256).contains(&secret.len()) || !visible {
+        return Err(ClusterSecretError::Malformed);
+    }
+    let value: AsciiMetadataValue = secret.parse().map_err(|_| ClusterSecretError::Malformed)?;
+    let current = SECRET.get_or_init(|| value.clone());
+    if *current == value {
+        Ok(())
+    } else {
+        Err(ClusterSecretError::AlreadySet)
+    }
+}
+
+/// A channel to another node whose calls carry the cluster secret.
+pub type ClusterChannel = InterceptedService<Channel, ClusterAuth>;
+
+/// Adds the cluster secret to each outgoing call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterAuth;
+
+impl Interceptor for ClusterAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(secret) = SECRET.get() {
+            request
+                .metadata_mut()
+                .insert(CLUSTER_SECRET_KEY, secret.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The server's check of each incoming call (a `tonic::service::interceptor` for every service
+/// of the cluster API).
+pub fn check_cluster_secret(request: Request<()>) -> Result<Request<()>, Status> {
+    let Some(expected) = SECRET.get() else {
+        return Ok(request);
+    };
+    let given = request
+        .metadata()
+        .get(CLUSTER_SECRET_KEY)
+        .map(AsciiMetadataValue::as_bytes)
+        .unwrap_or_default();
+    if equal_in_constant_time(given, expected.as_bytes()) {
+        Ok(request)
+    } else {
+        Err(Status::unauthenticated(
+            "this cluster's API needs the cluster secret",
+        ))
+    }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of the secret.
+fn equal_in_constant_time(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = given.len() ^ expected.len();
+    for (index, byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(!byte));
+    }
+    difference == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparison_is_exact() {
+        assert!(equal_in_constant_time(
+            b"0123456789abcdef",
+            b"0123456789abcdef"
+        ));
+        for given in [
+            &b""[..],
+            b"0123456789abcdeF",
+            b"0123456789abcde",
+            b"0123456789abcdefg",
+        ] {
+            assert!(!equal_in_constant_time(given, b"0123456789abcdef"));
+        }
+    }
+
+    #[test]
+    fn a_secret_is_checked_once_set() {
+        let call = |secret: Option<&str>| {
+            let mut request = Request::new(());
+            if let Some(secret) = secret {
+                request
+                    .metadata_mut()
+                    .insert(CLUSTER_SECRET_KEY, secret.parse().unwrap());
+            }
+            check_cluster_secret(request).map(drop)
+        };
+        assert!(matches!(
+            set_cluster_secret("short"),
+            Err(ClusterSecretError::Malformed)
+        ));
+        assert!(matches!(
+            set_cluster_secret("has a space in it ok"),
+            Err(ClusterSecretError::Malformed)
+        ));
+        set_cluster_secret("correct-horse-battery").unwrap();
+        set_cluster_secret("correct-horse-battery").unwrap();
+        assert!(matches!(
+            set_cluster_secret("another-horse-battery"),
+            Err(ClusterSecretError::AlreadySet)
+        ));
+        assert!(call(Some("correct-horse-battery")).is_ok());
+        let refused = call(Some("correct-horse-batterY")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert!(call(None).is_err());
+        let mut outgoing = ClusterAuth.call(Request::new(())).unwrap();
+        assert_eq!(
+            outgoing.metadata_mut().get(CLUSTER_SECRET_KEY).unwrap(),
+            "correct-horse-battery"
+        );
+    }
+}
