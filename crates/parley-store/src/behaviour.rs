@@ -67,6 +67,7 @@ pub async fn all(store: &dyn Store) {
     inbox_keeps_order_and_limits(store).await;
     history_pages_in_both_orders_and_counts(store).await;
     history_appends_drop_what_retention_excludes(store).await;
+    look_alike_conversations_are_apart(store).await;
     channel_attributes_round_trip_and_expire(store).await;
     sequence_high_water_marks_persist(store).await;
     user_attributes_round_trip(store).await;
@@ -485,6 +486,27 @@ pub async fn history_pages_in_both_orders_and_counts(store: &dyn Store) {
     assert_eq!(store.count(&app(), &room, 200, 700).await.unwrap(), 5);
     assert_eq!(store.count(&app(), &room, 0, 0).await.unwrap(), 7);
     assert_eq!(store.count(&app(), &pair, 0, 0).await.unwrap(), 1);
+}
+
+/// Uids may hold `:`; the pairs (`x:y`, `z`) and (`x`, `y:z`) are two conversations all the same.
+pub async fn look_alike_conversations_are_apart(store: &dyn Store) {
+    let one = Conversation::peers(uid("x:y"), uid("z"));
+    let other = Conversation::peers(uid("x"), uid("y:z"));
+    store
+        .append(&app(), &one, message(1, 100, "x:y to z"), KEEP)
+        .await
+        .unwrap();
+    let everything = HistoryQuery {
+        start_ms: 0,
+        end_ms: 1_000,
+        limit: 10,
+        order: Order::Ascending,
+        after: None,
+    };
+    let app = app();
+    let read = |conversation| store.query(&app, conversation, everything);
+    assert_eq!(texts(&read(&one).await.unwrap()), ["x:y to z"]);
+    assert!(read(&other).await.unwrap().is_empty(), "x and y:z see it");
 }
 
 pub async fn history_appends_drop_what_retention_excludes(store: &dyn Store) {

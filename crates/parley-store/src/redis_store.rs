@@ -283,7 +283,10 @@ fn inbox_key(app: &AppId, uid: &UserId) -> String {
 
 fn history_key(app: &AppId, conversation: &Conversation) -> String {
     match conversation {
-        Conversation::Peer(a, b) => format!("parley:{{{app}:p:{a}:{b}}}:history"),
+        // Uids may hold `:`: the first one's length keeps (`x:y`, `z`) apart from (`x`, `y:z`).
+        Conversation::Peer(a, b) => {
+            format!("parley:{{{app}:p:{}:{a}:{b}}}:history", a.as_str().len())
+        }
         Conversation::Channel(channel) => format!("parley:{{{app}:c:{channel}}}:history"),
     }
 }
