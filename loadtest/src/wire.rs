@@ -31,8 +31,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub const MARKER: &[u8] = b"~lt~";
 /// Digits of the send time after the marker.
 const TIME_DIGITS: usize = 16;
-/// Connections per source address: below the ~28k ephemeral ports one address has.
-pub const PER_SOURCE_ADDRESS: usize = 25_000;
+/// Connections per source address: below the ~28k ephemeral ports one address has, and no more
+/// than an edge takes from one address by default (`--max-connections-per-address`).
+pub const PER_SOURCE_ADDRESS: usize = 10_000;
 /// How long a login or subscription may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 

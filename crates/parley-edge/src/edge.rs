@@ -37,6 +37,10 @@ pub struct EdgeConfig {
     pub max_frame_bytes: usize,
     /// Frames queued for one connection before it counts as a slow consumer.
     pub outbound_queue: usize,
+    /// Client connections one IP address may hold; more are closed when accepted.
+    pub max_connections_per_address: usize,
+    /// Time a new connection has to get its first request (the WebSocket upgrade) through.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -48,6 +52,8 @@ impl Default for EdgeConfig {
             token_warning: Duration::from_secs(30),
             max_frame_bytes: 128 * 1024,
             outbound_queue: 1024,
+            max_connections_per_address: 10_000,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

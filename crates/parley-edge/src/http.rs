@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::extract::WebSocketUpgrade;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use parley_proto::Codec;
 use parley_proto::SUBPROTOCOL_JSON;
 use parley_proto::SUBPROTOCOL_PROTO;
@@ -17,6 +16,10 @@ use tokio::net::TcpListener;
 
 use crate::connection;
 use crate::edge::Edge;
+use crate::edge::EdgeConfig;
+use crate::listener::Connection;
+use crate::listener::GuardedListener;
+use crate::listener::mark_established;
 
 /// Read buffer per connection: allocated for every connection, idle or not, so it is small; a
 /// frame larger than it (up to the 32 KB message limit) takes a few more reads. The tungstenite
@@ -36,20 +39,26 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .merge(crate::grpc::routes(edge))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes, with `config`'s limits on
+/// connections per address and on the time to the first request (`listener.rs`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    config: &EdgeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small frames go out at once: Nagle's algorithm would hold one back behind an unacknowledged
-    // one (tens of milliseconds against a client's delayed acknowledgement).
-    let listener = listener.tap_io(|socket| {
-        let _ = socket.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let listener = GuardedListener::new(
+        listener,
+        config.max_connections_per_address,
+        config.handshake_timeout,
+    );
+    let router = router.layer(axum::middleware::from_fn(mark_established));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<Connection>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 async fn upgrade(State(edge): State<Arc<Edge>>, upgrade: WebSocketUpgrade) -> impl IntoResponse {

@@ -11,6 +11,7 @@ mod connection;
 mod edge;
 mod grpc;
 mod http;
+mod listener;
 mod requests;
 pub mod rest;
 mod server_api;

@@ -21,6 +21,7 @@ pub(crate) struct EdgeMetrics {
     batch_size: Histogram<u64>,
     delivery_duration: Histogram<f64>,
     slow_consumers: Counter<u64>,
+    refused: Counter<u64>,
 }
 
 /// Made on first use, from the meter `parley_telemetry::Telemetry::init` installed (a process
@@ -71,6 +72,13 @@ static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| {
             .with_description("Connections ended because their outbound queue was full")
             .with_unit("{connection}")
             .build(),
+        refused: meter
+            .u64_counter("parley.connections.refused")
+            .with_description(
+                "Connections closed before any request: too many from one address, or no request in time",
+            )
+            .with_unit("{connection}")
+            .build(),
     }
 });
 
@@ -88,6 +96,10 @@ pub(crate) fn login<T>(result: &Result<T, Error>) {
         Err(error) => error.code.as_str_name(),
     };
     METRICS.logins.add(1, &[KeyValue::new("result", outcome)]);
+}
+
+pub(crate) fn connection_refused(reason: &'static str) {
+    METRICS.refused.add(1, &[KeyValue::new("reason", reason)]);
 }
 
 pub(crate) fn slow_consumer() {

@@ -223,6 +223,32 @@ pub struct DevOptions {
     pub log_format: String,
     #[command(flatten)]
     pub telemetry: TelemetryOptions,
+    #[command(flatten)]
+    pub limits: ConnectionLimitOptions,
+}
+
+/// What an edge's client port takes before any request is read.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectionLimitOptions {
+    /// Client connections one IP address may hold on an edge; more are closed when accepted.
+    /// Clients behind one NAT share an address: raise it for them.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 10_000
+    )]
+    pub max_connections_per_address: usize,
+    /// Time a new client connection has to send its first request (the WebSocket upgrade);
+    /// a connection that sends nothing, or its headers a byte at a time, is closed then.
+    #[arg(long, env = "PARLEY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+}
+
+impl ConnectionLimitOptions {
+    pub fn apply(&self, config: &mut parley_edge::EdgeConfig) {
+        config.max_connections_per_address = self.max_connections_per_address.max(1);
+        config.handshake_timeout = self.handshake_timeout;
+    }
 }
 
 /// Where traces and metrics go besides `/metrics`.
@@ -386,6 +412,8 @@ pub struct RunOptions {
     pub ops_addr: SocketAddr,
     #[command(flatten)]
     pub telemetry: TelemetryOptions,
+    #[command(flatten)]
+    pub limits: ConnectionLimitOptions,
 }
 
 /// A node id, or `auto`: one derived from the host name, stable while the name is. Derived ids

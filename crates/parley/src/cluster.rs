@@ -486,11 +486,12 @@ pub async fn serve(
     let handle = node.handle();
     let metas = node.spec.metas.clone();
     let meta = node.meta.clone();
+    let edge_config = inner.edge.as_ref().map(|edge| edge.config().clone());
     let http_server = async {
-        match (node.router, http) {
-            (Some(router), Some(listener)) => {
+        match (node.router, http, edge_config) {
+            (Some(router), Some(listener), Some(config)) => {
                 let mut http_stop = stop_rx.clone();
-                parley_edge::serve(listener, router, async move {
+                parley_edge::serve(listener, router, &config, async move {
                     let _ = http_stop.wait_for(|stop| *stop).await;
                 })
                 .await

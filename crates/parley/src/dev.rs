@@ -130,7 +130,8 @@ pub async fn serve(
         edge.end_all_sessions(Reason::ServerShutdown, SHUTDOWN_GRACE)
             .await;
     };
-    parley_edge::serve(listener, node.router, shutdown).await
+    let config = node.edge.config().clone();
+    parley_edge::serve(listener, node.router, &config, shutdown).await
 }
 
 pub async fn run(
@@ -152,10 +153,11 @@ pub async fn run(
         },
         ..OwnerConfig::default()
     };
-    let edge_config = EdgeConfig {
+    let mut edge_config = EdgeConfig {
         heartbeat_interval: options.heartbeat_interval,
         ..EdgeConfig::default()
     };
+    options.limits.apply(&mut edge_config);
     let listener = TcpListener::bind(options.http_addr)
         .await
         .with_context(|| format!("bind {}", options.http_addr))?;

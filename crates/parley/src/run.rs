@@ -126,11 +126,13 @@ pub async fn run(
         metas: metas.values().cloned().collect(),
         meta: meta_config,
     };
+    let mut edge_config = EdgeConfig::default();
+    options.limits.apply(&mut edge_config);
     let node = crate::cluster::node(
         spec,
         apps,
         OwnerConfig::default(),
-        EdgeConfig::default(),
+        edge_config,
         options.kafka.pipeline(),
         options.kafka.regions()?,
         store.clone(),

@@ -1,0 +1,124 @@
+//! An edge's client port before any request is read: how many connections one address may
+//! hold, and how long a connection has to get its first request through (slow or silent
+//! clients must not hold sockets forever).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use std::time::Instant;
+
+use parley_proto::Codec;
+use parley_proto::v1;
+use parley_proto::v1::request::Op;
+use parley_testkit::PROMPTLY;
+use parley_testkit::RawClient;
+use parley_testkit::TestServer;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
+use tokio::net::TcpStream;
+
+/// Whether the server closes `stream` within `within` (end of stream or a reset).
+async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buffer = [0u8; 512];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            // An HTTP error answer before the close is a close all the same.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn pong(client: &mut RawClient) {
+    let reply = client.call(Op::Ping(v1::PingRequest {})).await;
+    assert!(reply.error.is_none(), "{reply:?}");
+}
+
+async fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(local.parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let server = TestServer::builder()
+        .edge(|edge| edge.max_connections_per_address = 3)
+        .start()
+        .await;
+    let (url, address) = (server.edge_urls()[0].clone(), server.http_addresses()[0]);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(RawClient::connect(&url, Codec::Json).await);
+    }
+    // A fourth from 127.0.0.1 is closed as soon as it is accepted, before any request.
+    let mut fourth = connect_from("127.0.0.1:0", address).await;
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .ok();
+    assert!(closed_by_server(&mut fourth, PROMPTLY).await);
+    for client in &mut clients {
+        pong(client).await;
+    }
+    // Another address is counted apart.
+    let mut other = connect_from("127.0.0.2:0", address).await;
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    other.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+
+    // A connection that ends gives its place back.
+    drop(clients.pop());
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let mut probe = connect_from("127.0.0.1:0", address).await;
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .ok();
+        let mut answer = [0u8; 12];
+        if probe.read_exact(&mut answer).await.is_ok() && &answer == b"HTTP/1.1 200" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_without_a_request_in_time_is_closed() {
+    let timeout = Duration::from_millis(400);
+    let server = TestServer::builder()
+        .edge(|edge| edge.handshake_timeout = timeout)
+        .start()
+        .await;
+    let (url, address) = (server.edge_urls()[0].clone(), server.http_addresses()[0]);
+
+    // Headers that never end (a slowloris), and a client that says nothing at all.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /v1/ws HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    assert!(closed_by_server(&mut slow, PROMPTLY).await);
+    assert!(closed_by_server(&mut silent, PROMPTLY).await);
+    assert!(
+        started.elapsed() >= timeout - Duration::from_millis(50),
+        "closed after {:?}, before the timeout",
+        started.elapsed()
+    );
+
+    // A client whose upgrade came through in time stays connected past it.
+    let mut client = RawClient::connect(&url, Codec::Proto).await;
+    tokio::time::sleep(timeout * 2).await;
+    pong(&mut client).await;
+}
