@@ -29,6 +29,10 @@ pub const CERTIFICATE: &str = "fedcba9876543210fedcba9876543210";
 /// The customer key (and secret) of the test app, for the server API.
 pub const CUSTOMER_KEY: &str = "test-backend";
 pub const CUSTOMER_SECRET: &str = "test-backend-secret";
+/// A second app ([`TestServerBuilder::second_app`]): no certificate, its own customer key.
+pub const OTHER_APP_ID: &str = "aaaabbbbccccddddeeeeffff00001111";
+pub const OTHER_CUSTOMER_KEY: &str = "other-backend";
+pub const OTHER_CUSTOMER_SECRET: &str = "other-backend-secret";
 
 pub struct TestServerBuilder {
     /// Run as a cluster whatever the environment says.
@@ -42,9 +46,16 @@ pub struct TestServerBuilder {
     edge: EdgeConfig,
     webhook: Option<parley_core::app::Webhook>,
     events: parley_events::PipelineConfig,
+    second_app: bool,
 }
 
 impl TestServerBuilder {
+    /// Serves [`OTHER_APP_ID`] beside the test app.
+    pub fn second_app(mut self) -> Self {
+        self.second_app = true;
+        self
+    }
+
     /// Logins need no token.
     pub fn without_certificate(mut self) -> Self {
         self.certificate = None;
@@ -121,6 +132,15 @@ impl TestServerBuilder {
         app.limits = self.limits;
         app.webhook = self.webhook;
         let certificate = app.certificate.clone();
+        let mut apps = vec![app];
+        if self.second_app {
+            let mut other = AppConfig::new(AppId::parse(OTHER_APP_ID).expect("valid app id"), None);
+            other.customer_keys = vec![parley_core::app::CustomerKey {
+                key: OTHER_CUSTOMER_KEY.into(),
+                secret: OTHER_CUSTOMER_SECRET.into(),
+            }];
+            apps.push(other);
+        }
         let data_dir = match self.data_dir {
             Some(dir) => DataDir::Kept(dir),
             None => DataDir::Temporary(fresh_temp_dir()),
@@ -166,7 +186,7 @@ impl TestServerBuilder {
                 }
                 let node = parley::cluster::node(
                     spec.clone(),
-                    AppDirectory::new([app.clone()]),
+                    AppDirectory::new(apps.clone()),
                     self.owner.clone(),
                     self.edge.clone(),
                     self.events.clone(),
@@ -194,7 +214,7 @@ impl TestServerBuilder {
                 .await
                 .expect("open the store");
             let node = parley::dev::node(
-                AppDirectory::new([app]),
+                AppDirectory::new(apps),
                 self.owner,
                 self.edge,
                 self.events,
@@ -350,6 +370,7 @@ impl TestServer {
             edge: EdgeConfig::default(),
             webhook: None,
             events: parley_events::PipelineConfig::default(),
+            second_app: false,
         }
     }
 
