@@ -172,4 +172,41 @@ mod tests {
             ]
         );
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a settings file holds, reading it answers settings or an error: no panic.
+        #[test]
+        fn any_text_is_read_or_refused(text in "(?s).{0,400}") {
+            let _ = parse(&text);
+        }
+
+        /// Settings written as the file's format are read back as they were.
+        #[test]
+        fn written_settings_read_back(
+            settings in proptest::collection::vec(
+                (
+                    "[a-z][a-z0-9-]{0,20}",
+                    proptest::prop_oneof![
+                        "[a-zA-Z0-9 .:/=,@_-]{0,40}".prop_map(|text| (format!("\"{text}\""), Value::Text(text))),
+                        (0u64..1_000_000).prop_map(|number| (number.to_string(), Value::Text(number.to_string()))),
+                        proptest::bool::ANY.prop_map(|flag| (flag.to_string(), Value::Flag(flag))),
+                    ],
+                ),
+                0..8,
+            )
+        ) {
+            let text: String = settings
+                .iter()
+                .map(|(key, (written, _))| format!("{key} = {written}  # a comment\n"))
+                .collect();
+            let read = parse(&text).unwrap();
+            let expected: Vec<(String, Value)> = settings
+                .into_iter()
+                .map(|(key, (_, value))| (key, value))
+                .collect();
+            prop_assert_eq!(read, expected);
+        }
+    }
 }
