@@ -51,6 +51,9 @@ pub struct MetaConfig {
     pub data_dir: PathBuf,
     /// Silence after which the leader takes a data node out of the ring.
     pub node_timeout: Duration,
+    /// Silence after which the leader forgets a node it marked down (a restart of it joins
+    /// again).
+    pub forget_after: Duration,
     /// How long the leader holds a heartbeat waiting for a newer epoch before answering.
     pub heartbeat_hold: Duration,
 }
@@ -63,6 +66,7 @@ impl MetaConfig {
             initial_members: BTreeMap::new(),
             data_dir,
             node_timeout: Duration::from_millis(1000),
+            forget_after: Duration::from_secs(3600),
             heartbeat_hold: Duration::from_millis(200),
         }
     }
@@ -262,19 +266,23 @@ async fn detect_failures(meta: std::sync::Weak<MetaNode>) {
             let now = Instant::now();
             // A node this leader has not timed yet (it joined through a log entry applied
             // after the leader took over) gets a full timeout from now.
-            for node in meta.cluster.borrow().nodes.keys() {
+            let cluster = meta.cluster.borrow();
+            for node in cluster.nodes.keys() {
                 heard.entry(*node).or_insert(now);
             }
+            heard.retain(|node, _| cluster.nodes.contains_key(node));
+            drop(cluster);
             silent_nodes(
                 &meta.cluster.borrow(),
                 |node| heard.get(&node).map(|at| now.duration_since(*at)),
                 meta.config.node_timeout,
+                meta.config.forget_after,
             )
         };
         for command in silent {
-            tracing::warn!(?command, "data node went silent");
+            tracing::warn!(?command, "data node silent");
             if let Err(error) = meta.write(command).await {
-                tracing::warn!(%error, "marking a node down failed");
+                tracing::warn!(%error, "marking a node down or forgetting it failed");
             }
         }
     }

@@ -184,22 +184,30 @@ impl ClusterState {
     }
 }
 
-/// The nodes to mark down: those not heard from for longer than `timeout`, by the leader's
-/// clock. `last_heard` maps each node to how long ago it was last heard; a node the leader has
-/// no time for yet is not judged (its clock starts when the leader first sees it).
+/// What the leader does about silent nodes: marks down those not heard from for longer than
+/// `timeout`, and forgets those down and silent for longer than `forget_after` (edges of a
+/// Kubernetes Deployment come and go with new ids; their old entries must not pile up). By
+/// the leader's clock: `last_heard` maps each node to how long ago it was last heard; a node
+/// the leader has no time for yet is not judged (its clock starts when the leader first sees
+/// it).
 pub fn silent_nodes(
     state: &ClusterState,
     last_heard: impl Fn(u64) -> Option<std::time::Duration>,
     timeout: std::time::Duration,
+    forget_after: std::time::Duration,
 ) -> Vec<Command> {
     state
         .nodes
         .iter()
-        .filter(|(_, record)| record.status != NodeStatus::Down)
-        .filter(|(node, _)| last_heard(**node).is_some_and(|ago| ago > timeout))
-        .map(|(node, record)| Command::MarkDown {
-            node: *node,
-            incarnation: record.incarnation,
+        .filter_map(|(node, record)| {
+            let ago = last_heard(*node)?;
+            match record.status {
+                NodeStatus::Down => (ago > forget_after).then_some(Command::Remove { node: *node }),
+                _ => (ago > timeout).then_some(Command::MarkDown {
+                    node: *node,
+                    incarnation: record.incarnation,
+                }),
+            }
         })
         .collect()
 }
@@ -347,11 +355,32 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            silent_nodes(&state, heard, Duration::from_secs(1)),
+            silent_nodes(
+                &state,
+                heard,
+                Duration::from_secs(1),
+                Duration::from_secs(60)
+            ),
             vec![Command::MarkDown {
                 node: 2,
                 incarnation: 2
             }]
+        );
+        // Down and silent for longer than `forget_after`: forgotten.
+        assert_eq!(
+            silent_nodes(
+                &state,
+                heard,
+                Duration::from_secs(1),
+                Duration::from_secs(5)
+            ),
+            vec![
+                Command::MarkDown {
+                    node: 2,
+                    incarnation: 2
+                },
+                Command::Remove { node: 3 },
+            ]
         );
     }
 }

@@ -65,6 +65,10 @@ fn config(id: u64, addresses: &BTreeMap<u64, String>, dir: &std::path::Path) -> 
 
 impl Metas {
     async fn start(count: u64) -> Metas {
+        Metas::start_with(count, |_| {}).await
+    }
+
+    async fn start_with(count: u64, edit: impl Fn(&mut MetaConfig)) -> Metas {
         let mut listeners = BTreeMap::new();
         let mut addresses = BTreeMap::new();
         for id in 1..=count {
@@ -76,7 +80,9 @@ impl Metas {
         let mut running = BTreeMap::new();
         for (id, listener) in listeners {
             let dir = &dirs[id as usize - 1];
-            running.insert(id, start_meta(config(id, &addresses, dir), listener).await);
+            let mut config = config(id, &addresses, dir);
+            edit(&mut config);
+            running.insert(id, start_meta(config, listener).await);
         }
         Metas {
             dirs,
@@ -203,6 +209,50 @@ async fn nodes_join_by_heartbeat_and_silent_ones_are_marked_down() {
         "marked down too early: {took:?}"
     );
     owner_a.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_for_long_is_forgotten_and_joins_again_when_it_restarts() {
+    let metas = Metas::start_with(3, |config| {
+        config.forget_after = Duration::from_millis(1500)
+    })
+    .await;
+    metas.leader().await;
+    let (owner, mut view) = follow(data_node(31, true), metas.addresses());
+    let (edge, _edge_view) = follow(data_node(32, false), metas.addresses());
+    wait_for(&mut view, "both up", |topology| {
+        status_of(topology, 31) == Some(wire::NodeStatus::Up)
+            && status_of(topology, 32) == Some(wire::NodeStatus::Up)
+    })
+    .await;
+    edge.abort();
+    let silent_at = Instant::now();
+    wait_for(&mut view, "edge 32 down", |topology| {
+        status_of(topology, 32) == Some(wire::NodeStatus::Down)
+    })
+    .await;
+    wait_for(&mut view, "edge 32 forgotten", |topology| {
+        status_of(topology, 32).is_none()
+    })
+    .await;
+    // Forgotten once silent for `forget_after` (it was marked down after `node_timeout`).
+    assert!(
+        silent_at.elapsed() >= Duration::from_millis(1400),
+        "forgotten too early: {:?}",
+        silent_at.elapsed()
+    );
+    // A new run of it (a new incarnation) joins again.
+    let restarted = wire::NodeInfo {
+        incarnation: 43,
+        ..data_node(32, false)
+    };
+    let (again, _again_view) = follow(restarted, metas.addresses());
+    wait_for(&mut view, "edge 32 back", |topology| {
+        status_of(topology, 32) == Some(wire::NodeStatus::Up)
+    })
+    .await;
+    owner.abort();
+    again.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

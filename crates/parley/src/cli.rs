@@ -385,6 +385,10 @@ pub struct RunOptions {
     /// Silence after which meta takes a data node out of service.
     #[arg(long, env = "PARLEY_NODE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub node_timeout: Duration,
+    /// Silence after which meta forgets a data node it took out of service (an edge pod that
+    /// was replaced); the node joins again if it restarts.
+    #[arg(long, env = "PARLEY_FORGET_DOWN_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub forget_down_after: Duration,
     #[arg(long, env = "PARLEY_APP_ID")]
     pub app_id: Option<String>,
     /// Without it the app takes logins without a token (development only).

@@ -80,6 +80,7 @@ pub async fn run(
             config.initial_members = metas.clone();
         }
         config.node_timeout = options.node_timeout;
+        config.forget_after = options.forget_down_after;
         config
     });
     let apps = match &options.app_id {
