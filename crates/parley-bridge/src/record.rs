@@ -67,6 +67,7 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
             enable_history,
             message_id,
             server_received_ts,
+            trace,
         } => (
             Key::Receiver(&from.app, to),
             Record::Peer(wire::RegionPeer {
@@ -77,6 +78,7 @@ pub(crate) fn encode(region: &str, record: &RegionRecord) -> (String, Vec<u8>) {
                 enable_history: *enable_history,
                 message_id: message_id.0,
                 server_received_ts: *server_received_ts,
+                traceparent: trace.clone().unwrap_or_default(),
             }),
         ),
         RegionRecord::Attributes {
@@ -263,7 +265,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Action, String> {
                 message_id: MessageId(peer.message_id),
                 server_received_ts: peer.server_received_ts,
             }),
-            trace: None,
+            trace: parley_owner::trace_of(peer.traceparent),
         })),
         Record::PeerOutcome(result) => Ok(Action::PeerOutcome {
             to: user(&result.to)?,
@@ -438,6 +440,7 @@ mod tests {
                 enable_history: false,
                 message_id: MessageId(7),
                 server_received_ts: 1_700_000_000_000,
+                trace: Some(TRACEPARENT.into()),
             },
         );
         assert_eq!(
@@ -460,7 +463,7 @@ mod tests {
                     message_id: MessageId(7),
                     server_received_ts: 1_700_000_000_000,
                 }),
-                trace: None,
+                trace: Some(TRACEPARENT.into()),
             })
         );
 

@@ -157,6 +157,8 @@ pub enum RegionRecord {
         enable_history: bool,
         message_id: MessageId,
         server_received_ts: i64,
+        /// The sending owner's span, when the message is traced.
+        trace: Option<String>,
     },
     /// A channel's whole attribute set after a change here (or, to a region that has just
     /// taken the channel up, as it is).

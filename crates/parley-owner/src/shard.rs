@@ -1005,6 +1005,7 @@ impl Shard {
                     enable_history: send.enable_history,
                     message_id,
                     server_received_ts,
+                    trace: send.trace,
                 });
                 return Ok(PeerRouted::Remote {
                     message_id,
