@@ -35,6 +35,7 @@ use crate::HistoryStore;
 use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
+use crate::Reachable;
 use crate::RegionDirectory;
 use crate::Restriction;
 use crate::RestrictionStore;
@@ -692,7 +693,10 @@ impl RegionDirectory for EmbeddedStore {
             .map(|known| known.iter().cloned().collect())
             .unwrap_or_default())
     }
+}
 
+#[async_trait]
+impl Reachable for EmbeddedStore {
     async fn ping(&self) -> StoreResult<()> {
         // In the process: it answers whenever the process does.
         Ok(())

@@ -234,7 +234,11 @@ pub trait RegionDirectory: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The regions, sorted.
     async fn user_regions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<String>>;
-    /// Whether the store answers at all (an owner's readiness).
+}
+
+/// Whether the store answers at all (an owner's readiness, `/readyz`).
+#[async_trait]
+pub trait Reachable: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
@@ -375,6 +379,7 @@ pub trait Store:
     + RegionDirectory
     + RestrictionStore
     + EventLog
+    + Reachable
 {
 }
 
@@ -387,7 +392,8 @@ impl<
         + SessionDirectory
         + RegionDirectory
         + RestrictionStore
-        + EventLog,
+        + EventLog
+        + Reachable,
 > Store for T
 {
 }

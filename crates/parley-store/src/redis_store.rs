@@ -37,6 +37,7 @@ use crate::HistoryStore;
 use crate::InboxLimits;
 use crate::InboxStore;
 use crate::Order;
+use crate::Reachable;
 use crate::RegionDirectory;
 use crate::Restriction;
 use crate::RestrictionStore;
@@ -680,7 +681,10 @@ impl RegionDirectory for RedisStore {
         regions.sort();
         Ok(regions)
     }
+}
 
+#[async_trait]
+impl Reachable for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
