@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -19,6 +20,7 @@ use parley_proto::v1::server_frame::Kind as ServerKind;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -42,14 +44,36 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// What a wss:// URL is checked with: the configured authorities, else the system's.
+fn tls_config(
+    config: &ClientConfig,
+) -> Result<Option<Arc<parley_tls::rustls::ClientConfig>>, ClientError> {
+    let secure = std::iter::once(&config.url)
+        .chain(&config.fallback_urls)
+        .any(|url| url.starts_with("wss://"));
+    if !secure {
+        return Ok(None);
+    }
+    let roots = match &config.tls_roots {
+        Some(path) => parley_tls::roots_from_file(path),
+        None => parley_tls::system_roots(),
+    };
+    roots
+        .and_then(|roots| parley_tls::client_config(roots, None, &[b"http/1.1"]))
+        .map(Some)
+        .map_err(|error| ClientError::new(ErrorCode::InvalidArgument, error.to_string()))
+}
+
 /// Connects and logs in, then hands the socket to a new task.
 pub(crate) async fn start(
     config: ClientConfig,
     command_rx: mpsc::Receiver<Command>,
     sink: Sink,
 ) -> Result<(), ClientError> {
+    let tls = tls_config(&config)?;
     let mut manager = Manager {
         config,
+        tls,
         sink,
         pending: HashMap::new(),
         next_id: 1,
@@ -95,6 +119,8 @@ enum Effect {
 
 struct Manager {
     config: ClientConfig,
+    /// For wss:// URLs.
+    tls: Option<Arc<parley_tls::rustls::ClientConfig>>,
     sink: Sink,
     pending: HashMap<u64, Pending>,
     next_id: u64,
@@ -405,7 +431,12 @@ impl Manager {
             HeaderValue::from_static(self.config.codec.subprotocol()),
         );
         // Nagle off: a receipt or a message must not wait behind an unacknowledged frame.
-        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            true,
+            self.tls.clone().map(Connector::Rustls),
+        );
         let connected = tokio::time::timeout(LOGIN_TIMEOUT, connecting)
             .await
             .map_err(|_| ClientError::new(ErrorCode::Timeout, "connect timed out"))

@@ -59,6 +59,9 @@ pub struct ClientConfig {
     pub reconnect: bool,
     /// How long a request may wait for its reply.
     pub request_timeout: Duration,
+    /// Certificate authorities (a PEM file) that wss:// servers are checked against, instead
+    /// of the system's (which honour `SSL_CERT_FILE`).
+    pub tls_roots: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -72,7 +75,13 @@ impl ClientConfig {
             codec: Codec::Proto,
             reconnect: true,
             request_timeout: Duration::from_secs(15),
+            tls_roots: None,
         }
+    }
+
+    pub fn tls_roots(mut self, pem_file: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_roots = Some(pem_file.into());
+        self
     }
 
     pub fn token(mut self, token: impl Into<String>) -> Self {

@@ -41,6 +41,8 @@ pub struct EdgeConfig {
     pub max_connections_per_address: usize,
     /// Time a new connection has to get its first request (the WebSocket upgrade) through.
     pub handshake_timeout: Duration,
+    /// The client port's TLS; without it the port speaks plain text.
+    pub tls: Option<Arc<parley_tls::rustls::ServerConfig>>,
 }
 
 impl Default for EdgeConfig {
@@ -54,6 +56,7 @@ impl Default for EdgeConfig {
             outbound_queue: 1024,
             max_connections_per_address: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

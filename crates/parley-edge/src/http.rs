@@ -12,6 +12,7 @@ use axum::routing::get;
 use parley_proto::Codec;
 use parley_proto::SUBPROTOCOL_JSON;
 use parley_proto::SUBPROTOCOL_PROTO;
+use parley_tls::TlsAcceptor;
 use tokio::net::TcpListener;
 
 use crate::connection;
@@ -40,7 +41,8 @@ pub fn router(edge: Arc<Edge>) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, with `config`'s limits on
-/// connections per address and on the time to the first request (`listener.rs`).
+/// connections per address and on the time to the first request (`listener.rs`), over TLS when
+/// `config.tls` is set (then only over TLS).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -51,6 +53,7 @@ pub async fn serve(
         listener,
         config.max_connections_per_address,
         config.handshake_timeout,
+        config.tls.clone().map(TlsAcceptor::from),
     );
     let router = router.layer(axum::middleware::from_fn(mark_established));
     axum::serve(

@@ -2,7 +2,9 @@
 //! `max_connections_per_address` connections from one IP address (more are closed as soon as
 //! they are accepted), and each connection must get a first request through within
 //! `handshake_timeout` (a client that sends its headers a byte at a time, or nothing, is closed
-//! then instead of holding a socket forever).
+//! then instead of holding a socket forever). With TLS, the TLS handshake happens inside that
+//! time too, as the connection is first read (`parley_tls::ServerStream`), never in the accept
+//! loop.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,6 +25,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::serve::IncomingStream;
 use axum::serve::Listener;
+use parley_tls::ServerStream;
+use parley_tls::TlsAcceptor;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::io::ReadBuf;
@@ -37,6 +41,7 @@ pub(crate) struct GuardedListener {
     counts: Counts,
     max_per_address: usize,
     handshake_timeout: Duration,
+    tls: Option<TlsAcceptor>,
 }
 
 impl GuardedListener {
@@ -44,12 +49,14 @@ impl GuardedListener {
         inner: TcpListener,
         max_per_address: usize,
         handshake_timeout: Duration,
+        tls: Option<TlsAcceptor>,
     ) -> Self {
         GuardedListener {
             inner,
             counts: Counts::default(),
             max_per_address,
             handshake_timeout,
+            tls,
         }
     }
 }
@@ -76,7 +83,7 @@ impl Listener for GuardedListener {
             // unacknowledged one (tens of milliseconds against a client's delayed ack).
             let _ = stream.set_nodelay(true);
             let guarded = GuardedStream {
-                stream,
+                stream: ServerStream::new(stream, self.tls.as_ref()),
                 handshake: Some(Box::pin(tokio::time::sleep(self.handshake_timeout))),
                 established: Arc::new(AtomicBool::new(false)),
                 slot: Slot {
@@ -114,7 +121,7 @@ impl Drop for Slot {
 /// A client connection that fails its reads once the handshake time is up, until a request
 /// has come through ([`mark_established`]).
 pub(crate) struct GuardedStream {
-    stream: TcpStream,
+    stream: ServerStream<TcpStream>,
     handshake: Option<Pin<Box<tokio::time::Sleep>>>,
     established: Arc<AtomicBool>,
     slot: Slot,

@@ -20,7 +20,6 @@ use openraft::raft::VoteResponse;
 use parley_proto::cluster::v1::RaftMessage;
 use parley_proto::cluster::v1::raft_client::RaftClient;
 use parley_proto::cluster::v1::raft_server;
-use parley_proto::cluster_auth::ClusterAuth;
 use parley_proto::cluster_auth::ClusterChannel;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,17 +41,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
-        let client = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
-            .map(|endpoint| {
-                RaftClient::new(ClusterChannel::new(
-                    endpoint
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .tcp_nodelay(true)
-                        .connect_lazy(),
-                    ClusterAuth,
-                ))
-            })
-            .map_err(|error| error.to_string());
+        let client = parley_proto::cluster_auth::channel(&node.addr, |endpoint| {
+            endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true)
+        })
+        .map(RaftClient::new)
+        .map_err(|error| error.to_string());
         Peer { target, client }
     }
 }

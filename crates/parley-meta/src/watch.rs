@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::meta_client::MetaClient;
-use parley_proto::cluster_auth::ClusterAuth;
 use parley_proto::cluster_auth::ClusterChannel;
 
 /// How long a heartbeat may take, the leader's hold included, before the next meta node is tried.
@@ -124,15 +123,12 @@ where
 
 /// A client of the meta node at `address` that connects on first use.
 fn meta_client(address: &str) -> Result<MetaClient<ClusterChannel>, tonic::transport::Error> {
-    tonic::transport::Endpoint::from_shared(format!("http://{address}")).map(|endpoint| {
-        MetaClient::new(ClusterChannel::new(
-            endpoint
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true)
-                .connect_lazy(),
-            ClusterAuth,
-        ))
+    parley_proto::cluster_auth::channel(address, |endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
     })
+    .map(MetaClient::new)
 }
 
 /// Which meta node to try next: the leader when one was named, else the next in turn.

@@ -29,7 +29,6 @@ use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::edge_client::EdgeClient;
 use parley_proto::cluster::v1::owner_client::OwnerClient;
 use parley_proto::cluster::v1::owner_server;
-use parley_proto::cluster_auth::ClusterAuth;
 use parley_proto::cluster_auth::ClusterChannel;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
@@ -122,15 +121,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn lazy_channel(address: &str) -> Result<ClusterChannel, Error> {
-    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map(|endpoint| {
-            let channel = endpoint
-                .timeout(CALL_TIMEOUT)
-                .connect_timeout(CONNECT_TIMEOUT)
-                .connect_lazy();
-            ClusterChannel::new(channel, ClusterAuth)
-        })
-        .map_err(|error| Error::internal(format!("bad node address {address}: {error}")))
+    parley_proto::cluster_auth::channel(address, |endpoint| {
+        endpoint
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+    })
+    .map_err(|error| Error::internal(format!("bad node address {address}: {error}")))
 }
 
 // ---- server ------------------------------------------------------------------------------------

@@ -2,11 +2,20 @@
 //! call of the cluster's gRPC API carries it in `x-parley-cluster-secret`, and a node refuses
 //! calls without it (UNAUTHENTICATED). Without a secret nothing is sent or checked.
 //!
-//! The secret belongs to the process: every node of one cluster has the same, and a process is
-//! one node (or, in tests, several nodes of one cluster), so it is set once at start
-//! ([`set_cluster_secret`]) rather than threaded through every client.
+//! With cluster TLS (`parley run --cluster-ca --cluster-cert --cluster-key`), every connection
+//! between nodes is mutual TLS: a node serves its certificate and takes only peers presenting
+//! one the cluster's CA signed, and connects to others the same way ([`channel`]).
+//!
+//! Both belong to the process: every node of one cluster has the same, and a process is one
+//! node (or, in tests, several nodes of one cluster), so each is set once at start
+//! ([`set_cluster_secret`], [`set_cluster_tls`]) rather than threaded through every client.
 
+use std::sync::Arc;
 use std::sync::OnceLock;
+
+use parley_tls::TlsAcceptor;
+use parley_tls::rustls::ClientConfig;
+use parley_tls::rustls::ServerConfig;
 
 use tonic::Request;
 use tonic::Status;
@@ -14,11 +23,22 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 
 /// The metadata key the secret travels in.
 pub const CLUSTER_SECRET_KEY: &str = "x-parley-cluster-secret";
 
 static SECRET: OnceLock<AsciiMetadataValue> = OnceLock::new();
+static TLS: OnceLock<ClusterTls> = OnceLock::new();
+
+/// How nodes of this cluster speak TLS to each other.
+#[derive(Clone, Debug)]
+pub struct ClusterTls {
+    /// Presents the node's certificate and requires one from every caller.
+    pub server: Arc<ServerConfig>,
+    /// Trusts the cluster's CA and presents the node's certificate.
+    pub client: Arc<ClientConfig>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterSecretError {
@@ -26,6 +46,32 @@ pub enum ClusterSecretError {
     Malformed,
     #[error("the cluster secret is already set to another value")]
     AlreadySet,
+}
+
+/// Sets the process's cluster TLS; once only.
+pub fn set_cluster_tls(tls: ClusterTls) -> Result<(), ClusterTls> {
+    TLS.set(tls)
+}
+
+/// What the cluster port accepts with: TLS when cluster TLS is set.
+pub fn cluster_acceptor() -> Option<TlsAcceptor> {
+    TLS.get().map(|tls| TlsAcceptor::from(tls.server.clone()))
+}
+
+/// A channel to the node at `address` (`host:port`) that connects on first use, over TLS when
+/// cluster TLS is set; `configure` sets its timeouts.
+pub fn channel(
+    address: &str,
+    configure: impl FnOnce(Endpoint) -> Endpoint,
+) -> Result<ClusterChannel, tonic::transport::Error> {
+    let endpoint = configure(Endpoint::from_shared(format!("http://{address}"))?);
+    let channel = match TLS.get() {
+        Some(tls) => {
+            endpoint.connect_with_connector_lazy(parley_tls::Connector::new(tls.client.clone()))
+        }
+        None => endpoint.connect_lazy(),
+    };
+    Ok(ClusterChannel::new(channel, ClusterAuth))
 }
 
 /// Sets the process's cluster secret; setting the same value again is allowed.

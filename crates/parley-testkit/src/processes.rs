@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::meta_client::MetaClient;
-use parley_proto::cluster_auth::ClusterAuth;
 
 use crate::RedisServer;
 use crate::fresh_temp_dir;
@@ -262,12 +261,14 @@ impl ProcessCluster {
         Self::start_with_env(binary, 1, 2, 1, &args, env).await
     }
 
-    /// The client URLs of the edges, in id order.
+    /// The client URLs of the edges, in id order (wss:// when the nodes were given `--tls-cert`).
     pub fn edge_urls(&self) -> Vec<String> {
+        let tls = self.extra_args.iter().any(|arg| arg == "--tls-cert");
+        let scheme = if tls { "wss" } else { "ws" };
         self.nodes
             .values()
             .filter(|node| node.role == Role::Edge)
-            .map(|node| format!("ws://127.0.0.1:{}/v1/ws", node.http_port))
+            .map(|node| format!("{scheme}://127.0.0.1:{}/v1/ws", node.http_port))
             .collect()
     }
 
@@ -422,16 +423,13 @@ impl ProcessCluster {
     /// Meta's current view (from any meta node that answers).
     pub async fn topology(&self) -> Option<wire::ClusterTopology> {
         for address in self.meta_addresses() {
-            let connected = tokio::time::timeout(Duration::from_millis(500), async {
-                tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-                    .connect()
-                    .await
-            })
-            .await;
-            let Ok(Ok(channel)) = connected else {
+            // With cluster TLS set in this process (a test of it), over mutual TLS.
+            let Ok(channel) = parley_proto::cluster_auth::channel(&address, |endpoint| {
+                endpoint.connect_timeout(Duration::from_millis(500))
+            }) else {
                 continue;
             };
-            let mut client = MetaClient::with_interceptor(channel, ClusterAuth);
+            let mut client = MetaClient::new(channel);
             let asked = tokio::time::timeout(
                 Duration::from_millis(500),
                 client.topology(wire::TopologyRequest {}),
@@ -493,16 +491,11 @@ impl ProcessCluster {
     pub async fn node_status(&self, id: u64) -> Option<wire::StatusReply> {
         let address = self.grpc_address(id);
         let asked = tokio::time::timeout(Duration::from_millis(500), async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
-            let mut client =
-                parley_proto::cluster::v1::cluster_client::ClusterClient::with_interceptor(
-                    channel,
-                    ClusterAuth,
-                );
+            let channel = parley_proto::cluster_auth::channel(&address, |endpoint| {
+                endpoint.connect_timeout(Duration::from_millis(500))
+            })
+            .ok()?;
+            let mut client = parley_proto::cluster::v1::cluster_client::ClusterClient::new(channel);
             client.status(wire::Done {}).await.ok()
         })
         .await;

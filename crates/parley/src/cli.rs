@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use std::time::SystemTime;
 
+use anyhow::Context;
 use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
@@ -24,9 +25,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every role in one process on embedded storage.
-    Dev(DevOptions),
+    Dev(Box<DevOptions>),
     /// Run one node of a cluster with the roles given (edge, owner, meta).
-    Run(RunOptions),
+    Run(Box<RunOptions>),
     /// Inspect and change the cluster through meta.
     Cluster(ClusterOptions),
     /// Print a "007" RTM token for development.
@@ -224,12 +225,19 @@ pub struct DevOptions {
     #[command(flatten)]
     pub telemetry: TelemetryOptions,
     #[command(flatten)]
-    pub limits: ConnectionLimitOptions,
+    pub client_port: ClientPortOptions,
 }
 
-/// What an edge's client port takes before any request is read.
+/// How an edge's client port speaks, and what it takes before any request is read.
 #[derive(Clone, Debug, Args)]
-pub struct ConnectionLimitOptions {
+pub struct ClientPortOptions {
+    /// The client port's certificate chain (PEM); with `--tls-key` the port speaks only TLS
+    /// (wss://, https://). Read again when the file changes: renewals need no restart.
+    #[arg(long, env = "PARLEY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "PARLEY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Client connections one IP address may hold on an edge; more are closed when accepted.
     /// Clients behind one NAT share an address: raise it for them.
     #[arg(
@@ -244,10 +252,80 @@ pub struct ConnectionLimitOptions {
     pub handshake_timeout: Duration,
 }
 
-impl ConnectionLimitOptions {
-    pub fn apply(&self, config: &mut parley_edge::EdgeConfig) {
+impl ClientPortOptions {
+    pub fn apply(&self, config: &mut parley_edge::EdgeConfig) -> anyhow::Result<()> {
         config.max_connections_per_address = self.max_connections_per_address.max(1);
         config.handshake_timeout = self.handshake_timeout;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let files = parley_tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let cert = parley_tls::ReloadingCert::load(files).context("--tls-cert, --tls-key")?;
+            config.tls = Some(parley_tls::server_config(cert, None)?);
+        }
+        Ok(())
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+}
+
+/// Mutual TLS between the nodes of a cluster.
+#[derive(Clone, Debug, Args)]
+pub struct ClusterTlsOptions {
+    /// The certificate authority (PEM) that signed every node's certificate: with
+    /// `--cluster-cert` and `--cluster-key`, nodes speak only mutual TLS to each other and take
+    /// no caller without a certificate it signed.
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_CA",
+        global = true,
+        requires_all = ["cluster_cert", "cluster_key"]
+    )]
+    pub cluster_ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM), naming every address other nodes use for it;
+    /// read again when the file changes.
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_CERT",
+        global = true,
+        requires = "cluster_ca"
+    )]
+    pub cluster_cert: Option<PathBuf>,
+    /// The private key of `--cluster-cert` (PEM).
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_KEY",
+        global = true,
+        requires = "cluster_ca"
+    )]
+    pub cluster_key: Option<PathBuf>,
+}
+
+impl ClusterTlsOptions {
+    /// Sets the process's cluster TLS when asked for; says whether it was.
+    pub fn install(&self) -> anyhow::Result<bool> {
+        let (Some(ca), Some(cert), Some(key)) =
+            (&self.cluster_ca, &self.cluster_cert, &self.cluster_key)
+        else {
+            return Ok(false);
+        };
+        let files = parley_tls::CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let identity =
+            parley_tls::ReloadingCert::load(files).context("--cluster-cert, --cluster-key")?;
+        let roots = || parley_tls::roots_from_file(ca).context("--cluster-ca");
+        let tls = parley_proto::cluster_auth::ClusterTls {
+            server: parley_tls::server_config(identity.clone(), Some(roots()?))?,
+            client: parley_tls::client_config(roots()?, Some(identity), &[b"h2"])?,
+        };
+        parley_proto::cluster_auth::set_cluster_tls(tls)
+            .map_err(|_| anyhow::anyhow!("cluster TLS is already set in this process"))?;
+        Ok(true)
     }
 }
 
@@ -274,6 +352,8 @@ pub struct ClusterOptions {
         hide_env_values = true
     )]
     pub cluster_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: ClusterTlsOptions,
     #[command(subcommand)]
     pub command: ClusterCommand,
 }
@@ -411,13 +491,20 @@ pub struct RunOptions {
     /// API takes calls from anyone who can reach `--grpc-addr`.
     #[arg(long, env = "PARLEY_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    #[command(flatten)]
+    pub cluster_tls: ClusterTlsOptions,
+    /// Production mode: the node refuses to start unless its cluster port speaks mutual TLS
+    /// (`--cluster-ca`, `--cluster-cert`, `--cluster-key`) and, on an edge, its client port
+    /// speaks TLS (`--tls-cert`, `--tls-key`); so no connection without TLS is taken.
+    #[arg(long, env = "PARLEY_PRODUCTION")]
+    pub production: bool,
     /// Where this node serves `/healthz`, `/readyz` and `/metrics` (every role).
     #[arg(long, env = "PARLEY_OPS_ADDR", default_value = "127.0.0.1:9100")]
     pub ops_addr: SocketAddr,
     #[command(flatten)]
     pub telemetry: TelemetryOptions,
     #[command(flatten)]
-    pub limits: ConnectionLimitOptions,
+    pub client_port: ClientPortOptions,
 }
 
 /// A node id, or `auto`: one derived from the host name, stable while the name is. Derived ids

@@ -40,6 +40,7 @@ use parley_proto::cluster::v1::cluster_client;
 use parley_proto::cluster::v1::cluster_server;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Store;
+use parley_tls::ServerStream;
 use tokio::net::TcpListener;
 
 /// How long sessions get to say goodbye when the node stops or drains.
@@ -457,6 +458,8 @@ pub async fn serve(
         handle: node.handle(),
     });
     let mut grpc_stop = stop_rx.clone();
+    // With cluster TLS, only mutual TLS (the handshake is done as each connection is first read).
+    let acceptor = parley_proto::cluster_auth::cluster_acceptor();
     let grpc_server = tonic::transport::Server::builder()
         // Every service of the cluster API takes only calls that carry the cluster secret.
         .layer(tonic::service::InterceptorLayer::new(
@@ -469,7 +472,10 @@ pub async fn serve(
         .add_service(status_service)
         .serve_with_incoming_shutdown(
             // Answers and deliveries to other nodes go out at once (no Nagle delay).
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            tokio_stream::StreamExt::map(
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                move |tcp| tcp.map(|tcp| ServerStream::new(tcp, acceptor.as_ref())),
+            ),
             async move {
                 let _ = grpc_stop.wait_for(|stop| *stop).await;
             },
@@ -739,13 +745,8 @@ fn topology_ring_owners(topology: &wire::ClusterTopology) -> Vec<u64> {
 
 /// What one node knows of the cluster.
 async fn node_status(node_address: &str) -> anyhow::Result<serde_json::Value> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{node_address}"))?
-        .connect()
-        .await?;
-    let mut client = cluster_client::ClusterClient::with_interceptor(
-        channel,
-        parley_proto::cluster_auth::ClusterAuth,
-    );
+    let channel = parley_proto::cluster_auth::channel(node_address, |endpoint| endpoint)?;
+    let mut client = cluster_client::ClusterClient::new(channel);
     let status = client.status(wire::Done {}).await?.into_inner();
     let members: Vec<serde_json::Value> = status
         .members

@@ -157,7 +157,7 @@ pub async fn run(
         heartbeat_interval: options.heartbeat_interval,
         ..EdgeConfig::default()
     };
-    options.limits.apply(&mut edge_config);
+    options.client_port.apply(&mut edge_config)?;
     let listener = TcpListener::bind(options.http_addr)
         .await
         .with_context(|| format!("bind {}", options.http_addr))?;

@@ -25,7 +25,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Dev(options) => {
             let config = telemetry_config(0, "dev", None, &options.log_format, &options.telemetry);
-            with_telemetry(&runtime, config, |telemetry| dev::run(options, telemetry))
+            with_telemetry(&runtime, config, |telemetry| dev::run(*options, telemetry))
         }
         Command::Run(options) => {
             let config = telemetry_config(
@@ -35,13 +35,14 @@ pub fn main(cli: Cli) -> ExitCode {
                 &options.log_format,
                 &options.telemetry,
             );
-            with_telemetry(&runtime, config, |telemetry| run::run(options, telemetry))
+            with_telemetry(&runtime, config, |telemetry| run::run(*options, telemetry))
         }
         Command::Cluster(options) => runtime.block_on(async {
             if let Some(secret) = &options.cluster_secret {
                 parley_proto::cluster_auth::set_cluster_secret(secret)
                     .map_err(|error| anyhow::anyhow!("--cluster-secret: {error}"))?;
             }
+            options.tls.install()?;
             cluster::operate(options.command).await?;
             Ok(ExitCode::SUCCESS)
         }),

@@ -57,6 +57,7 @@ pub async fn run(
             "no --cluster-secret: the cluster API takes calls from anyone who reaches --grpc-addr"
         ),
     }
+    let cluster_tls = options.cluster_tls.install()?;
     if let Some(unknown) = options
         .roles
         .iter()
@@ -66,6 +67,18 @@ pub async fn run(
     }
     let has = |role: &str| options.roles.iter().any(|known| known == role);
     let (edge, owner, meta) = (has("edge"), has("owner"), has("meta"));
+    if options.production {
+        if !cluster_tls {
+            anyhow::bail!(
+                "--production: the cluster port needs mutual TLS (--cluster-ca, --cluster-cert, --cluster-key)"
+            );
+        }
+        if edge && !options.client_port.tls() {
+            anyhow::bail!("--production: an edge's client port needs TLS (--tls-cert, --tls-key)");
+        }
+    } else if !cluster_tls {
+        tracing::warn!("no cluster TLS: traffic between nodes is plain text");
+    }
     let grpc_address = options
         .advertise_grpc
         .clone()
@@ -128,7 +141,7 @@ pub async fn run(
         meta: meta_config,
     };
     let mut edge_config = EdgeConfig::default();
-    options.limits.apply(&mut edge_config);
+    options.client_port.apply(&mut edge_config)?;
     let node = crate::cluster::node(
         spec,
         apps,
