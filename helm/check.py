@@ -60,6 +60,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "cluster": {"secret": "a-cluster-secret-of-our-own"},
     },
+    "tls-production": {
+        "cluster": {"tls": {"secretName": "parley-cluster-tls"}, "production": True},
+        "edges": {"tls": {"secretName": "parley-client-tls"}},
+    },
 }
 
 # Values that must be refused, by the schema or by the chart's own checks, and why.
@@ -91,6 +95,14 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ('app.customerKeys: ["no-secret"]', {
         "app": {"id": "0123456789abcdef0123456789abcdef", "customerKeys": ["no-secret"]}},
      "/app/customerKeys/0"),
+    ("production without mutual TLS between nodes", {
+        "cluster": {"production": True}, "edges": {"tls": {"secretName": "parley-client-tls"}}},
+     "cluster.production needs cluster.tls.secretName"),
+    ("production without TLS on the client port", {
+        "cluster": {"production": True, "tls": {"secretName": "parley-cluster-tls"}}},
+     "cluster.production needs edges.tls.secretName"),
+    ('cluster.tls.secretName: "Not_A_Name"', {"cluster": {"tls": {"secretName": "Not_A_Name"}}},
+     "/cluster/tls/secretName"),
     ("a webhook URL without its secret", {
         "app": {"id": "0123456789abcdef0123456789abcdef", "webhook": {"url": "http://hooks.example.com/"}}},
      "needs app.webhook.secret"),
@@ -605,6 +617,39 @@ def specific_checks(checks: Checks, renders: dict[str, Render]) -> None:
         return None
 
     checks.run("every role reads PARLEY_CLUSTER_SECRET from the cluster Secret (generated, or cluster.secret)", cluster_secret)
+
+    def tls() -> str | None:
+        r = renders["tls-production"]
+        for role in ROLES:
+            env = r.env(role)
+            container = r.container(role)
+            mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+            volumes = {v["name"]: v for v in r.workload(role)["spec"]["template"]["spec"]["volumes"]}
+            wanted = {"cluster-tls": "parley-cluster-tls"} | ({"client-tls": "parley-client-tls"} if role == "edge" else {})
+            for name, secret in wanted.items():
+                if volumes.get(name, {}).get("secret", {}).get("secretName") != secret:
+                    return f"{role}: volume {name} is {volumes.get(name)}"
+                if not mounts.get(name, {}).get("readOnly"):
+                    return f"{role}: {name} is not mounted read-only: {mounts.get(name)}"
+            files = {"PARLEY_CLUSTER_CA": "cluster-tls/ca.crt", "PARLEY_CLUSTER_CERT": "cluster-tls/tls.crt",
+                     "PARLEY_CLUSTER_KEY": "cluster-tls/tls.key"}
+            if role == "edge":
+                files |= {"PARLEY_TLS_CERT": "client-tls/tls.crt", "PARLEY_TLS_KEY": "client-tls/tls.key"}
+            for variable, file in files.items():
+                mount = mounts[file.split("/")[0]]["mountPath"]
+                if env.get(variable, {}).get("value") != f"{mount}/{file.split('/')[1]}":
+                    return f"{role}: {variable} is {env.get(variable)}"
+            if role != "edge" and ("PARLEY_TLS_CERT" in env or "client-tls" in volumes):
+                return f"{role} gets the client port's certificate"
+            if env.get("PARLEY_PRODUCTION", {}).get("value") != "true":
+                return f"{role} does not run in production mode"
+        for role in ROLES:
+            env = defaults.env(role)
+            if any(v in env for v in ("PARLEY_CLUSTER_CA", "PARLEY_TLS_CERT", "PARLEY_PRODUCTION")):
+                return f"[defaults] {role} has TLS settings"
+        return None
+
+    checks.run("[tls-production] every role mounts the cluster TLS Secret and is told its files, edges also the client port's, all in production mode; none by default", tls)
 
     def network_policies() -> str | None:
         release = {"app.kubernetes.io/name": "parley", "app.kubernetes.io/instance": RELEASE}

@@ -4,7 +4,9 @@
 //!
 //! With cluster TLS (`parley run --cluster-ca --cluster-cert --cluster-key`), every connection
 //! between nodes is mutual TLS: a node serves its certificate and takes only peers presenting
-//! one the cluster's CA signed, and connects to others the same way ([`channel`]).
+//! one the cluster's CA signed, and connects to others the same way ([`channel`]). A node's
+//! certificate must carry the DNS name [`NODE_NAME`]: it is what a node checks of the one it
+//! called, whatever address it reached it at (pods' addresses come and go).
 //!
 //! Both belong to the process: every node of one cluster has the same, and a process is one
 //! node (or, in tests, several nodes of one cluster), so each is set once at start
@@ -30,6 +32,9 @@ pub const CLUSTER_SECRET_KEY: &str = "x-parley-cluster-secret";
 
 static SECRET: OnceLock<AsciiMetadataValue> = OnceLock::new();
 static TLS: OnceLock<ClusterTls> = OnceLock::new();
+
+/// The name every node's cluster certificate carries (a DNS subject alternative name).
+pub const NODE_NAME: &str = "parley-node";
 
 /// How nodes of this cluster speak TLS to each other.
 #[derive(Clone, Debug)]
@@ -67,7 +72,8 @@ pub fn channel(
     let endpoint = configure(Endpoint::from_shared(format!("http://{address}"))?);
     let channel = match TLS.get() {
         Some(tls) => {
-            endpoint.connect_with_connector_lazy(parley_tls::Connector::new(tls.client.clone()))
+            let connector = parley_tls::Connector::new(tls.client.clone()).server_name(NODE_NAME);
+            endpoint.connect_with_connector_lazy(connector)
         }
         None => endpoint.connect_lazy(),
     };

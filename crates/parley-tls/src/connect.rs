@@ -22,8 +22,18 @@ pub async fn connect(
     host: &str,
     port: u16,
 ) -> io::Result<TlsStream<TcpStream>> {
+    connect_to(config, host, port, None).await
+}
+
+/// [`connect`], checking the certificate names `name` instead of the host when given.
+async fn connect_to(
+    config: Arc<ClientConfig>,
+    host: &str,
+    port: u16,
+    name: Option<&'static str>,
+) -> io::Result<TlsStream<TcpStream>> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(host.to_owned())
+    let name = ServerName::try_from(name.unwrap_or(host).to_owned())
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     let tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
@@ -34,11 +44,19 @@ pub async fn connect(
 #[derive(Clone)]
 pub struct Connector {
     config: Arc<ClientConfig>,
+    name: Option<&'static str>,
 }
 
 impl Connector {
     pub fn new(config: Arc<ClientConfig>) -> Self {
-        Connector { config }
+        Connector { config, name: None }
+    }
+
+    /// Checks that every server's certificate names `name`, whatever address it was reached
+    /// at (for peers whose addresses change, as pods' do, and share a name).
+    pub fn server_name(mut self, name: &'static str) -> Self {
+        self.name = Some(name);
+        self
     }
 }
 
@@ -54,13 +72,13 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
-        let config = self.config.clone();
+        let (config, name) = (self.config.clone(), self.name);
         Box::pin(async move {
             let host = uri
                 .host()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
             let port = uri.port_u16().unwrap_or(443);
-            connect(config, host, port).await.map(TokioIo::new)
+            connect_to(config, host, port, name).await.map(TokioIo::new)
         })
     }
 }

@@ -43,9 +43,13 @@ impl TestPki {
     /// Signs a certificate for `localhost` and `127.0.0.1` with common name `name`, written to
     /// `dir/<file>.pem` and `dir/<file>.key` (overwriting them: a renewal).
     pub fn issue(&self, file: &str, name: &str) -> CertFiles {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("certificate params");
+        self.issue_for(file, name, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`TestPki::issue`], for these DNS names and IP addresses.
+    pub fn issue_for(&self, file: &str, name: &str, names: &[&str]) -> CertFiles {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("certificate params");
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");

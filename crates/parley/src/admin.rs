@@ -16,11 +16,27 @@ use tonic::transport::Channel;
 use crate::cli::AdminCommand;
 use crate::cli::AdminOptions;
 
+/// A channel to the edge at `server`: https:// is checked against the system's certificate
+/// authorities (`SSL_CERT_FILE` names others).
+async fn connect(server: &str) -> anyhow::Result<Channel> {
+    let context = || format!("connect to {server}");
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(server.to_owned()).with_context(context)?;
+    let channel = if server.starts_with("https://") {
+        let roots = parley_tls::system_roots().with_context(context)?;
+        let config = parley_tls::client_config(roots, None, &[b"h2"])?;
+        endpoint
+            .connect_with_connector(parley_tls::Connector::new(config))
+            .await
+    } else {
+        endpoint.connect().await
+    };
+    channel.with_context(context)
+}
+
 pub async fn run(options: AdminOptions) -> anyhow::Result<ExitCode> {
     let authorization = basic(&options.customer_key)?;
-    let client = ServerApiClient::connect(options.server.clone())
-        .await
-        .with_context(|| format!("connect to {}", options.server))?;
+    let client = ServerApiClient::new(connect(&options.server).await?);
     let admin = Admin {
         client,
         app_id: options.app_id,

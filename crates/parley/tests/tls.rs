@@ -13,6 +13,8 @@ use parley_client::PeerMessageOptions;
 use parley_client::PeerMessageResult;
 use parley_proto::v1;
 use parley_proto::v1::ErrorCode;
+use parley_testkit::CUSTOMER_KEY;
+use parley_testkit::CUSTOMER_SECRET;
 use parley_testkit::PROMPTLY;
 use parley_testkit::ProcessCluster;
 use parley_testkit::TestServer;
@@ -147,6 +149,35 @@ async fn clients_speak_wss_and_a_renewed_certificate_needs_no_restart() {
         .await
         .unwrap();
     assert_eq!(next_peer_text(&mut bob_events).await, "still here");
+
+    // The server API's gRPC over https://, as `parley admin` uses it.
+    let admin = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["admin", "--server", &format!("https://127.0.0.1:{port}")])
+        .args(["--app-id", app])
+        .args([
+            "--customer-key",
+            &format!("{CUSTOMER_KEY}:{CUSTOMER_SECRET}"),
+        ])
+        .args([
+            "send-peer",
+            "--from",
+            "ops",
+            "--to",
+            "bob",
+            "--text",
+            "from ops",
+        ])
+        .env("SSL_CERT_FILE", &pki.ca)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        admin.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&admin.stdout),
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    assert_eq!(next_peer_text(&mut bob_events).await, "from ops");
     let (carol, _) = Client::login(ClientConfig::new(&url, app, "carol").tls_roots(&pki.ca))
         .await
         .unwrap();
@@ -173,7 +204,8 @@ async fn cluster_status(cluster: &ProcessCluster, extra: &[&str]) -> std::proces
 async fn a_production_cluster_takes_only_tls_between_nodes_and_from_clients() {
     let dir = fresh_temp_dir();
     let pki = TestPki::new(&dir);
-    let node = pki.issue("node", "parley-node");
+    // Nodes know each other by the name every node certificate carries, not by address.
+    let node = pki.issue_for("node", "node", &[parley_proto::cluster_auth::NODE_NAME]);
     let edge = pki.issue("edge", "parley-edge");
     let path = |path: &std::path::PathBuf| path.to_str().unwrap().to_owned();
     let (ca, node_cert, node_key) = (path(&pki.ca), path(&node.cert), path(&node.key));
@@ -249,7 +281,11 @@ async fn a_production_cluster_takes_only_tls_between_nodes_and_from_clients() {
     );
     let other_dir = fresh_temp_dir();
     let stranger = TestPki::new(&other_dir);
-    let foreign = stranger.issue("operator", "intruder");
+    let foreign = stranger.issue_for(
+        "operator",
+        "intruder",
+        &[parley_proto::cluster_auth::NODE_NAME],
+    );
     let foreign_args = [
         "--cluster-ca".to_owned(),
         ca.clone(),

@@ -125,6 +125,12 @@ edges are all given this one list.
 {{- if and .Values.edges.autoscaling.enabled (gt (int .Values.edges.autoscaling.minReplicas) (int .Values.edges.autoscaling.maxReplicas)) -}}
 {{- fail "edges.autoscaling.minReplicas is above maxReplicas" -}}
 {{- end -}}
+{{- if and .Values.cluster.production (not .Values.cluster.tls.secretName) -}}
+{{- fail "cluster.production needs cluster.tls.secretName: nodes speak only mutual TLS in production" -}}
+{{- end -}}
+{{- if and .Values.cluster.production (not .Values.edges.tls.secretName) -}}
+{{- fail "cluster.production needs edges.tls.secretName: clients connect only over TLS in production" -}}
+{{- end -}}
 {{- if and .Values.edges.ingress.enabled (not .Values.edges.ingress.hosts) -}}
 {{- fail "edges.ingress.enabled needs at least one edges.ingress.hosts entry" -}}
 {{- end -}}
@@ -283,6 +289,24 @@ and IP first, so the OpenTelemetry attributes and the command can use them.
     secretKeyRef:
       name: {{ printf "%s-cluster" (include "parley.fullname" $root) }}
       key: cluster-secret
+{{- if $root.Values.cluster.tls.secretName }}
+- name: PARLEY_CLUSTER_CA
+  value: /etc/parley/cluster-tls/ca.crt
+- name: PARLEY_CLUSTER_CERT
+  value: /etc/parley/cluster-tls/tls.crt
+- name: PARLEY_CLUSTER_KEY
+  value: /etc/parley/cluster-tls/tls.key
+{{- end }}
+{{- if and (eq .role "edge") $root.Values.edges.tls.secretName }}
+- name: PARLEY_TLS_CERT
+  value: /etc/parley/client-tls/tls.crt
+- name: PARLEY_TLS_KEY
+  value: /etc/parley/client-tls/tls.key
+{{- end }}
+{{- if $root.Values.cluster.production }}
+- name: PARLEY_PRODUCTION
+  value: "true"
+{{- end }}
 {{- if ne .role "meta" }}
 - name: PARLEY_APP_CERTIFICATE
   valueFrom:
@@ -334,4 +358,36 @@ and IP first, so the OpenTelemetry attributes and the command can use them.
 {{- define "parley.tmpVolumeMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- end -}}
+
+{{/* The TLS Secrets a Parley container mounts: (dict "root" $ "role" "edge"). */}}
+{{- define "parley.tlsVolumeMounts" -}}
+{{- if .root.Values.cluster.tls.secretName }}
+- name: cluster-tls
+  mountPath: /etc/parley/cluster-tls
+  readOnly: true
+{{- end }}
+{{- if and (eq .role "edge") .root.Values.edges.tls.secretName }}
+- name: client-tls
+  mountPath: /etc/parley/client-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The volumes behind parley.tlsVolumeMounts (readable by the pod's group, fsGroup). */}}
+{{- define "parley.tlsVolumes" -}}
+{{- with .root.Values.cluster.tls.secretName }}
+- name: cluster-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- if eq .role "edge" }}
+{{- with .root.Values.edges.tls.secretName }}
+- name: client-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
 {{- end -}}
