@@ -69,6 +69,9 @@ enum Ending {
 pub(crate) struct LoggedIn {
     /// Shared with the app directory: a session holds no copy of its app's settings.
     pub(crate) app: Arc<AppConfig>,
+    /// The session's place among its app's on this edge, given back with the session (at the
+    /// logout reply, so a client told it is out may log in again at once).
+    pub(crate) admitted: Option<crate::tally::Held<parley_core::ids::AppId>>,
     pub(crate) user: UserKey,
     pub(crate) session: SessionRef,
     /// Users whose online status this session watches.
@@ -305,6 +308,9 @@ impl Connection {
                 "log in before any other request",
             )),
             Op::Logout(_) => {
+                if let Some(session) = &mut self.session {
+                    session.admitted = None;
+                }
                 self.reply(id, Ok(ReplyResult::Empty(v1::Empty {})));
                 return Some(Ending::Logout);
             }

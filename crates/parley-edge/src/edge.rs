@@ -24,6 +24,9 @@ use parley_proto::v1::connection_state_changed::Reason;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
+use crate::tally::Held;
+use crate::tally::Tally;
+
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
     pub node: NodeId,
@@ -41,6 +44,9 @@ pub struct EdgeConfig {
     pub max_connections_per_address: usize,
     /// Time a new connection has to get its first request (the WebSocket upgrade) through.
     pub handshake_timeout: Duration,
+    /// Logged-in sessions one app may hold on this edge; more logins are refused (EXCEED_LIMIT),
+    /// so one app cannot take an edge shared with others.
+    pub max_sessions_per_app: usize,
     /// The client port's TLS; without it the port speaks plain text.
     pub tls: Option<Arc<parley_tls::rustls::ServerConfig>>,
 }
@@ -56,6 +62,7 @@ impl Default for EdgeConfig {
             outbound_queue: 1024,
             max_connections_per_address: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            max_sessions_per_app: 100_000,
             tls: None,
         }
     }
@@ -263,6 +270,8 @@ pub struct Edge {
     // A std lock: lookups on every delivery, inserts and removes at login and logout; never held
     // across an await.
     sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
+    /// Logged-in sessions per app.
+    app_sessions: Tally<AppId>,
     /// Login attempts per app and uid, across connections.
     login_buckets: Mutex<HashMap<(AppId, UserId), TokenBucket>>,
     /// Server API requests per app.
@@ -281,6 +290,7 @@ impl Edge {
             next_session: AtomicU64::new(1),
             sessions: RwLock::new(HashMap::new()),
             login_buckets: Mutex::new(HashMap::new()),
+            app_sessions: Tally::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             api_buckets: Mutex::new(HashMap::new()),
         })
@@ -300,6 +310,12 @@ impl Edge {
 
     pub(crate) fn new_session_id(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A place for one more session of `app` on this edge, unless it holds its limit.
+    pub(crate) fn admit(&self, app: &AppId) -> Option<Held<AppId>> {
+        self.app_sessions
+            .take(app.clone(), self.config.max_sessions_per_app)
     }
 
     pub(crate) fn insert_session(&self, session: SessionId, handle: Arc<SessionHandle>) {

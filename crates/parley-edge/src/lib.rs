@@ -15,6 +15,7 @@ mod listener;
 mod requests;
 pub mod rest;
 mod server_api;
+mod tally;
 mod telemetry;
 
 pub use axum::Router;

@@ -6,13 +6,11 @@
 //! time too, as the connection is first read (`parley_tls::ServerStream`), never in the accept
 //! loop.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::task::Context;
@@ -33,12 +31,13 @@ use tokio::io::ReadBuf;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 
-/// Open connections per client address. A std Mutex: held for a lookup, never across an await.
-type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+use crate::tally::Held;
+use crate::tally::Tally;
 
 pub(crate) struct GuardedListener {
     inner: TcpListener,
-    counts: Counts,
+    /// Open connections per client address.
+    open: Tally<IpAddr>,
     max_per_address: usize,
     handshake_timeout: Duration,
     tls: Option<TlsAcceptor>,
@@ -53,7 +52,7 @@ impl GuardedListener {
     ) -> Self {
         GuardedListener {
             inner,
-            counts: Counts::default(),
+            open: Tally::new(),
             max_per_address,
             handshake_timeout,
             tls,
@@ -68,17 +67,11 @@ impl Listener for GuardedListener {
     async fn accept(&mut self) -> (GuardedStream, SocketAddr) {
         loop {
             let (stream, peer) = Listener::accept(&mut self.inner).await;
-            {
-                let mut counts = self.counts.lock().expect("connection counts poisoned");
-                let open = counts.entry(peer.ip()).or_insert(0);
-                if *open >= self.max_per_address {
-                    drop(counts);
-                    crate::telemetry::connection_refused("per_address");
-                    tracing::debug!(%peer, "too many connections from one address; closed");
-                    continue;
-                }
-                *open += 1;
-            }
+            let Some(slot) = self.open.take(peer.ip(), self.max_per_address) else {
+                crate::telemetry::connection_refused("per_address");
+                tracing::debug!(%peer, "too many connections from one address; closed");
+                continue;
+            };
             // Small frames go out at once: Nagle's algorithm would hold one back behind an
             // unacknowledged one (tens of milliseconds against a client's delayed ack).
             let _ = stream.set_nodelay(true);
@@ -86,10 +79,7 @@ impl Listener for GuardedListener {
                 stream: ServerStream::new(stream, self.tls.as_ref()),
                 handshake: Some(Box::pin(tokio::time::sleep(self.handshake_timeout))),
                 established: Arc::new(AtomicBool::new(false)),
-                slot: Slot {
-                    counts: self.counts.clone(),
-                    address: peer.ip(),
-                },
+                slot,
             };
             return (guarded, peer);
         }
@@ -100,31 +90,14 @@ impl Listener for GuardedListener {
     }
 }
 
-/// Gives the connection's place back when the connection is gone.
-struct Slot {
-    counts: Counts,
-    address: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("connection counts poisoned");
-        if let Some(open) = counts.get_mut(&self.address) {
-            *open -= 1;
-            if *open == 0 {
-                counts.remove(&self.address);
-            }
-        }
-    }
-}
-
 /// A client connection that fails its reads once the handshake time is up, until a request
 /// has come through ([`mark_established`]).
 pub(crate) struct GuardedStream {
     stream: ServerStream<TcpStream>,
     handshake: Option<Pin<Box<tokio::time::Sleep>>>,
     established: Arc<AtomicBool>,
-    slot: Slot,
+    /// The connection's place among its address's, given back when it is gone.
+    slot: Held<IpAddr>,
 }
 
 impl AsyncRead for GuardedStream {
@@ -140,7 +113,7 @@ impl AsyncRead for GuardedStream {
             && deadline.as_mut().poll(cx).is_ready()
         {
             crate::telemetry::connection_refused("handshake_timeout");
-            tracing::debug!(address = %this.slot.address, "no request in time; closed");
+            tracing::debug!(address = %this.slot.key(), "no request in time; closed");
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no request within the handshake timeout",

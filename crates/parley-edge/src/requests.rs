@@ -69,6 +69,13 @@ impl Connection {
         }
         let now_secs = unix_ms() / 1000;
         let expires_at_secs = app.authenticate(uid.as_str(), &login.token, now_secs as u64)?;
+        let Some(admitted) = self.edge.admit(&app.app_id) else {
+            crate::telemetry::connection_refused("per_app");
+            return Err(Error::new(
+                ErrorCode::ExceedLimit,
+                "this app holds as many sessions on this edge as it may: try another edge or later",
+            ));
+        };
 
         let session_id = self.edge.new_session_id();
         let session = SessionRef {
@@ -115,6 +122,7 @@ impl Connection {
             token_warned: false,
             reachable: true,
             app,
+            admitted: Some(admitted),
         });
         Ok(ReplyResult::Login(v1::LoginResult {
             session_id: session_id.to_string(),

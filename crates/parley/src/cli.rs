@@ -246,6 +246,10 @@ pub struct ClientPortOptions {
         default_value_t = 10_000
     )]
     pub max_connections_per_address: usize,
+    /// Logged-in sessions one app may hold on an edge; more logins are refused with
+    /// EXCEED_LIMIT, so one app cannot take an edge that serves others too.
+    #[arg(long, env = "PARLEY_MAX_SESSIONS_PER_APP", default_value_t = 100_000)]
+    pub max_sessions_per_app: usize,
     /// Time a new client connection has to send its first request (the WebSocket upgrade);
     /// a connection that sends nothing, or its headers a byte at a time, is closed then.
     #[arg(long, env = "PARLEY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -255,6 +259,7 @@ pub struct ClientPortOptions {
 impl ClientPortOptions {
     pub fn apply(&self, config: &mut parley_edge::EdgeConfig) -> anyhow::Result<()> {
         config.max_connections_per_address = self.max_connections_per_address.max(1);
+        config.max_sessions_per_app = self.max_sessions_per_app.max(1);
         config.handshake_timeout = self.handshake_timeout;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let files = parley_tls::CertFiles {

@@ -1,14 +1,17 @@
 //! An edge's client port before any request is read: how many connections one address may
 //! hold, and how long a connection has to get its first request through (slow or silent
-//! clients must not hold sockets forever).
+//! clients must not hold sockets forever); and how many sessions one app may hold on an edge.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 use std::time::Instant;
 
+use parley_client::Client;
+use parley_client::ClientConfig;
 use parley_proto::Codec;
 use parley_proto::v1;
 use parley_proto::v1::request::Op;
+use parley_testkit::OTHER_APP_ID;
 use parley_testkit::PROMPTLY;
 use parley_testkit::RawClient;
 use parley_testkit::TestServer;
@@ -121,4 +124,38 @@ async fn a_connection_without_a_request_in_time_is_closed() {
     let mut client = RawClient::connect(&url, Codec::Proto).await;
     tokio::time::sleep(timeout * 2).await;
     pong(&mut client).await;
+}
+
+#[tokio::test]
+async fn one_app_holds_at_most_its_share_of_an_edges_sessions() {
+    let server = TestServer::builder()
+        .second_app()
+        .edge(|edge| edge.max_sessions_per_app = 2)
+        .start()
+        .await;
+    let url = server.edge_urls()[0].clone();
+    let login = |app: &'static str, uid: &str| {
+        let config = ClientConfig::new(&url, app, uid).reconnect(false);
+        let config = if app == server.app_id() {
+            config.token(server.token(uid))
+        } else {
+            config
+        };
+        Client::login(config)
+    };
+    let app = server.app_id();
+    let (first, _first_events) = login(app, "u1").await.unwrap();
+    let (_second, _second_events) = login(app, "u2").await.unwrap();
+    let refused = login(app, "u3")
+        .await
+        .err()
+        .expect("a third session refused");
+    assert_eq!(refused.code, v1::ErrorCode::ExceedLimit, "{refused:?}");
+
+    // Another app on the same edge is not held back by it.
+    let (_other, _other_events) = login(OTHER_APP_ID, "u1").await.unwrap();
+
+    // A session that ends gives its place back.
+    first.logout().await.unwrap();
+    let (_third, _third_events) = login(app, "u3").await.unwrap();
 }
