@@ -9,6 +9,7 @@
 //!
 //! Architecture invariant: nothing here ships in the `parley` binary.
 
+pub mod chaos;
 pub mod http;
 mod kafka;
 pub mod ops;
