@@ -13,6 +13,7 @@ pub mod common;
 pub mod connections;
 pub mod failover;
 pub mod fanout;
+pub mod flood;
 pub mod p2p;
 pub mod regions;
 pub mod report;

@@ -7,6 +7,7 @@
 //! parley-loadtest --url … --app-id APP --server-pid PID fanout --channels 1 --members 500 --rate 1000 --seconds 10
 //! parley-loadtest --url … --app-id APP --server-pid PID p2p --users 200 --rate 5 --seconds 10
 //! parley-loadtest --url … --app-id APP --server-pid PID churn --rate 100 --seconds 10
+//! parley-loadtest --url … --app-id APP --server-pid PID flood --rate 20000 --sustainable 2000
 //! parley-loadtest --protocol nats --url ws://127.0.0.1:4223 --server-pid PID fanout …
 //! parley-loadtest --cluster target/release/parley fanout …   # starts a 3/3/2 cluster, clients on both edges
 //! parley-loadtest failover --rounds 5     # starts its own cluster (cargo build --release -p parley)
@@ -22,6 +23,7 @@ use parley_loadtest::common::Target;
 use parley_loadtest::connections;
 use parley_loadtest::failover;
 use parley_loadtest::fanout;
+use parley_loadtest::flood;
 use parley_loadtest::p2p;
 use parley_loadtest::regions::Regions;
 use parley_loadtest::report;
@@ -76,6 +78,9 @@ enum Test {
     Churn(churn::Options),
     /// Users sending acknowledged peer messages to random peers: latency and loss.
     P2p(p2p::Options),
+    /// A channel flooded past what the server can deliver, beside well-behaved users: their
+    /// latency before and during, the server's memory, what was refused and who was shed.
+    Flood(flood::Options),
     /// Starts its own cluster of `parley run` processes (3 meta, 3 owners, 2 edges, Redis),
     /// kills an owner with SIGKILL and times how long until each of its channels serves again.
     Failover(failover::Options),
@@ -124,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         Test::Fanout(options) => fanout::run(&target, &options).await?,
         Test::Churn(options) => churn::run(&target, &options).await?,
         Test::P2p(options) => p2p::run(&target, &options).await?,
+        Test::Flood(options) => flood::run(&target, &options).await?,
         Test::Failover(options) => {
             failover::run(options).await?;
             return Ok(());

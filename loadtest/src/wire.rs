@@ -113,6 +113,14 @@ pub fn refusal(protocol: Protocol, frame: &[u8]) -> Option<String> {
     }
 }
 
+/// Whether a Parley frame is a reply (to a request of ours).
+pub fn is_reply(frame: &[u8]) -> bool {
+    matches!(
+        v1::ServerFrame::decode(frame).map(|frame| frame.kind),
+        Ok(Some(v1::server_frame::Kind::Reply(_)))
+    )
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())

@@ -10,6 +10,7 @@ use parley_loadtest::common::Target;
 use parley_loadtest::connections;
 use parley_loadtest::failover;
 use parley_loadtest::fanout;
+use parley_loadtest::flood;
 use parley_loadtest::p2p;
 use parley_loadtest::report;
 use parley_loadtest::wire::Protocol;
@@ -158,6 +159,55 @@ fn fanout_crosses_the_regions_the_command_starts() {
     let by_url = report["latency_by_url"].as_array().unwrap();
     assert_eq!(by_url[0]["latency"]["count"], 10, "{report}");
     assert_eq!(by_url[1]["latency"]["count"], 20, "{report}");
+}
+
+/// A flood far past the channel's limits: senders are refused beyond their rate (the rest wait
+/// on the server, not in its memory), members that stop reading are shed, and the well-behaved
+/// users beside it are all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_refused_and_shed_while_others_are_served() {
+    let server = TestServer::builder()
+        .without_certificate()
+        // Small queues, so the stalled members fill theirs within the run.
+        .edge(|edge| edge.outbound_queue = 64)
+        .start()
+        .await;
+    let target = Target {
+        urls: vec![server.ws_url()],
+        app_id: server.app_id().to_owned(),
+        server_pids: vec![std::process::id()],
+        protocol: Protocol::Parley,
+    };
+    let options = flood::Options {
+        readers: 4,
+        stalled: 2,
+        flooders: 4,
+        // 500 per sender: the product takes 60 per second from one user.
+        rate: 2000.0,
+        sustainable: None,
+        seconds: 2.0,
+        baseline: 0.5,
+        probes: 2,
+        probe_rate: 5.0,
+        size: 16_000,
+    };
+    let report = flood::run(&target, &options).await.unwrap();
+    assert!(
+        report["refusals"]["TOO_OFTEN"].as_u64().unwrap_or(0) > 0,
+        "no TOO_OFTEN: {report}"
+    );
+    assert_eq!(report["stalled_shed"], 2, "{report}");
+    assert_eq!(report["readers_closed"], 0, "{report}");
+    assert!(
+        report["delivered_per_second"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(report["probe_baseline_failed"], 0, "{report}");
+    assert_eq!(report["probe_flood_failed"], 0, "{report}");
+    assert!(
+        report["probe_flood"]["count"].as_u64().unwrap() >= 15,
+        "{report}"
+    );
 }
 
 #[tokio::test]
