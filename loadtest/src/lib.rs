@@ -17,4 +17,5 @@ pub mod flood;
 pub mod p2p;
 pub mod regions;
 pub mod report;
+pub mod soak;
 pub mod wire;

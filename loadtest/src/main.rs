@@ -11,6 +11,7 @@
 //! parley-loadtest --protocol nats --url ws://127.0.0.1:4223 --server-pid PID fanout …
 //! parley-loadtest --cluster target/release/parley fanout …   # starts a 3/3/2 cluster, clients on both edges
 //! parley-loadtest failover --rounds 5     # starts its own cluster (cargo build --release -p parley)
+//! parley-loadtest soak --seconds 120      # its own cluster, with a fault every 5 s, and an oracle
 //! parley-loadtest report --out report.html results/*.json
 //! ```
 
@@ -27,6 +28,7 @@ use parley_loadtest::flood;
 use parley_loadtest::p2p;
 use parley_loadtest::regions::Regions;
 use parley_loadtest::report;
+use parley_loadtest::soak;
 use parley_loadtest::wire::Protocol;
 use parley_testkit::ProcessCluster;
 use parley_testkit::processes::CLUSTER_APP_ID;
@@ -84,6 +86,10 @@ enum Test {
     /// Starts its own cluster of `parley run` processes (3 meta, 3 owners, 2 edges, Redis),
     /// kills an owner with SIGKILL and times how long until each of its channels serves again.
     Failover(failover::Options),
+    /// Starts its own cluster (3 meta, 3 owners, 2 edges, Redis, a broker) and runs load through
+    /// a fault every few seconds (kills, restarts, a partition), then checks nothing
+    /// acknowledged was lost, duplicated or left behind; fails when anything was.
+    Soak(soak::Options),
     /// An HTML report (tables and plots, no server needed) from the JSON reports of earlier runs.
     Report(report::Options),
 }
@@ -130,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         Test::Churn(options) => churn::run(&target, &options).await?,
         Test::P2p(options) => p2p::run(&target, &options).await?,
         Test::Flood(options) => flood::run(&target, &options).await?,
+        Test::Soak(options) => soak::run(options).await?,
         Test::Failover(options) => {
             failover::run(options).await?;
             return Ok(());

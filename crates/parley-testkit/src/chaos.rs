@@ -249,7 +249,7 @@ impl Load {
     pub async fn finish(self) -> Verdict {
         self.stop.store(true, Ordering::Relaxed);
         tokio::time::sleep(SETTLE).await;
-        let mut verdict = self.judge();
+        let mut verdict = judge(&self.record.lock().expect("record lock"), self.users);
         for client in &self.clients {
             let _ = client.logout().await;
         }
@@ -259,59 +259,59 @@ impl Load {
         verdict.orphans = orphaned_members(&self.urls, &self.app_id, &self.channels).await;
         verdict
     }
+}
 
-    fn judge(&self) -> Verdict {
-        let record = self.record.lock().expect("record lock");
-        let mut verdict = Verdict {
-            peer_sends: record.peer_sends,
-            channel_sends: record.channel_sends,
-            acked_peer: record.acked_peer.len() as u64,
-            acked_channel: record.acked_channel.len() as u64,
-            ring_epochs: record.rings.len() as u64,
-            ..Verdict::default()
-        };
-        for (epoch, rings) in &record.rings {
-            if rings.len() > 1 {
-                verdict.violations.push(format!(
-                    "nodes disagreed on the owners of epoch {epoch}: {rings:?}"
-                ));
-            }
+/// What the oracle makes of a record of `users` users.
+fn judge(record: &Record, users: usize) -> Verdict {
+    let mut verdict = Verdict {
+        peer_sends: record.peer_sends,
+        channel_sends: record.channel_sends,
+        acked_peer: record.acked_peer.len() as u64,
+        acked_channel: record.acked_channel.len() as u64,
+        ring_epochs: record.rings.len() as u64,
+        ..Verdict::default()
+    };
+    for (epoch, rings) in &record.rings {
+        if rings.len() > 1 {
+            verdict.violations.push(format!(
+                "nodes disagreed on the owners of epoch {epoch}: {rings:?}"
+            ));
         }
-        for (to, text) in &record.acked_peer {
-            verdict.deliveries_checked += 1;
-            if !record.received_peer[*to].contains_key(text) {
-                verdict.lost_peer.push(format!("{text} to user{to}"));
-            }
-        }
-        for (from, channel, seq, text) in &record.acked_channel {
-            for user in (0..self.users).filter(|user| user != from) {
-                verdict.deliveries_checked += 1;
-                if record.received_channel[user].contains_key(text) {
-                    continue;
-                }
-                let told = record.told_gaps[user]
-                    .iter()
-                    .any(|(gap_channel, low, high)| {
-                        gap_channel == channel && (*low..=*high).contains(seq)
-                    });
-                if told {
-                    verdict.told_gaps += 1;
-                } else {
-                    verdict
-                        .lost_channel
-                        .push(format!("{text} (seq {seq} of {channel}) to user{user}"));
-                }
-            }
-        }
-        for received in record.received_peer.iter().chain(&record.received_channel) {
-            for (text, count) in received {
-                if *count > 1 {
-                    verdict.duplicates.push(format!("{text} ×{count}"));
-                }
-            }
-        }
-        verdict
     }
+    for (to, text) in &record.acked_peer {
+        verdict.deliveries_checked += 1;
+        if !record.received_peer[*to].contains_key(text) {
+            verdict.lost_peer.push(format!("{text} to user{to}"));
+        }
+    }
+    for (from, channel, seq, text) in &record.acked_channel {
+        for user in (0..users).filter(|user| user != from) {
+            verdict.deliveries_checked += 1;
+            if record.received_channel[user].contains_key(text) {
+                continue;
+            }
+            let told = record.told_gaps[user]
+                .iter()
+                .any(|(gap_channel, low, high)| {
+                    gap_channel == channel && (*low..=*high).contains(seq)
+                });
+            if told {
+                verdict.told_gaps += 1;
+            } else {
+                verdict
+                    .lost_channel
+                    .push(format!("{text} (seq {seq} of {channel}) to user{user}"));
+            }
+        }
+    }
+    for received in record.received_peer.iter().chain(&record.received_channel) {
+        for (text, count) in received {
+            if *count > 1 {
+                verdict.duplicates.push(format!("{text} ×{count}"));
+            }
+        }
+    }
+    verdict
 }
 
 /// What a run under faults did, and what went wrong.
@@ -431,4 +431,61 @@ async fn node_status(address: &str) -> Option<parley_proto::cluster::v1::StatusR
     .await
     .ok()
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two users in one channel: user 0 sent peer message "p" and channel message "c" (seq 7),
+    /// both acknowledged.
+    fn record() -> Record {
+        let mut record = Record {
+            received_peer: vec![HashMap::new(); 2],
+            received_channel: vec![HashMap::new(); 2],
+            told_gaps: vec![Vec::new(); 2],
+            ..Record::default()
+        };
+        record.acked_peer.push((1, "p".into()));
+        record.acked_channel.push((0, "ch".into(), 7, "c".into()));
+        record
+    }
+
+    #[test]
+    fn what_arrived_once_is_clean() {
+        let mut record = record();
+        record.received_peer[1].insert("p".into(), 1);
+        record.received_channel[1].insert("c".into(), 1);
+        record.rings.entry(3).or_default().insert(vec![1, 2]);
+        let verdict = judge(&record, 2);
+        assert_eq!(verdict.deliveries_checked, 2);
+        assert!(verdict.lost_peer.is_empty() && verdict.lost_channel.is_empty());
+        assert!(verdict.duplicates.is_empty() && verdict.violations.is_empty());
+    }
+
+    #[test]
+    fn losses_duplicates_and_split_rings_are_named() {
+        let mut record = record();
+        record.received_channel[1].insert("c".into(), 2);
+        record.rings.entry(3).or_default().insert(vec![1, 2]);
+        record.rings.entry(3).or_default().insert(vec![1]);
+        let verdict = judge(&record, 2);
+        assert_eq!(verdict.lost_peer, ["p to user1"]);
+        assert_eq!(verdict.duplicates, ["c ×2"]);
+        assert_eq!(verdict.violations.len(), 1, "{:?}", verdict.violations);
+    }
+
+    #[test]
+    fn a_channel_gap_counts_only_when_the_member_was_not_told() {
+        let mut record = record();
+        record.received_peer[1].insert("p".into(), 1);
+        let untold = judge(&record, 2);
+        assert_eq!(untold.lost_channel, ["c (seq 7 of ch) to user1"]);
+        record.told_gaps[1].push(("other".into(), 1, 10));
+        assert_eq!(judge(&record, 2).lost_channel.len(), 1);
+        record.told_gaps[1].push(("ch".into(), 5, 9));
+        let told = judge(&record, 2);
+        assert!(told.lost_channel.is_empty());
+        assert_eq!(told.told_gaps, 1);
+    }
 }

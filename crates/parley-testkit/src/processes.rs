@@ -3,6 +3,7 @@
 //! same ports, and add to.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
@@ -58,6 +59,17 @@ pub struct ProcessCluster {
     extra_args: Vec<String>,
     /// More environment variables for every node.
     extra_env: Vec<(String, String)>,
+    /// Nodes that reach meta, and are reached, only through proxies ([`ProcessCluster::partition`]).
+    partitionable: BTreeMap<u64, Partitionable>,
+}
+
+/// The proxies in front of a node that can be cut off: one others call it through (its
+/// advertised gRPC address), one per meta node it calls.
+struct Partitionable {
+    inbound: crate::Proxy,
+    metas: Vec<crate::Proxy>,
+    /// The `--meta` flag naming the proxies.
+    metas_flag: String,
 }
 
 fn free_port() -> u16 {
@@ -110,6 +122,7 @@ impl ProcessCluster {
                 .iter()
                 .map(|(name, value)| (name.to_string(), value.to_string()))
                 .collect(),
+            partitionable: BTreeMap::new(),
         };
         // Ports are picked free but bound later by the node: another test may take one in
         // between. A node that cannot bind exits; the cluster then starts again on new ports.
@@ -330,10 +343,18 @@ impl ProcessCluster {
             .open(self.log_path(id))
             .expect("open the node's log");
         let mut command = Command::new(&self.binary);
+        command.args(["run", "--node-id", &id.to_string()]);
+        let metas = match self.partitionable.get(&id) {
+            Some(proxies) => {
+                let advertised = proxies.inbound.addr.to_string();
+                command.args(["--advertise-grpc", &advertised]);
+                &proxies.metas_flag
+            }
+            None => &self.metas,
+        };
         command
-            .args(["run", "--node-id", &id.to_string()])
             .args(["--roles", node.role.flag()])
-            .args(["--meta", &self.metas])
+            .args(["--meta", metas])
             .args(["--grpc-addr", &format!("127.0.0.1:{}", node.grpc_port)])
             .args(["--http-addr", &format!("127.0.0.1:{}", node.http_port)])
             .args(["--ops-addr", &format!("127.0.0.1:{}", node.ops_port)])
@@ -411,6 +432,53 @@ impl ProcessCluster {
             let _ = Command::new("kill")
                 .args([signal, &child.id().to_string()])
                 .status();
+        }
+    }
+
+    /// Restarts data node `id` behind proxies (the address others call it at, and one per meta
+    /// node it calls), so that [`ProcessCluster::partition`] can cut it off.
+    pub async fn make_partitionable(&mut self, id: u64) {
+        let grpc = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let inbound = crate::Proxy::start(grpc(self.nodes[&id].grpc_port)).await;
+        let mut metas = Vec::new();
+        let mut flag = Vec::new();
+        for (meta_id, node) in self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.role == Role::Meta)
+        {
+            let proxy = crate::Proxy::start(grpc(node.grpc_port)).await;
+            flag.push(format!("{meta_id}={}", proxy.addr));
+            metas.push(proxy);
+        }
+        self.partitionable.insert(
+            id,
+            Partitionable {
+                inbound,
+                metas,
+                metas_flag: flag.join(","),
+            },
+        );
+        self.restart(id);
+    }
+
+    /// Cuts node `id` (made partitionable) off: no node reaches it and it reaches no meta node,
+    /// while it runs on (it still reaches edges and Redis directly, as a half-broken network
+    /// would let it).
+    pub fn partition(&self, id: u64) {
+        self.set_partitioned(id, true);
+    }
+
+    /// Undoes [`ProcessCluster::partition`].
+    pub fn heal(&self, id: u64) {
+        self.set_partitioned(id, false);
+    }
+
+    fn set_partitioned(&self, id: u64, cut: bool) {
+        let proxies = &self.partitionable[&id];
+        proxies.inbound.set_blocked(cut);
+        for proxy in &proxies.metas {
+            proxy.set_blocked(cut);
         }
     }
 
