@@ -80,6 +80,7 @@ pub(crate) async fn start(
         joined: BTreeMap::new(),
         heartbeat: Duration::from_secs(5),
         url_index: 0,
+        seen_peer: Seen::default(),
     };
     let socket = manager.connect_and_login().await?;
     manager
@@ -129,31 +130,51 @@ struct Manager {
     heartbeat: Duration,
     /// Which of the configured URLs to connect to next.
     url_index: usize,
+    /// Recent peer message IDs: one delivered again (live, then from the offline inbox when its
+    /// receipt was lost with a connection) is acknowledged again but not handed on twice.
+    seen_peer: Seen,
 }
 
-/// How many channel message IDs a client remembers per channel to drop repeats.
+/// How many message IDs a client remembers (per channel, and for peer messages) to drop
+/// repeats.
 const SEEN_MESSAGES: usize = 512;
+
+/// The most recent [`SEEN_MESSAGES`] message IDs.
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Seen {
+    /// Records a message ID; false if it was seen before.
+    fn first_sight(&mut self, message_id: u64) -> bool {
+        if !self.ids.insert(message_id) {
+            return false;
+        }
+        self.order.push_back(message_id);
+        if self.order.len() > SEEN_MESSAGES
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
+}
 
 #[derive(Default)]
 struct JoinedChannel {
     /// The highest sequence number seen (or the channel's at join time).
     last_seq: u64,
     /// Recent message IDs, to drop a message delivered twice (live and by recovery).
-    seen: HashSet<u64>,
-    seen_order: VecDeque<u64>,
+    seen: Seen,
 }
 
 impl JoinedChannel {
     /// Records a message; false if it was seen before.
     fn first_sight(&mut self, message_id: u64, seq: u64) -> bool {
-        if !self.seen.insert(message_id) {
+        if !self.seen.first_sight(message_id) {
             return false;
-        }
-        self.seen_order.push_back(message_id);
-        if self.seen_order.len() > SEEN_MESSAGES
-            && let Some(oldest) = self.seen_order.pop_front()
-        {
-            self.seen.remove(&oldest);
         }
         self.last_seq = self.last_seq.max(seq);
         true
@@ -352,6 +373,11 @@ impl Manager {
                 };
                 if self.send_frame(socket, &receipt).await.is_err() {
                     return Some(SessionEnd::Lost);
+                }
+                if matches!(kind, Event::MessageFromPeer(_))
+                    && !self.seen_peer.first_sight(*message_id)
+                {
+                    return None;
                 }
             }
             Event::ChannelMessage(message) => {
@@ -577,4 +603,24 @@ fn state_changed(state: State, reason: Reason) -> Event {
 
 fn logout_op() -> Op {
     Op::Logout(v1::LogoutRequest {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_id_is_seen_once_among_the_most_recent() {
+        let mut seen = Seen::default();
+        assert!(seen.first_sight(1));
+        assert!(!seen.first_sight(1));
+        for id in 2..=SEEN_MESSAGES as u64 {
+            assert!(seen.first_sight(id));
+        }
+        assert!(!seen.first_sight(1), "still among the most recent");
+        assert!(seen.first_sight(SEEN_MESSAGES as u64 + 1));
+        // The oldest is forgotten once more than SEEN_MESSAGES came after it.
+        assert!(seen.first_sight(1));
+        assert_eq!(seen.ids.len(), SEEN_MESSAGES);
+    }
 }
