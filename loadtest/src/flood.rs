@@ -110,7 +110,6 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
     let flooders: Vec<Lean> = connections.split_off(options.readers + options.stalled);
     let stalled: Vec<Lean> = connections.split_off(options.readers);
     let readers = connections;
-    let probes = common::connect_many(target, "flood-probe-", options.probes).await?;
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -134,16 +133,24 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
         })
     };
 
-    let started = Instant::now();
+    // The well-behaved users live on a thread and runtime of their own: a generator busy
+    // reading the flood must not be what delays them.
+    let started = Instant::now() + Duration::from_secs(1);
     let flood_at = started + Duration::from_secs_f64(options.baseline);
     let flood_until = flood_at + Duration::from_secs_f64(options.seconds);
-    let probing = tokio::spawn(probe(
-        probes,
-        options.clone(),
-        started,
-        flood_at,
-        flood_until,
-    ));
+    let probing = {
+        let (target, options) = (target.clone(), options.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let probes = common::connect_many(&target, "flood-probe-", options.probes).await?;
+                tokio::time::sleep_until(started.into()).await;
+                probe(probes, options, started, flood_at, flood_until).await
+            })
+        })
+    };
 
     tokio::time::sleep_until(flood_at.into()).await;
     let cpu_before = common::server_cpu(target);
@@ -164,9 +171,14 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
         task.await?;
     }
     let cpu = common::server_cpu(target) - cpu_before;
-    let (baseline, during) = probing.await??;
+    let (baseline, during) = tokio::task::spawn_blocking(move || probing.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the well-behaved users' thread panicked"))??;
     let (rss_end, _) = common::server_usage(target)?;
     stop.store(true, Ordering::Relaxed);
+    // Readers read from the flood's start until now (the server works off its backlog after
+    // the senders stop).
+    let reading_seconds = flood_at.elapsed().as_secs_f64();
     let _ = sampler.await;
     for task in reading {
         task.abort();
@@ -197,7 +209,8 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
         "refused_per_second": refused as f64 / seconds,
         "refusals": refusals,
         "unanswered": offered.saturating_sub(taken + refused),
-        "delivered_per_second": delivered as f64 / seconds,
+        "delivered": delivered,
+        "delivered_per_second": delivered as f64 / reading_seconds,
         "readers_closed": counters.readers_closed.load(Ordering::Relaxed),
         "flooders_closed": counters.flooders_closed.load(Ordering::Relaxed),
         "stalled_shed": shed,
@@ -222,7 +235,7 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
             .unwrap_or_default(),
         taken as f64 / seconds,
         refused as f64 / seconds,
-        delivered as f64 / seconds,
+        delivered as f64 / reading_seconds,
         options.readers,
         options.stalled,
         mb(&report["server_rss_before_bytes"]),
@@ -244,12 +257,32 @@ pub async fn run(target: &Target, options: &Options) -> anyhow::Result<serde_jso
     Ok(report)
 }
 
-/// Reads everything, counting deliveries, until the run stops or the server closes.
+/// Reads everything, counting deliveries and pinging as the protocol asks, until the run stops
+/// or the server closes.
 async fn read_all(mut lean: Lean, counters: Arc<Counters>, stop: Arc<AtomicBool>) {
-    while let Some(Ok(frame)) = lean.next().await {
-        let mut count = 0;
-        wire::deliveries(&frame.into_data(), |_| count += 1);
-        counters.delivered.fetch_add(count, Ordering::Relaxed);
+    let every = lean
+        .protocol
+        .keepalive()
+        .unwrap_or(Duration::from_secs(3600));
+    let mut keepalive = tokio::time::interval_at((Instant::now() + every).into(), every);
+    loop {
+        tokio::select! {
+            frame = lean.next() => match frame {
+                Some(Ok(frame)) => {
+                    let mut count = 0;
+                    wire::deliveries(&frame.into_data(), |_| count += 1);
+                    counters.delivered.fetch_add(count, Ordering::Relaxed);
+                }
+                _ => break,
+            },
+            _ = keepalive.tick() => {
+                if let Some(ping) = lean.keepalive_frame()
+                    && lean.send(ping).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
     }
     if !stop.load(Ordering::Relaxed) {
         counters.readers_closed.fetch_add(1, Ordering::Relaxed);

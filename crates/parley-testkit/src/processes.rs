@@ -59,17 +59,8 @@ pub struct ProcessCluster {
     extra_args: Vec<String>,
     /// More environment variables for every node.
     extra_env: Vec<(String, String)>,
-    /// Nodes that reach meta, and are reached, only through proxies ([`ProcessCluster::partition`]).
-    partitionable: BTreeMap<u64, Partitionable>,
-}
-
-/// The proxies in front of a node that can be cut off: one others call it through (its
-/// advertised gRPC address), one per meta node it calls.
-struct Partitionable {
-    inbound: crate::Proxy,
-    metas: Vec<crate::Proxy>,
-    /// The `--meta` flag naming the proxies.
-    metas_flag: String,
+    /// Nodes that others call only through a proxy ([`ProcessCluster::partition`]).
+    partitionable: BTreeMap<u64, crate::Proxy>,
 }
 
 fn free_port() -> u16 {
@@ -344,17 +335,12 @@ impl ProcessCluster {
             .expect("open the node's log");
         let mut command = Command::new(&self.binary);
         command.args(["run", "--node-id", &id.to_string()]);
-        let metas = match self.partitionable.get(&id) {
-            Some(proxies) => {
-                let advertised = proxies.inbound.addr.to_string();
-                command.args(["--advertise-grpc", &advertised]);
-                &proxies.metas_flag
-            }
-            None => &self.metas,
-        };
+        if let Some(proxy) = self.partitionable.get(&id) {
+            command.args(["--advertise-grpc", &proxy.addr.to_string()]);
+        }
         command
             .args(["--roles", node.role.flag()])
-            .args(["--meta", metas])
+            .args(["--meta", &self.metas])
             .args(["--grpc-addr", &format!("127.0.0.1:{}", node.grpc_port)])
             .args(["--http-addr", &format!("127.0.0.1:{}", node.http_port)])
             .args(["--ops-addr", &format!("127.0.0.1:{}", node.ops_port)])
@@ -435,51 +421,26 @@ impl ProcessCluster {
         }
     }
 
-    /// Restarts data node `id` behind proxies (the address others call it at, and one per meta
-    /// node it calls), so that [`ProcessCluster::partition`] can cut it off.
+    /// Restarts data node `id` behind a proxy (others call it at the proxy's address), so
+    /// that [`ProcessCluster::partition`] can cut it off.
     pub async fn make_partitionable(&mut self, id: u64) {
-        let grpc = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let inbound = crate::Proxy::start(grpc(self.nodes[&id].grpc_port)).await;
-        let mut metas = Vec::new();
-        let mut flag = Vec::new();
-        for (meta_id, node) in self
-            .nodes
-            .iter()
-            .filter(|(_, node)| node.role == Role::Meta)
-        {
-            let proxy = crate::Proxy::start(grpc(node.grpc_port)).await;
-            flag.push(format!("{meta_id}={}", proxy.addr));
-            metas.push(proxy);
-        }
-        self.partitionable.insert(
-            id,
-            Partitionable {
-                inbound,
-                metas,
-                metas_flag: flag.join(","),
-            },
-        );
+        let real = SocketAddr::from(([127, 0, 0, 1], self.nodes[&id].grpc_port));
+        self.partitionable
+            .insert(id, crate::Proxy::start(real).await);
         self.restart(id);
     }
 
-    /// Cuts node `id` (made partitionable) off: no node reaches it and it reaches no meta node,
-    /// while it runs on (it still reaches edges and Redis directly, as a half-broken network
-    /// would let it).
+    /// An asymmetric partition: no node reaches node `id` (made partitionable) any more, while
+    /// it runs on and still reaches meta, Redis and the edges. (A node cut off from meta as well
+    /// cannot be made with proxies: meta's answers name the leader's own address. A node no one
+    /// hears at all is [`ProcessCluster::pause`].)
     pub fn partition(&self, id: u64) {
-        self.set_partitioned(id, true);
+        self.partitionable[&id].set_blocked(true);
     }
 
     /// Undoes [`ProcessCluster::partition`].
     pub fn heal(&self, id: u64) {
-        self.set_partitioned(id, false);
-    }
-
-    fn set_partitioned(&self, id: u64, cut: bool) {
-        let proxies = &self.partitionable[&id];
-        proxies.inbound.set_blocked(cut);
-        for proxy in &proxies.metas {
-            proxy.set_blocked(cut);
-        }
+        self.partitionable[&id].set_blocked(false);
     }
 
     /// Starts a stopped or killed node again on the same ports.
