@@ -290,8 +290,8 @@ pub struct ClusterTlsOptions {
         requires_all = ["cluster_cert", "cluster_key"]
     )]
     pub cluster_ca: Option<PathBuf>,
-    /// This node's certificate chain (PEM), naming every address other nodes use for it;
-    /// read again when the file changes.
+    /// This node's certificate chain (PEM), carrying the DNS name `parley-node` (what nodes
+    /// check of each other, whatever address they use); read again when the file changes.
     #[arg(
         long,
         env = "PARLEY_CLUSTER_CERT",

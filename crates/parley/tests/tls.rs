@@ -2,6 +2,7 @@
 //! trusting the deployment's CA), a renewed certificate taken without a restart, and a
 //! production cluster whose nodes speak only mutual TLS to each other.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -184,8 +185,19 @@ async fn clients_speak_wss_and_a_renewed_certificate_needs_no_restart() {
     carol.logout().await.unwrap();
 }
 
+/// `--cluster-ca CA --cluster-cert … --cluster-key …`: mutual TLS with `identity`.
+fn cluster_flags(ca: &Path, identity: &CertFiles) -> Vec<String> {
+    let flag = |name: &str, path: &Path| [name.to_owned(), path.to_str().unwrap().to_owned()];
+    [
+        flag("--cluster-ca", ca),
+        flag("--cluster-cert", &identity.cert),
+        flag("--cluster-key", &identity.key),
+    ]
+    .concat()
+}
+
 /// `parley cluster status` against the cluster, with these extra arguments; its exit status.
-async fn cluster_status(cluster: &ProcessCluster, extra: &[&str]) -> std::process::Output {
+async fn cluster_status(cluster: &ProcessCluster, extra: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_parley"))
         .args([
             "cluster",
@@ -207,22 +219,16 @@ async fn a_production_cluster_takes_only_tls_between_nodes_and_from_clients() {
     // Nodes know each other by the name every node certificate carries, not by address.
     let node = pki.issue_for("node", "node", &[parley_proto::cluster_auth::NODE_NAME]);
     let edge = pki.issue("edge", "parley-edge");
-    let path = |path: &std::path::PathBuf| path.to_str().unwrap().to_owned();
-    let (ca, node_cert, node_key) = (path(&pki.ca), path(&node.cert), path(&node.key));
-    let (edge_cert, edge_key) = (path(&edge.cert), path(&edge.key));
-    let tls_args = [
-        "--production",
-        "--cluster-ca",
-        &ca,
-        "--cluster-cert",
-        &node_cert,
-        "--cluster-key",
-        &node_key,
-        "--tls-cert",
-        &edge_cert,
-        "--tls-key",
-        &edge_key,
-    ];
+    let path = |path: &Path| path.to_str().unwrap().to_owned();
+    let mut tls_args = cluster_flags(&pki.ca, &node);
+    tls_args.extend([
+        "--production".to_owned(),
+        "--tls-cert".to_owned(),
+        path(&edge.cert),
+        "--tls-key".to_owned(),
+        path(&edge.key),
+    ]);
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
     // This process asks meta how the cluster is doing: as a node would, over mutual TLS.
     let identity = parley_tls::ReloadingCert::load(node.clone()).unwrap();
     let roots = || parley_tls::roots_from_file(&pki.ca).unwrap();
@@ -256,18 +262,7 @@ async fn a_production_cluster_takes_only_tls_between_nodes_and_from_clients() {
     assert_eq!(plain.code, ErrorCode::Unavailable);
 
     // An operator needs a certificate the cluster's CA signed.
-    let with_cert = cluster_status(
-        &cluster,
-        &[
-            "--cluster-ca",
-            &ca,
-            "--cluster-cert",
-            &node_cert,
-            "--cluster-key",
-            &node_key,
-        ],
-    )
-    .await;
+    let with_cert = cluster_status(&cluster, &cluster_flags(&pki.ca, &node)).await;
     assert!(
         with_cert.status.success(),
         "{}",
@@ -286,16 +281,7 @@ async fn a_production_cluster_takes_only_tls_between_nodes_and_from_clients() {
         "intruder",
         &[parley_proto::cluster_auth::NODE_NAME],
     );
-    let foreign_args = [
-        "--cluster-ca".to_owned(),
-        ca.clone(),
-        "--cluster-cert".to_owned(),
-        path(&foreign.cert),
-        "--cluster-key".to_owned(),
-        path(&foreign.key),
-    ];
-    let foreign_args: Vec<&str> = foreign_args.iter().map(String::as_str).collect();
-    let with_foreign_cert = cluster_status(&cluster, &foreign_args).await;
+    let with_foreign_cert = cluster_status(&cluster, &cluster_flags(&pki.ca, &foreign)).await;
     assert!(!with_foreign_cert.status.success());
 }
 
@@ -324,14 +310,6 @@ async fn production_mode_refuses_to_start_without_tls() {
     };
     let error = run(Vec::new()).await;
     assert!(error.contains("needs mutual TLS"), "{error}");
-    let cluster_tls = vec![
-        "--cluster-ca".to_owned(),
-        pki.ca.to_str().unwrap().to_owned(),
-        "--cluster-cert".to_owned(),
-        node.cert.to_str().unwrap().to_owned(),
-        "--cluster-key".to_owned(),
-        node.key.to_str().unwrap().to_owned(),
-    ];
-    let error = run(cluster_tls).await;
+    let error = run(cluster_flags(&pki.ca, &node)).await;
     assert!(error.contains("client port needs TLS"), "{error}");
 }
