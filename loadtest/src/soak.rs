@@ -18,7 +18,6 @@ use parley_testkit::ProcessCluster;
 use parley_testkit::chaos::Load;
 use parley_testkit::processes::CLUSTER_APP_ID;
 use parley_testkit::processes::Role;
-use parley_testkit::processes::status;
 use serde_json::json;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -120,12 +119,12 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Value> {
         match fault {
             Fault::OwnerKilled => {
                 cluster.kill(victim_owner);
-                wait_until_down(&cluster, victim_owner).await;
+                cluster.wait_until_down(victim_owner).await;
                 cluster.restart(victim_owner);
             }
             Fault::EdgeKilled => {
                 cluster.kill(victim_edge);
-                wait_until_down(&cluster, victim_edge).await;
+                cluster.wait_until_down(victim_edge).await;
                 cluster.restart(victim_edge);
             }
             Fault::MetaLeaderKilled => {
@@ -149,7 +148,7 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Value> {
             }
             Fault::OwnerFrozen => {
                 cluster.pause(victim_owner);
-                wait_until_down(&cluster, victim_owner).await;
+                cluster.wait_until_down(victim_owner).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 // Back, it must first learn it was taken out (and drop what it held).
                 cluster.resume(victim_owner);
@@ -209,15 +208,4 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Value> {
     );
     anyhow::ensure!(failures.is_empty(), "the oracle refused the run");
     Ok(report)
-}
-
-/// Waits until meta has taken node `id` out of service.
-async fn wait_until_down(cluster: &ProcessCluster, id: u64) {
-    cluster
-        .wait_for(
-            &format!("node {id} marked down"),
-            Duration::from_secs(15),
-            |topology| status(topology, id) == Some(parley_proto::cluster::v1::NodeStatus::Down),
-        )
-        .await;
 }

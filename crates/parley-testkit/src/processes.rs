@@ -499,6 +499,16 @@ impl ProcessCluster {
     }
 
     /// Waits until every running data node is up in meta's view and routes by its epoch.
+    /// Waits (up to 15 s) until meta has taken node `id` out of service.
+    pub async fn wait_until_down(&self, id: u64) {
+        self.wait_for(
+            &format!("node {id} marked down"),
+            Duration::from_secs(15),
+            |topology| status(topology, id) == Some(wire::NodeStatus::Down),
+        )
+        .await;
+    }
+
     pub async fn wait_until_all_up(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !self.all_up().await {

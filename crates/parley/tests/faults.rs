@@ -47,17 +47,6 @@ async fn cluster_under_load() -> (ProcessCluster, Load) {
     (cluster, load)
 }
 
-/// Waits until meta has taken node `id` out of service.
-async fn wait_until_down(cluster: &ProcessCluster, id: u64) {
-    cluster
-        .wait_for(
-            &format!("node {id} marked down"),
-            Duration::from_secs(10),
-            |topology| status(topology, id) == Some(NodeStatus::Down),
-        )
-        .await;
-}
-
 /// Lets the load run on a settled cluster for a while before the checks.
 async fn run_on(cluster: &ProcessCluster) {
     cluster.wait_until_all_up().await;
@@ -69,7 +58,7 @@ async fn an_owner_killed_with_sigkill() {
     let (mut cluster, load) = cluster_under_load().await;
     let victim = cluster.ids(Role::Owner)[1];
     cluster.kill(victim);
-    wait_until_down(&cluster, victim).await;
+    cluster.wait_until_down(victim).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     load.finish().await.assert_clean();
 }
@@ -91,7 +80,7 @@ async fn the_meta_leader_killed() {
     // still taken out.
     let victim = cluster.ids(Role::Owner)[0];
     cluster.kill(victim);
-    wait_until_down(&cluster, victim).await;
+    cluster.wait_until_down(victim).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     load.finish().await.assert_clean();
 }
@@ -101,7 +90,7 @@ async fn an_edge_killed() {
     let (mut cluster, load) = cluster_under_load().await;
     let victim = cluster.ids(Role::Edge)[0];
     cluster.kill(victim);
-    wait_until_down(&cluster, victim).await;
+    cluster.wait_until_down(victim).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     load.finish().await.assert_clean();
 }
@@ -146,7 +135,7 @@ async fn an_owner_paused_past_the_timeout_and_resumed() {
     let (cluster, load) = cluster_under_load().await;
     let victim = cluster.ids(Role::Owner)[2];
     cluster.pause(victim);
-    wait_until_down(&cluster, victim).await;
+    cluster.wait_until_down(victim).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // Back: it must first learn it was taken out (and drop what it held), then rejoin.
     cluster.resume(victim);
