@@ -1,6 +1,7 @@
 //! An edge's client port before any request is read: how many connections one address may
 //! hold, and how long a connection has to get its first request through (slow or silent
-//! clients must not hold sockets forever); and how many sessions one app may hold on an edge.
+//! clients must not hold sockets forever), how many and how large headers may be; and how many
+//! sessions one app may hold on an edge.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -158,4 +159,44 @@ async fn one_app_holds_at_most_its_share_of_an_edges_sessions() {
     // A session that ends gives its place back.
     first.logout().await.unwrap();
     let (_third, _third_events) = login(app, "u3").await.unwrap();
+}
+
+/// What the server answers `request` with before it closes (at most 4 KB of it).
+async fn answer_to(address: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    // The server may answer and close before it has read everything: a failed write is fine.
+    let _ = stream.write_all(request).await;
+    let mut answer = vec![0u8; 4096];
+    let mut read = 0;
+    while read < answer.len() {
+        match tokio::time::timeout(PROMPTLY, stream.read(&mut answer[read..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => read += n,
+            Err(_) => panic!("no answer and no close in time"),
+        }
+    }
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_refused() {
+    let server = TestServer::start().await;
+    let address = server.http_addresses()[0];
+    let mut many = b"GET /v1/ws HTTP/1.1\r\nhost: x\r\n".to_vec();
+    for n in 0..120 {
+        many.extend_from_slice(format!("x-header-{n}: {n}\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let answer = answer_to(address, &many).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+
+    let mut large = b"GET /v1/ws HTTP/1.1\r\nhost: x\r\nx-large: ".to_vec();
+    large.extend(std::iter::repeat_n(b'a', 600 * 1024));
+    large.extend_from_slice(b"\r\n\r\n");
+    let answer = answer_to(address, &large).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+
+    // The port still serves.
+    let mut client = RawClient::connect(&server.edge_urls()[0], Codec::Proto).await;
+    pong(&mut client).await;
 }
