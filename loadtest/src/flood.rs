@@ -321,7 +321,7 @@ async fn flood(
             }
             _ = tokio::time::sleep_until(linger.into()), if !sending => break,
             frame = lean.next() => match frame {
-                Some(Ok(frame)) => count_reply(&lean, &frame, &counters),
+                Some(Ok(frame)) => count_reply(&frame, &counters),
                 _ => {
                     counters.flooders_closed.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -332,24 +332,24 @@ async fn flood(
     lean.close().await;
 }
 
-fn count_reply(lean: &Lean, frame: &Message, counters: &Counters) {
-    let data = frame.clone().into_data();
-    if let Some(refusal) = wire::refusal(lean.protocol, &data) {
-        counters.refused.fetch_add(1, Ordering::Relaxed);
-        let code = refusal
-            .split_whitespace()
-            .next()
-            .and_then(|code| code.parse::<i32>().ok())
-            .and_then(|code| parley_proto::v1::ErrorCode::try_from(code).ok())
-            .map_or_else(|| refusal.clone(), |code| code.as_str_name().to_owned());
-        *counters
-            .refusals
-            .lock()
-            .expect("refusals lock")
-            .entry(code)
-            .or_default() += 1;
-    } else if wire::is_reply(&data) {
-        counters.taken.fetch_add(1, Ordering::Relaxed);
+fn count_reply(frame: &Message, counters: &Counters) {
+    let Message::Binary(data) = frame else {
+        return;
+    };
+    match wire::reply(data) {
+        Some(Ok(())) => {
+            counters.taken.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Err(error)) => {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            *counters
+                .refusals
+                .lock()
+                .expect("refusals lock")
+                .entry(error.code().as_str_name().to_owned())
+                .or_default() += 1;
+        }
+        None => {}
     }
 }
 

@@ -105,20 +105,19 @@ pub fn refusal(protocol: Protocol, frame: &[u8]) -> Option<String> {
     if protocol != Protocol::Parley {
         return None;
     }
+    let error = reply(frame)?.err()?;
+    Some(format!("{} {}", error.code, error.message))
+}
+
+/// How a Parley reply (to a request of ours) ended, if `frame` is one.
+pub fn reply(frame: &[u8]) -> Option<Result<(), v1::Error>> {
     match v1::ServerFrame::decode(frame).ok()?.kind? {
         v1::server_frame::Kind::Reply(v1::Reply {
             error: Some(error), ..
-        }) => Some(format!("{} {}", error.code, error.message)),
+        }) => Some(Err(error)),
+        v1::server_frame::Kind::Reply(_) => Some(Ok(())),
         _ => None,
     }
-}
-
-/// Whether a Parley frame is a reply (to a request of ours).
-pub fn is_reply(frame: &[u8]) -> bool {
-    matches!(
-        v1::ServerFrame::decode(frame).map(|frame| frame.kind),
-        Ok(Some(v1::server_frame::Kind::Reply(_)))
-    )
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -224,7 +224,7 @@ impl Load {
         self.tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 for address in &addresses {
-                    if let Some(status) = node_status(address).await {
+                    if let Some(status) = crate::processes::node_status_at(address).await {
                         let owners: Vec<u64> = status
                             .members
                             .iter()
@@ -415,22 +415,6 @@ async fn orphaned_members(urls: &[String], app_id: &str, channels: &[String]) ->
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// What the node at `address` says of itself (cluster secret and TLS as this process has them).
-async fn node_status(address: &str) -> Option<parley_proto::cluster::v1::StatusReply> {
-    tokio::time::timeout(Duration::from_millis(300), async {
-        let channel = parley_proto::cluster_auth::channel(address, |endpoint| endpoint).ok()?;
-        let mut client = parley_proto::cluster::v1::cluster_client::ClusterClient::new(channel);
-        client
-            .status(parley_proto::cluster::v1::Done {})
-            .await
-            .ok()
-            .map(tonic::Response::into_inner)
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 #[cfg(test)]

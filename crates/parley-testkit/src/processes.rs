@@ -63,6 +63,21 @@ pub struct ProcessCluster {
     partitionable: BTreeMap<u64, crate::Proxy>,
 }
 
+/// What the node whose gRPC address is `address` says of itself and the cluster, within 500 ms
+/// (with the cluster secret, and TLS, as this process has them).
+pub async fn node_status_at(address: &str) -> Option<wire::StatusReply> {
+    let asked = tokio::time::timeout(Duration::from_millis(500), async {
+        let channel = parley_proto::cluster_auth::channel(address, |endpoint| {
+            endpoint.connect_timeout(Duration::from_millis(500))
+        })
+        .ok()?;
+        let mut client = parley_proto::cluster::v1::cluster_client::ClusterClient::new(channel);
+        client.status(wire::Done {}).await.ok()
+    })
+    .await;
+    asked.ok().flatten().map(tonic::Response::into_inner)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -528,17 +543,7 @@ impl ProcessCluster {
 
     /// What node `id` says of itself and the cluster.
     pub async fn node_status(&self, id: u64) -> Option<wire::StatusReply> {
-        let address = self.grpc_address(id);
-        let asked = tokio::time::timeout(Duration::from_millis(500), async {
-            let channel = parley_proto::cluster_auth::channel(&address, |endpoint| {
-                endpoint.connect_timeout(Duration::from_millis(500))
-            })
-            .ok()?;
-            let mut client = parley_proto::cluster::v1::cluster_client::ClusterClient::new(channel);
-            client.status(wire::Done {}).await.ok()
-        })
-        .await;
-        asked.ok().flatten().map(tonic::Response::into_inner)
+        node_status_at(&self.grpc_address(id)).await
     }
 
     /// The meta leader's id, once there is one.
