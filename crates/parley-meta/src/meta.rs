@@ -31,6 +31,7 @@ use crate::state::ClusterState;
 use crate::state::Command;
 use crate::state::NodeRecord;
 use crate::state::NodeStatus;
+use crate::state::leader_stalled;
 use crate::state::silent_nodes;
 use crate::store::MetaStorage;
 use crate::store::TypeConfig;
@@ -242,15 +243,29 @@ fn node_info(node: u64, record: &NodeRecord) -> wire::NodeInfo {
     }
 }
 
+/// How often the leader looks for silent nodes.
+const DETECTION_TICK: Duration = Duration::from_millis(100);
+
 /// The leader's loop: marks down the data nodes it has not heard from within the timeout. A
-/// new leader first gives every node a full timeout to find it.
+/// new leader first gives every node a full timeout to find it, and so does a leader whose own
+/// process did not run for a while ([`leader_stalled`]).
 async fn detect_failures(meta: std::sync::Weak<MetaNode>) {
     let mut leading = false;
+    let mut last_look = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(DETECTION_TICK).await;
         let Some(meta) = meta.upgrade() else { return };
         let leader = meta.is_leader();
-        if leader && !leading {
+        let since_last_look = last_look.elapsed();
+        last_look = Instant::now();
+        let stalled = leader_stalled(since_last_look, DETECTION_TICK, meta.config.node_timeout);
+        if leader && stalled {
+            tracing::warn!(
+                ?since_last_look,
+                "this meta leader did not run for a while: every node gets a full timeout again"
+            );
+        }
+        if leader && (!leading || stalled) {
             let now = Instant::now();
             let mut heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
             for node in meta.cluster.borrow().nodes.keys() {

@@ -212,6 +212,20 @@ pub fn silent_nodes(
         .collect()
 }
 
+/// Whether the leader's own failure-detection loop, due every `tick`, went unrun so long
+/// (`since_last_look`) that the silence it now sees says more about the leader than about the
+/// nodes: a paused or starved meta process heard nobody, whether they spoke or not. The leader
+/// then gives every node a full `timeout` again, as a new leader does, rather than mark down
+/// a region whose meta node froze with it (Cassandra's failure detector skips a local pause
+/// the same way).
+pub fn leader_stalled(
+    since_last_look: std::time::Duration,
+    tick: std::time::Duration,
+    timeout: std::time::Duration,
+) -> bool {
+    since_last_look > tick + timeout / 2
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -382,5 +396,17 @@ mod tests {
                 Command::Remove { node: 3 },
             ]
         );
+    }
+
+    #[test]
+    fn a_leader_that_did_not_run_blames_no_one() {
+        let tick = Duration::from_millis(100);
+        let timeout = Duration::from_secs(1);
+        // On time, or late by less than half a timeout: its view of the nodes holds.
+        assert!(!leader_stalled(Duration::from_millis(100), tick, timeout));
+        assert!(!leader_stalled(Duration::from_millis(600), tick, timeout));
+        // Late by more: it was not listening, so it cannot tell who was silent.
+        assert!(leader_stalled(Duration::from_millis(601), tick, timeout));
+        assert!(leader_stalled(Duration::from_secs(7), tick, timeout));
     }
 }

@@ -130,6 +130,33 @@ async fn an_owner_added_under_load() {
     load.finish().await.assert_clean();
 }
 
+/// A meta leader that did not run (paused, or starved of CPU on a busy machine) heard no
+/// heartbeat meanwhile, and must not take that for the nodes' silence: when it runs again it
+/// gives every node a full timeout, so a region that froze and thawed as a whole keeps its ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meta_leader_paused_past_the_timeout_marks_no_one_down() {
+    let cluster = ProcessCluster::start(env!("CARGO_BIN_EXE_parley").as_ref(), 1, 2, 1).await;
+    let before = cluster.topology().await.expect("meta answers");
+    let meta = cluster.ids(Role::Meta)[0];
+    cluster.pause(meta);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.resume(meta);
+    // Several of its timeouts after it runs again, nothing has changed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = cluster.topology().await.expect("meta answers");
+    assert_eq!(
+        after.epoch, before.epoch,
+        "meta changed the ring: {after:?}"
+    );
+    for id in cluster
+        .ids(Role::Owner)
+        .into_iter()
+        .chain(cluster.ids(Role::Edge))
+    {
+        assert_eq!(status(&after, id), Some(NodeStatus::Up), "node {id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_paused_past_the_timeout_and_resumed() {
     let (cluster, load) = cluster_under_load().await;
