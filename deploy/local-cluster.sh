@@ -26,7 +26,19 @@ if [ "${1:-start}" = "stop" ]; then
     exit 0
 fi
 
-command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
+# Needs, beyond the Rust toolchain, a C compiler and make (as the README says) and Redis, which
+# it installs from Debian's packages when it can.
+if ! command -v redis-server >/dev/null; then
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root=sudo
+    if command -v apt-get >/dev/null; then
+        $as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "redis-server is needed: install Redis 6 or newer and run this again" >&2
+        exit 1
+    fi
+fi
 cargo build --release -p parley
 mkdir -p "$state"
 
