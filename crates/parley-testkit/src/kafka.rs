@@ -1,5 +1,7 @@
 //! A real Kafka-protocol broker for tests: `tansu` with SQLite storage on a free loopback port,
 //! one temporary directory each. `scripts/test` installs tansu; this only starts and stops it.
+//! `scripts/test` runs the tests that start one after tansu's install and the others meanwhile:
+//! a new test binary that starts a broker must be named in its `needs_kafka` filter.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
