@@ -5,8 +5,10 @@
 //! - `store`: Raft's log, vote and snapshots on disk (redb);
 //! - `network`: Raft between meta nodes over gRPC;
 //! - `meta`: a meta node: the failure detector and the API nodes and operators call;
-//! - `watch`: the data nodes' heartbeat loop.
+//! - `watch`: the data nodes' heartbeat loop;
+//! - `handoff`: what a data node does about a newer topology (pure).
 
+pub mod handoff;
 pub mod meta;
 pub mod network;
 pub mod state;

@@ -75,7 +75,16 @@ pub struct Topology {
     pub edges: std::collections::BTreeSet<NodeId>,
 }
 
-pub type SharedTopology = Arc<RwLock<Topology>>;
+/// The node's topology as everything on it that routes sees it: the node's runtime publishes
+/// each newer one, and a reader looks at the latest or waits for an epoch ([`reach_epoch`]).
+pub type SharedTopology = tokio::sync::watch::Receiver<Arc<Topology>>;
+
+/// Waits up to `within` until `topology` is at `epoch` or newer; whether it got there.
+pub async fn reach_epoch(topology: &SharedTopology, epoch: u64, within: Duration) -> bool {
+    let mut topology = topology.clone();
+    let reached = topology.wait_for(|topology| topology.ring.epoch() >= epoch);
+    matches!(tokio::time::timeout(within, reached).await, Ok(Ok(_)))
+}
 
 /// Receipts this owner node waits for from edges on other nodes, by receipt id.
 #[derive(Default)]
@@ -163,30 +172,21 @@ impl OwnerService {
         epoch: u64,
         owner: impl Fn(&Ring) -> Option<NodeId>,
     ) -> Result<(), Status> {
-        let deadline = tokio::time::Instant::now() + EPOCH_CATCH_UP;
-        loop {
-            let (known, found) = {
-                let topology = self.topology.read().expect("topology lock poisoned");
-                (topology.ring.epoch(), owner(&topology.ring))
-            };
-            if known < epoch && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+        reach_epoch(&self.topology, epoch, EPOCH_CATCH_UP).await;
+        let found = owner(&self.topology.borrow().ring);
+        match found {
+            Some(node) if node == self.node => Ok(()),
+            Some(node) => {
+                let mut status = Status::failed_precondition("not the owner of this key");
+                status
+                    .metadata_mut()
+                    .insert(OWNER_KEY, tonic::metadata::MetadataValue::from(node.0));
+                Err(status)
             }
-            return match found {
-                Some(node) if node == self.node => Ok(()),
-                Some(node) => {
-                    let mut status = Status::failed_precondition("not the owner of this key");
-                    status
-                        .metadata_mut()
-                        .insert(OWNER_KEY, tonic::metadata::MetadataValue::from(node.0));
-                    Err(status)
-                }
-                None => Err(status_of(Error::new(
-                    ErrorCode::Unavailable,
-                    "the ring is empty",
-                ))),
-            };
+            None => Err(status_of(Error::new(
+                ErrorCode::Unavailable,
+                "the ring is empty",
+            ))),
         }
     }
 
@@ -889,8 +889,7 @@ impl RemoteOwners {
         }
         let address = self
             .topology
-            .read()
-            .expect("topology lock poisoned")
+            .borrow()
             .addresses
             .get(&node)
             .cloned()
@@ -904,7 +903,7 @@ impl RemoteOwners {
     }
 
     fn route(&self, owner: impl FnOnce(&Ring) -> Option<NodeId>) -> Result<Route, Error> {
-        let node = owner(&self.topology.read().expect("topology lock poisoned").ring)
+        let node = owner(&self.topology.borrow().ring)
             .ok_or_else(|| Error::new(ErrorCode::Unavailable, "no owner nodes"))?;
         Ok(match &self.local {
             Some((local, owner)) if *local == node => Route::Local(owner.clone()),
@@ -929,11 +928,7 @@ impl RemoteOwners {
     }
 
     fn epoch(&self) -> u64 {
-        self.topology
-            .read()
-            .expect("topology lock poisoned")
-            .ring
-            .epoch()
+        self.topology.borrow().ring.epoch()
     }
 
     /// Tells owner node `node` how a delivery it asked a receipt for ended.

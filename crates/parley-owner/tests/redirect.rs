@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::RwLock;
 
 use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
@@ -21,10 +20,16 @@ use parley_owner::OwnerApi;
 use parley_owner::OwnerConfig;
 use parley_owner::cluster::OwnerService;
 use parley_owner::cluster::RemoteOwners;
+use parley_owner::cluster::SharedTopology;
 use parley_owner::cluster::Topology;
 use parley_store::EmbeddedStore;
 
 const APP: &str = "0123456789abcdef0123456789abcdef";
+
+/// A topology nobody will change.
+fn fixed(topology: Topology) -> SharedTopology {
+    tokio::sync::watch::channel(Arc::new(topology)).1
+}
 
 async fn owner(node: u64, apps: &Arc<AppDirectory>) -> Arc<Owner> {
     let dir = std::env::temp_dir().join(format!("parley-redirect-{}-{node}", std::process::id()));
@@ -58,11 +63,11 @@ async fn a_stale_ring_costs_one_redirect() {
         let node = NodeId(index as u64 + 1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         addresses.insert(node, listener.local_addr().unwrap().to_string());
-        let topology = Arc::new(RwLock::new(Topology {
+        let topology = fixed(Topology {
             ring: current.clone(),
             addresses: BTreeMap::new(),
             edges: Default::default(),
-        }));
+        });
         let service = OwnerService::new(
             node,
             owner.clone() as Arc<dyn OwnerApi>,
@@ -76,11 +81,11 @@ async fn a_stale_ring_costs_one_redirect() {
         );
     }
     // The caller still believes node 1 owns everything.
-    let stale = Arc::new(RwLock::new(Topology {
+    let stale = fixed(Topology {
         ring: Ring::new(1, &[NodeId(1)], DEFAULT_VIRTUAL_NODES),
         addresses,
         edges: Default::default(),
-    }));
+    });
     let remote = RemoteOwners::new(stale, None);
 
     let app = AppId::parse(APP).unwrap();

@@ -424,7 +424,7 @@ impl TestServer {
             .iter()
             .find(|(spec, _)| spec.edge)
             .expect("an edge");
-        handle.topology().ring
+        handle.topology().ring.clone()
     }
 
     pub fn app_id(&self) -> &'static str {

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::RwLock;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parley_core::app::AppConfig;
@@ -24,6 +24,8 @@ use parley_edge::cluster::EdgeService;
 use parley_events::PipelineConfig;
 use parley_meta::MetaConfig;
 use parley_meta::MetaNode;
+use parley_meta::handoff;
+use parley_meta::handoff::Applied;
 use parley_owner::EdgeSink;
 use parley_owner::Owner;
 use parley_owner::OwnerApi;
@@ -42,6 +44,7 @@ use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Store;
 use parley_tls::ServerStream;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// How long sessions get to say goodbye when the node stops or drains.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -114,11 +117,12 @@ pub async fn node(
     // The apps of the node's own configuration; meta's come on top with every topology.
     let local_apps: Vec<AppConfig> = apps.all().iter().map(|app| app.as_ref().clone()).collect();
     let apps = Arc::new(apps);
-    let shared: SharedTopology = Arc::new(RwLock::new(Topology {
-        ring: Ring::new(0, &[], DEFAULT_VIRTUAL_NODES),
-        addresses: BTreeMap::new(),
-        edges: BTreeSet::new(),
-    }));
+    let (published, shared): (watch::Sender<Arc<Topology>>, SharedTopology) =
+        watch::channel(Arc::new(Topology {
+            ring: Ring::new(0, &[], DEFAULT_VIRTUAL_NODES),
+            addresses: BTreeMap::new(),
+            edges: BTreeSet::new(),
+        }));
     let (owner, bridge) = if spec.owner {
         owner_config.node = me;
         let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
@@ -161,12 +165,11 @@ pub async fn node(
     let handle = ClusterHandle {
         inner: Arc::new(HandleInner {
             me,
-            topology: shared,
+            topology: published,
             receipts: Arc::new(Receipts::default()),
             edge,
             owner,
-            remote_edges: Mutex::new(BTreeMap::new()),
-            leaving: std::sync::atomic::AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             apps: apps.clone(),
             local_apps,
         }),
@@ -189,16 +192,14 @@ pub struct ClusterHandle {
 
 struct HandleInner {
     me: NodeId,
-    topology: SharedTopology,
+    /// Published to everything on the node that routes ([`SharedTopology`]).
+    topology: watch::Sender<Arc<Topology>>,
     /// Receipts this node's owner awaits from edges on other nodes.
     receipts: Arc<Receipts>,
     edge: Option<Arc<Edge>>,
     owner: Option<Arc<Owner>>,
-    /// The edges on other nodes this node's owner delivers to, with their address and the
-    /// incarnation of their process.
-    remote_edges: Mutex<BTreeMap<NodeId, (String, u64)>>,
     /// Set once meta said this node drains or is down: its clients have been sent away.
-    leaving: std::sync::atomic::AtomicBool,
+    leaving: AtomicBool,
     /// What the edge and owner serve: `local_apps` and meta's apps (meta's win).
     apps: Arc<AppDirectory>,
     local_apps: Vec<AppConfig>,
@@ -206,12 +207,8 @@ struct HandleInner {
 
 impl ClusterHandle {
     /// The node's current topology.
-    pub fn topology(&self) -> Topology {
-        self.inner
-            .topology
-            .read()
-            .expect("topology lock poisoned")
-            .clone()
+    pub fn topology(&self) -> Arc<Topology> {
+        self.inner.topology.borrow().clone()
     }
 
     /// Whether this data node should take traffic: meta has given it a ring with owners in it
@@ -224,7 +221,7 @@ impl ClusterHandle {
         if topology.ring.nodes().is_empty() {
             return Err("no owner is up".to_owned());
         }
-        if self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.inner.leaving.load(Ordering::SeqCst) {
             return Err("draining".to_owned());
         }
         Ok(())
@@ -238,84 +235,11 @@ impl ClusterHandle {
             .with_description("The epoch of the ring of owners this node uses")
             .with_callback(move |observer| {
                 if let Some(inner) = inner.upgrade() {
-                    let epoch = inner
-                        .topology
-                        .read()
-                        .expect("topology lock poisoned")
-                        .ring
-                        .epoch();
+                    let epoch = inner.topology.borrow().ring.epoch();
                     observer.observe(epoch, &[]);
                 }
             })
             .build();
-    }
-
-    /// Takes a topology from meta (a newer epoch): connects the owner to new edges, installs
-    /// the ring, and when the owners changed, drops what this owner no longer owns and has the
-    /// edge re-register its sessions, channels and subscriptions with their (new) owners.
-    pub fn apply(&self, cluster: &wire::ClusterTopology) {
-        let inner = &self.inner;
-        self.serve_apps(cluster);
-        let next = topology(cluster);
-        if let Some(owner) = &inner.owner {
-            self.connect_edges(owner, cluster);
-        }
-        let owners_changed = {
-            let mut current = inner.topology.write().expect("topology lock poisoned");
-            if next.ring.epoch() <= current.ring.epoch() {
-                return;
-            }
-            let changed = current.ring.nodes() != next.ring.nodes();
-            *current = next.clone();
-            changed
-        };
-        tracing::info!(
-            node = inner.me.0,
-            epoch = cluster.epoch,
-            owners = ?next.ring.nodes(),
-            "new topology"
-        );
-        if owners_changed {
-            if let Some(owner) = inner.owner.clone() {
-                let ring = Arc::new(next.ring.clone());
-                let me = inner.me;
-                tokio::spawn(async move { owner.forget_unowned(ring, me).await });
-            }
-            if let Some(edge) = &inner.edge {
-                edge.reregister_all();
-            }
-        }
-        let status = cluster
-            .nodes
-            .iter()
-            .find(|info| info.node == inner.me.0)
-            .map(wire::NodeInfo::status);
-        // Draining, marked down, or removed: this node's clients must go elsewhere.
-        let leaving = !matches!(status, Some(NodeStatus::Up));
-        let was_leaving = inner
-            .leaving
-            .swap(leaving, std::sync::atomic::Ordering::SeqCst);
-        if !leaving
-            && was_leaving
-            && let Some(edge) = &inner.edge
-        {
-            edge.reopen();
-        }
-        if leaving
-            && !was_leaving
-            && let Some(edge) = inner.edge.clone()
-        {
-            // Clients move to another edge and resume there.
-            tracing::info!(
-                node = inner.me.0,
-                ?status,
-                "sending this edge's clients away"
-            );
-            tokio::spawn(async move {
-                edge.end_all_sessions(Reason::ServerShutdown, SHUTDOWN_GRACE)
-                    .await
-            });
-        }
     }
 
     fn serve_apps(&self, cluster: &wire::ClusterTopology) {
@@ -358,44 +282,95 @@ impl ClusterHandle {
         }
         self.inner.apps.replace(apps.into_values());
     }
+}
 
-    fn connect_edges(&self, owner: &Arc<Owner>, cluster: &wire::ClusterTopology) {
-        let inner = &self.inner;
-        let mut known = inner.remote_edges.lock().expect("edge table lock poisoned");
-        let wanted: BTreeMap<NodeId, (String, u64)> = cluster
-            .nodes
-            .iter()
-            .filter(|info| info.edge && info.node != inner.me.0)
-            .filter(|info| info.status() != NodeStatus::Down)
-            .map(|info| {
-                (
-                    NodeId(info.node),
-                    (info.grpc_address.clone(), info.incarnation),
-                )
-            })
-            .collect();
-        known.retain(|node, run| {
-            let keep = wanted.get(node) == Some(run);
-            if !keep {
-                // Gone, or a new run of it: the sessions it held are lost either way.
-                owner.unregister_edge(*node);
-                let owner = owner.clone();
-                let node = *node;
-                tokio::spawn(async move { owner.edge_gone(node).await });
+/// Carries out what meta's newer topologies mean for this node (`parley_meta::handoff` decides
+/// it), one topology at a time: the one task that owns what the node has applied. Meta's answers
+/// reach it through a watch, so the heartbeat loop never waits for it; topologies that arrive
+/// while one is being applied are taken as one, the newest.
+struct HandOff {
+    handle: ClusterHandle,
+    applied: Applied,
+}
+
+impl HandOff {
+    async fn run(mut self, mut from_meta: watch::Receiver<Option<wire::ClusterTopology>>) {
+        while from_meta.changed().await.is_ok() {
+            let next = from_meta.borrow_and_update().clone();
+            if let Some(next) = next {
+                self.apply(&next).await;
             }
-            keep
-        });
-        for (node, run) in wanted {
-            if known.contains_key(&node) {
-                continue;
+        }
+    }
+
+    async fn apply(&mut self, cluster: &wire::ClusterTopology) {
+        let inner = &self.handle.inner;
+        self.handle.serve_apps(cluster);
+        let plan = handoff::plan(&self.applied, cluster, inner.me.0);
+        if !plan.newer {
+            return;
+        }
+        if let Some(owner) = &inner.owner {
+            for node in &plan.edges_gone {
+                owner.unregister_edge(NodeId(*node));
+                self.applied.edges.remove(node);
             }
-            match RemoteEdge::connect(node, &run.0, inner.me, inner.receipts.clone()) {
-                Ok(sink) => {
-                    owner.register_edge(node, sink as Arc<dyn EdgeSink>);
-                    known.insert(node, run);
+            for (node, run) in plan.edges_new {
+                let id = NodeId(node);
+                match RemoteEdge::connect(id, &run.address, inner.me, inner.receipts.clone()) {
+                    Ok(sink) => {
+                        owner.register_edge(id, sink as Arc<dyn EdgeSink>);
+                        self.applied.edges.insert(node, run);
+                    }
+                    Err(error) => tracing::warn!(edge = node, %error, "cannot reach an edge"),
                 }
-                Err(error) => tracing::warn!(edge = node.0, %error, "cannot reach an edge"),
             }
+        }
+        let next = topology(cluster);
+        tracing::info!(
+            node = inner.me.0,
+            epoch = cluster.epoch,
+            owners = ?next.ring.nodes(),
+            "new topology"
+        );
+        let ring = Arc::new(next.ring.clone());
+        inner.topology.send_replace(Arc::new(next));
+        self.applied.topology = Some(cluster.clone());
+        if let Some(owner) = &inner.owner {
+            // Gone, or a new run of it: the sessions it held are lost either way.
+            for node in &plan.edges_gone {
+                owner.edge_gone(NodeId(*node)).await;
+            }
+            // Before the next topology is applied, so this node never holds keys by an older
+            // ring once it routes by a newer one.
+            if plan.owners_changed {
+                owner.forget_unowned(ring, inner.me).await;
+            }
+        }
+        if plan.owners_changed
+            && let Some(edge) = &inner.edge
+        {
+            edge.reregister_all();
+        }
+        match plan.leaving {
+            Some(true) => {
+                inner.leaving.store(true, Ordering::SeqCst);
+                if let Some(edge) = inner.edge.clone() {
+                    // Clients move to another edge and resume there.
+                    tracing::info!(node = inner.me.0, "sending this edge's clients away");
+                    tokio::spawn(async move {
+                        edge.end_all_sessions(Reason::ServerShutdown, SHUTDOWN_GRACE)
+                            .await
+                    });
+                }
+            }
+            Some(false) => {
+                inner.leaving.store(false, Ordering::SeqCst);
+                if let Some(edge) = &inner.edge {
+                    edge.reopen();
+                }
+            }
+            None => {}
         }
     }
 }
@@ -439,7 +414,7 @@ pub async fn serve(
         OwnerService::new(
             me,
             owner as Arc<dyn OwnerApi>,
-            inner.topology.clone(),
+            inner.topology.subscribe(),
             inner.receipts.clone(),
         )
     });
@@ -482,11 +457,18 @@ pub async fn serve(
         );
     let data_node = node.spec.edge || node.spec.owner;
     let following = (data_node && !node.spec.metas.is_empty()).then(|| {
-        let handle = node.handle();
+        let (to_handoff, from_meta) = watch::channel(None);
+        let handoff = HandOff {
+            handle: node.handle(),
+            applied: Applied::default(),
+        };
+        tokio::spawn(handoff.run(from_meta));
         tokio::spawn(parley_meta::watch::follow(
             node.info(rand::random()),
             node.spec.metas.clone(),
-            move |cluster| handle.apply(&cluster),
+            move |cluster| {
+                to_handoff.send_replace(Some(cluster));
+            },
         ))
     });
     let handle = node.handle();
@@ -543,12 +525,8 @@ async fn leave_gracefully(handle: &ClusterHandle, metas: &[String]) {
     match drained {
         Ok(Ok(reply)) => {
             // The others hear of the new epoch within a heartbeat hold; so does this node.
-            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-            while handle.topology().ring.epoch() < reply.epoch
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let topology = handle.inner.topology.subscribe();
+            parley_owner::cluster::reach_epoch(&topology, reply.epoch, SHUTDOWN_GRACE).await;
             tracing::info!(node = me.0, epoch = reply.epoch, "drained");
         }
         Ok(Err(error)) => tracing::warn!(%error, "draining on shutdown failed"),
