@@ -31,7 +31,7 @@ use crate::state::ClusterState;
 use crate::state::Command;
 use crate::state::NodeRecord;
 use crate::state::NodeStatus;
-use crate::state::leader_stalled;
+use crate::state::forgive_deafness;
 use crate::state::silent_nodes;
 use crate::store::MetaStorage;
 use crate::store::TypeConfig;
@@ -247,29 +247,30 @@ fn node_info(node: u64, record: &NodeRecord) -> wire::NodeInfo {
 const DETECTION_TICK: Duration = Duration::from_millis(100);
 
 /// The leader's loop: marks down the data nodes it has not heard from within the timeout. A
-/// new leader first gives every node a full timeout to find it, and so does a leader whose own
-/// process did not run for a while ([`leader_stalled`]).
+/// new leader first gives every node a full timeout to find it; a leader whose own process did
+/// not run for a while counts none of that time as anyone's silence ([`forgive_deafness`]).
 async fn detect_failures(meta: std::sync::Weak<MetaNode>) {
     let mut leading = false;
-    let mut last_look = Instant::now();
     loop {
+        let asleep = Instant::now();
         tokio::time::sleep(DETECTION_TICK).await;
+        let slept = asleep.elapsed();
         let Some(meta) = meta.upgrade() else { return };
         let leader = meta.is_leader();
-        let since_last_look = last_look.elapsed();
-        last_look = Instant::now();
-        let stalled = leader_stalled(since_last_look, DETECTION_TICK, meta.config.node_timeout);
-        if leader && stalled {
-            tracing::warn!(
-                ?since_last_look,
-                "this meta leader did not run for a while: every node gets a full timeout again"
-            );
-        }
-        if leader && (!leading || stalled) {
+        if leader && !leading {
             let now = Instant::now();
             let mut heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
             for node in meta.cluster.borrow().nodes.keys() {
                 heard.insert(*node, now);
+            }
+        } else if leader {
+            let mut heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
+            let deaf = forgive_deafness(&mut heard, DETECTION_TICK, slept, Instant::now());
+            if deaf > meta.config.node_timeout / 2 {
+                tracing::warn!(
+                    ?deaf,
+                    "this meta leader did not run for a while; that time counts as nobody's silence"
+                );
             }
         }
         leading = leader;

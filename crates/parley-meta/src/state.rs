@@ -212,18 +212,24 @@ pub fn silent_nodes(
         .collect()
 }
 
-/// Whether the leader's own failure-detection loop, due every `tick`, went unrun so long
-/// (`since_last_look`) that the silence it now sees says more about the leader than about the
-/// nodes: a paused or starved meta process heard nobody, whether they spoke or not. The leader
-/// then gives every node a full `timeout` again, as a new leader does, rather than mark down
-/// a region whose meta node froze with it (Cassandra's failure detector skips a local pause
-/// the same way).
-pub fn leader_stalled(
-    since_last_look: std::time::Duration,
+/// Forgives the nodes the time the leader could not hear them. Its failure-detection loop asked
+/// to sleep `tick` and slept `slept`: the difference is time the leader's process did not run
+/// (paused, or starved of CPU), when it heard nobody whether they spoke or not. Each node's
+/// last-heard time moves forward by that much (never past `now`), so a region whose meta node
+/// froze and thawed with it keeps its ring, while a node that really fell silent is still
+/// marked down once the leader has listened for a whole timeout. Cassandra's failure detector
+/// skips a local pause the same way. Returns the time forgiven.
+pub fn forgive_deafness(
+    last_heard: &mut std::collections::HashMap<u64, std::time::Instant>,
     tick: std::time::Duration,
-    timeout: std::time::Duration,
-) -> bool {
-    since_last_look > tick + timeout / 2
+    slept: std::time::Duration,
+    now: std::time::Instant,
+) -> std::time::Duration {
+    let deaf = slept.saturating_sub(tick);
+    for at in last_heard.values_mut() {
+        *at = (*at + deaf).min(now);
+    }
+    deaf
 }
 
 #[cfg(test)]
@@ -399,14 +405,53 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_that_did_not_run_blames_no_one() {
+    fn a_leader_that_did_not_run_blames_no_one_for_that_time() {
+        use std::time::Instant;
         let tick = Duration::from_millis(100);
         let timeout = Duration::from_secs(1);
-        // On time, or late by less than half a timeout: its view of the nodes holds.
-        assert!(!leader_stalled(Duration::from_millis(100), tick, timeout));
-        assert!(!leader_stalled(Duration::from_millis(600), tick, timeout));
-        // Late by more: it was not listening, so it cannot tell who was silent.
-        assert!(leader_stalled(Duration::from_millis(601), tick, timeout));
-        assert!(leader_stalled(Duration::from_secs(7), tick, timeout));
+        let start = Instant::now();
+        let state = {
+            let mut state = ClusterState::default();
+            state.apply(&join(1, record(true, 1)));
+            state.apply(&join(2, record(true, 2)));
+            state
+        };
+        // Node 1 was heard just before the leader froze for 5 s; node 2 went quiet 800 ms
+        // before that.
+        let frozen_at = start + Duration::from_millis(900);
+        let now = frozen_at + Duration::from_secs(5) + tick;
+        let mut heard = std::collections::HashMap::from([
+            (1, frozen_at),
+            (2, start + Duration::from_millis(100)),
+        ]);
+        let forgiven = forgive_deafness(&mut heard, tick, now - frozen_at, now);
+        assert_eq!(forgiven, Duration::from_secs(5));
+        let silent = |heard: &std::collections::HashMap<u64, Instant>, now: Instant| {
+            silent_nodes(
+                &state,
+                |node| heard.get(&node).map(|at| now.duration_since(*at)),
+                timeout,
+                Duration::from_secs(3600),
+            )
+        };
+        // Only the time the leader listened counts: 100 ms for node 1, 900 ms for node 2.
+        assert_eq!(silent(&heard, now), vec![]);
+        // Node 2 stays silent while the leader listens on: marked down once it has been
+        // heard nothing for a whole timeout of the leader's running time.
+        let later = now + Duration::from_millis(101);
+        assert_eq!(
+            silent(&heard, later),
+            vec![Command::MarkDown {
+                node: 2,
+                incarnation: 2
+            }]
+        );
+        // A tick on time forgives nothing, and nothing moves past now.
+        let mut on_time = std::collections::HashMap::from([(1, now)]);
+        assert_eq!(
+            forgive_deafness(&mut on_time, tick, tick, now),
+            Duration::ZERO
+        );
+        assert_eq!(on_time[&1], now);
     }
 }
