@@ -2,11 +2,13 @@
 //! compares what the node had with what it got; the node's runtime (`crates/parley/src/
 //! cluster.rs`) carries the plan out, one topology at a time and in this order:
 //!
-//! 1. the owner stops delivering to edges that left or restarted (their sessions count as lost
-//!    connections) and starts delivering to new ones;
-//! 2. the node routes by the new ring;
-//! 3. when the set of owners changed, the owner drops the users and channels it no longer owns,
-//!    and the edge re-registers its sessions with the owners the new ring names;
+//! 1. the owner stops delivering to edges that left or restarted and starts delivering to new
+//!    ones;
+//! 2. the node routes by the new ring, and from then on tells meta it has that epoch;
+//! 3. the sessions the departed edges held count as lost connections; when the set of owners
+//!    changed, every shard of the owner is told to drop the users and channels it no longer owns
+//!    (queued before the next topology is taken), and the edge re-registers its sessions with
+//!    the owners the new ring names;
 //! 4. a node that meta now has draining, down or removed sends its clients away; one that is up
 //!    again takes them back.
 //!

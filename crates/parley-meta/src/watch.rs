@@ -13,17 +13,25 @@ use parley_proto::cluster_auth::ClusterChannel;
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The pause after a failed heartbeat.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// The pause before the next heartbeat while the node applies a topology it was handed.
+const APPLY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Heartbeats as `me` to the meta nodes at `metas` (`HOST:PORT`) until the task is dropped,
 /// calling `on_topology` with every topology newer than the last.
+///
+/// Meta is told the epoch the node has applied (`applied_epoch`), not the one it was handed:
+/// meta lets a node that was marked down rejoin only once it knows the epoch that took it out,
+/// and that must mean it has dropped what it owned, not merely that the news is on its way.
 pub async fn follow(
     me: wire::NodeInfo,
     metas: Vec<String>,
     mut on_topology: impl FnMut(wire::ClusterTopology) + Send,
+    applied_epoch: impl Fn() -> u64 + Send,
 ) {
     assert!(!metas.is_empty(), "no meta node to follow");
     let mut clients: HashMap<String, MetaClient<ClusterChannel>> = HashMap::new();
-    let mut known_epoch = 0;
+    // The newest epoch handed to `on_topology`.
+    let mut handed_over = 0;
     let mut targets = Targets::new(&metas);
     let mut leader: Option<String> = None;
     loop {
@@ -44,17 +52,20 @@ pub async fn follow(
         };
         let request = wire::HeartbeatRequest {
             node: Some(me.clone()),
-            known_epoch,
+            known_epoch: applied_epoch(),
         };
         let mut client = client;
         match tokio::time::timeout(HEARTBEAT_TIMEOUT, client.heartbeat(request)).await {
             Ok(Ok(reply)) => {
                 let reply = reply.into_inner();
                 if let Some(topology) = reply.topology
-                    && topology.epoch > known_epoch
+                    && topology.epoch > handed_over
                 {
-                    known_epoch = topology.epoch;
+                    handed_over = topology.epoch;
                     on_topology(topology);
+                } else if applied_epoch() < handed_over {
+                    // Meta answers at once while the node is behind: let it apply what it has.
+                    tokio::time::sleep(APPLY_PAUSE).await;
                 }
                 if reply.leader_address.is_empty() {
                     // The leader answered: keep heartbeating there.

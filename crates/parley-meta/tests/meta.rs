@@ -152,9 +152,21 @@ fn follow(
     watch::Receiver<Option<wire::ClusterTopology>>,
 ) {
     let (tx, rx) = watch::channel(None);
-    let task = tokio::spawn(parley_meta::watch::follow(info, metas, move |topology| {
-        tx.send_replace(Some(topology));
-    }));
+    // What the test has received counts as applied.
+    let applied = rx.clone();
+    let task = tokio::spawn(parley_meta::watch::follow(
+        info,
+        metas,
+        move |topology| {
+            tx.send_replace(Some(topology));
+        },
+        move || {
+            applied
+                .borrow()
+                .as_ref()
+                .map_or(0, |topology| topology.epoch)
+        },
+    ));
     (task, rx)
 }
 

@@ -233,17 +233,20 @@ impl Owner {
         }
     }
 
-    /// After a ring change: drops the state of users and channels that node `me` no longer
-    /// owns, once every shard is past the requests it already had.
+    /// After a ring change: has every shard drop the state of users and channels that node
+    /// `me` no longer owns, once past the requests it already had and before any queued after.
+    /// Returns once every shard has it queued (waiting only while a mailbox is full), not once
+    /// they are done: a shard behind on slow storage does not hold up the next ring change.
     pub async fn forget_unowned(&self, ring: Arc<Ring>, me: NodeId) {
         for shard in &self.shards {
-            let _ = self
-                .ask(shard, |reply| Command::Forget {
-                    ring: ring.clone(),
-                    me,
-                    reply,
-                })
-                .await;
+            // Nobody waits for the answer.
+            let (reply, _) = oneshot::channel();
+            let forget = Command::Forget {
+                ring: ring.clone(),
+                me,
+                reply,
+            };
+            let _ = shard.send(forget).await;
         }
     }
 

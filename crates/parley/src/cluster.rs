@@ -339,10 +339,12 @@ impl HandOff {
         if let Some(owner) = &inner.owner {
             // Gone, or a new run of it: the sessions it held are lost either way.
             for node in &plan.edges_gone {
-                owner.edge_gone(NodeId(*node)).await;
+                let owner = owner.clone();
+                let node = NodeId(*node);
+                tokio::spawn(async move { owner.edge_gone(node).await });
             }
-            // Before the next topology is applied, so this node never holds keys by an older
-            // ring once it routes by a newer one.
+            // Queued on every shard before the next topology is taken, so no shard drops keys
+            // by an older ring after it served a newer one.
             if plan.owners_changed {
                 owner.forget_unowned(ring, inner.me).await;
             }
@@ -462,14 +464,18 @@ pub async fn serve(
             handle: node.handle(),
             applied: Applied::default(),
         };
-        tokio::spawn(handoff.run(from_meta));
-        tokio::spawn(parley_meta::watch::follow(
-            node.info(rand::random()),
-            node.spec.metas.clone(),
-            move |cluster| {
-                to_handoff.send_replace(Some(cluster));
-            },
-        ))
+        let applied = inner.topology.subscribe();
+        [
+            tokio::spawn(handoff.run(from_meta)),
+            tokio::spawn(parley_meta::watch::follow(
+                node.info(rand::random()),
+                node.spec.metas.clone(),
+                move |cluster| {
+                    to_handoff.send_replace(Some(cluster));
+                },
+                move || applied.borrow().ring.epoch(),
+            )),
+        ]
     });
     let handle = node.handle();
     let metas = node.spec.metas.clone();
@@ -492,8 +498,8 @@ pub async fn serve(
         if data_node && !metas.is_empty() {
             leave_gracefully(&handle, &metas).await;
         }
-        if let Some(following) = following {
-            following.abort();
+        for task in following.into_iter().flatten() {
+            task.abort();
         }
         // Clients first, so they hear SERVER_SHUTDOWN and reconnect elsewhere.
         if let Some(edge) = &handle.inner.edge {
@@ -526,8 +532,15 @@ async fn leave_gracefully(handle: &ClusterHandle, metas: &[String]) {
         Ok(Ok(reply)) => {
             // The others hear of the new epoch within a heartbeat hold; so does this node.
             let topology = handle.inner.topology.subscribe();
-            parley_owner::cluster::reach_epoch(&topology, reply.epoch, SHUTDOWN_GRACE).await;
-            tracing::info!(node = me.0, epoch = reply.epoch, "drained");
+            if parley_owner::cluster::reach_epoch(&topology, reply.epoch, SHUTDOWN_GRACE).await {
+                tracing::info!(node = me.0, epoch = reply.epoch, "drained");
+            } else {
+                tracing::warn!(
+                    node = me.0,
+                    epoch = reply.epoch,
+                    "drained, but its epoch never came"
+                );
+            }
         }
         Ok(Err(error)) => tracing::warn!(%error, "draining on shutdown failed"),
         Err(_) => tracing::warn!("draining on shutdown timed out"),
