@@ -33,7 +33,7 @@ if ! command -v redis-server >/dev/null; then
     [ "$(id -u)" = 0 ] || as_root=sudo
     if command -v apt-get >/dev/null; then
         $as_root apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq redis-server >/dev/null
+        $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
     else
         echo "redis-server is needed: install Redis 6 or newer and run this again" >&2
         exit 1
