@@ -239,14 +239,8 @@ impl Owner {
     /// they are done: a shard behind on slow storage does not hold up the next ring change.
     pub async fn forget_unowned(&self, ring: Arc<Ring>, me: NodeId) {
         for shard in &self.shards {
-            // Nobody waits for the answer.
-            let (reply, _) = oneshot::channel();
-            let forget = Command::Forget {
-                ring: ring.clone(),
-                me,
-                reply,
-            };
-            let _ = shard.send(forget).await;
+            let ring = ring.clone();
+            let _ = shard.send(Command::Forget { ring, me }).await;
         }
     }
 

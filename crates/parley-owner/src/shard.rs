@@ -179,11 +179,7 @@ pub(crate) enum Command {
     InvitationReceipt { callee: UserKey, invitation_id: u64 },
     /// The ring changed: drop what node `me` no longer owns, so that stale state never comes
     /// back should the keys return (the edges re-register what is live with the new owners).
-    Forget {
-        ring: Arc<Ring>,
-        me: NodeId,
-        reply: Reply<()>,
-    },
+    Forget { ring: Arc<Ring>, me: NodeId },
     /// Edge `node` left the cluster (it died, or it restarted): its sessions lost their
     /// connections.
     EdgeGone { node: NodeId, reply: Reply<()> },
@@ -565,10 +561,9 @@ impl Shard {
                     .await;
                 let _ = reply.send(updated);
             }
-            Command::Forget { ring, me, reply } => {
+            Command::Forget { ring, me } => {
                 self.forget_unowned(&ring, me);
                 self.keys_moved_at = now();
-                let _ = reply.send(());
             }
             Command::EdgeGone { node, reply } => {
                 self.edge_gone(node).await;

@@ -67,13 +67,9 @@ pub struct NodeSpec {
 
 /// The topology of a meta answer: the ring of the owners that are up, at meta's epoch.
 pub fn topology(cluster: &wire::ClusterTopology) -> Topology {
-    let up = |info: &&wire::NodeInfo| info.status() == NodeStatus::Up;
-    let owners: Vec<NodeId> = cluster
-        .nodes
-        .iter()
-        .filter(|info| info.owner)
-        .filter(up)
-        .map(|info| NodeId(info.node))
+    let owners: Vec<NodeId> = handoff::ring_owners(cluster)
+        .into_iter()
+        .map(NodeId)
         .collect();
     Topology {
         ring: Ring::new(cluster.epoch, &owners, DEFAULT_VIRTUAL_NODES),
@@ -672,7 +668,7 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
 }
 
 fn topology_json(topology: &wire::ClusterTopology) -> serde_json::Value {
-    let owners = topology_ring_owners(topology);
+    let owners = handoff::ring_owners(topology);
     let nodes: Vec<serde_json::Value> = topology
         .nodes
         .iter()
@@ -723,15 +719,6 @@ fn topology_json(topology: &wire::ClusterTopology) -> serde_json::Value {
         "metas": metas,
         "apps": apps,
     })
-}
-
-fn topology_ring_owners(topology: &wire::ClusterTopology) -> Vec<u64> {
-    self::topology(topology)
-        .ring
-        .nodes()
-        .into_iter()
-        .map(|node| node.0)
-        .collect()
 }
 
 /// What one node knows of the cluster.
