@@ -107,6 +107,20 @@ pub(crate) struct Edges {
 }
 
 impl Edges {
+    pub(crate) fn register(&self, node: NodeId, sink: Arc<dyn EdgeSink>) {
+        self.sinks
+            .write()
+            .expect("edge table lock poisoned")
+            .insert(node, sink);
+    }
+
+    pub(crate) fn unregister(&self, node: NodeId) {
+        self.sinks
+            .write()
+            .expect("edge table lock poisoned")
+            .remove(&node);
+    }
+
     pub(crate) fn get(&self, node: NodeId) -> Option<Arc<dyn EdgeSink>> {
         self.sinks
             .read()
@@ -197,20 +211,12 @@ impl Owner {
     }
 
     pub fn register_edge(&self, node: NodeId, sink: Arc<dyn EdgeSink>) {
-        self.edges
-            .sinks
-            .write()
-            .expect("edge table lock poisoned")
-            .insert(node, sink);
+        self.edges.register(node, sink);
     }
 
     /// Forgets an edge that left the cluster.
     pub fn unregister_edge(&self, node: NodeId) {
-        self.edges
-            .sinks
-            .write()
-            .expect("edge table lock poisoned")
-            .remove(&node);
+        self.edges.unregister(node);
     }
 
     /// The edges deliveries can go to.

@@ -2,6 +2,9 @@
 //! acknowledged data lost across a Redis restart, and clear errors then recovery when Redis is down.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -11,6 +14,7 @@ use parley_client::Event;
 use parley_client::Message;
 use parley_client::PeerMessageOptions;
 use parley_client::PeerMessageResult;
+use parley_core::rate::Rate;
 use parley_proto::v1;
 use parley_proto::v1::reply::Result as ReplyResult;
 use parley_proto::v1::request::Op;
@@ -277,4 +281,149 @@ async fn a_hung_redis_costs_one_timeout_not_one_per_request() {
         assert!(Instant::now() < deadline, "the store did not come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// With Redis frozen, what needs no storage stays fast on the very shard where other users'
+/// history and offline messages wait for it: joins of live channels, channel messages without
+/// history, peer messages to online users, presence. (Before owners ran store operations beside
+/// their shards, each hung call stalled its whole shard for the 1 s timeout.)
+#[tokio::test]
+async fn a_frozen_redis_holds_up_only_what_needs_it() {
+    const WRITERS: usize = 4;
+    const PROBES: usize = 300;
+    let redis = RedisServer::start();
+    // One shard: every key below shares it with the keys waiting on Redis.
+    let server = TestServer::builder()
+        .store(redis.url())
+        .owner(|owner| owner.shards = 1)
+        // Rate limits are not what this measures.
+        .limits(|limits| {
+            let plenty = Rate::new(10_000, 10_000.0);
+            (limits.join_rate, limits.message_rate) = (plenty, plenty);
+            (limits.query_rate, limits.status_rate) = (plenty, plenty);
+        })
+        .start()
+        .await;
+    let (alice, _alice_events) = Client::login(server.client_config("alice")).await.unwrap();
+    let (bob, _bob_events) = Client::login(server.client_config("bob")).await.unwrap();
+    let mut carols = Vec::new();
+    // One per join, so no join waits for the same user's leave.
+    for n in 0..PROBES / 4 {
+        let (carol, events) = Client::login(server.client_config(&format!("carol{n}")))
+            .await
+            .unwrap();
+        carols.push((carol, events));
+    }
+    let carols: Vec<Client> = carols.iter().map(|(carol, _)| carol.clone()).collect();
+    alice.join("live").await.unwrap();
+    bob.join("live").await.unwrap();
+    let mut writers = Vec::new();
+    for n in 0..WRITERS {
+        let uid = format!("writer{n}");
+        let (writer, events) = Client::login(server.client_config(&uid)).await.unwrap();
+        writer.join(&format!("archive{n}")).await.unwrap();
+        writers.push((writer, events));
+    }
+
+    redis.pause();
+    let stop = Arc::new(AtomicBool::new(false));
+    let storage_load: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(n, (writer, events))| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _events = events;
+                // The longest a storage request waited: the store's timeout, when it hung.
+                let mut longest = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let history = Op::SendMessage(v1::SendMessageRequest {
+                        channel_id: format!("archive{n}"),
+                        message: Message::text("kept").0.into(),
+                        enable_historical_messaging: true,
+                    });
+                    let started = Instant::now();
+                    assert!(call(&writer, history).await.is_err());
+                    longest = longest.max(started.elapsed());
+                    let started = Instant::now();
+                    let offline = writer
+                        .send_message_to_peer(
+                            &format!("absent{n}"),
+                            Message::text("later"),
+                            offline(),
+                        )
+                        .await;
+                    assert!(offline.is_err());
+                    longest = longest.max(started.elapsed());
+                }
+                longest
+            })
+        })
+        .collect();
+
+    // Open loop: a request every 10 ms whether or not the last ones were answered, so a stall
+    // shows in every request it holds up.
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut probes = Vec::new();
+    for n in 0..PROBES {
+        tick.tick().await;
+        let (alice, carol) = (alice.clone(), carols[n / 4].clone());
+        probes.push(tokio::spawn(async move {
+            let started = Instant::now();
+            match n % 4 {
+                0 => {
+                    alice
+                        .send_message("live", Message::text("m"))
+                        .await
+                        .unwrap();
+                }
+                1 => {
+                    let sent = alice
+                        .send_message_to_peer(
+                            "bob",
+                            Message::text("hi"),
+                            PeerMessageOptions::default(),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(sent.result(), PeerMessageResult::ReceivedByPeer);
+                }
+                2 => {
+                    let presence = Op::QueryPeersOnlineStatus(v1::QueryPeersOnlineStatusRequest {
+                        peer_ids: vec!["bob".into()],
+                    });
+                    call(&alice, presence).await.unwrap();
+                }
+                _ => {
+                    carol.join("live").await.unwrap();
+                    let took = started.elapsed();
+                    carol.leave("live").await.unwrap();
+                    return took;
+                }
+            }
+            started.elapsed()
+        }));
+    }
+    let mut took = Vec::new();
+    for probe in probes {
+        took.push(probe.await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    redis.resume();
+    let mut storage_waited = Duration::ZERO;
+    for writer in storage_load {
+        storage_waited = storage_waited.max(writer.await.unwrap());
+    }
+    took.sort();
+    let p99 = took[took.len() * 99 / 100];
+    let max = took[took.len() - 1];
+    println!(
+        "frozen Redis: {} requests needing no storage, p99 {p99:?}, max {max:?}; storage requests waited up to {storage_waited:?}",
+        took.len()
+    );
+    assert!(
+        storage_waited >= Duration::from_millis(250),
+        "keys waited on the frozen Redis meanwhile: {storage_waited:?}"
+    );
+    assert!(p99 < Duration::from_millis(50), "p99 {p99:?}, max {max:?}");
 }

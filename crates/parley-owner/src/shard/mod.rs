@@ -1,0 +1,974 @@
+//! One shard: owns a share of the channels and users and is the only code that touches them.
+//!
+//! A shard is a state machine fed one input at a time (a command, a store answer, a tick) and it
+//! never awaits. An operation that needs the store starts it beside the shard ([`Shard::wait`])
+//! and carries on when the answer comes back as a [`Resumed`] input. While a key (a user or a
+//! channel) waits on the store, later commands for that key queue behind it, in order; every
+//! other key goes on. So a slow or frozen store delays only the keys that need it.
+//!
+//! The handlers are split by concern: `sessions` (logins and presence), `peers`, `channels`,
+//! `attributes`, `invitations`, `moderation` and `timers`; `state` holds what is kept per key.
+
+mod attributes;
+mod channels;
+mod invitations;
+mod moderation;
+mod peers;
+mod sessions;
+mod state;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use parley_core::Error;
+use parley_core::ErrorCode;
+use parley_core::app::AppDirectory;
+use parley_core::attributes::AttributeOp;
+use parley_core::channel::Membership;
+use parley_core::ids::AppId;
+use parley_core::ids::MessageId;
+use parley_core::ids::MessageIdGenerator;
+use parley_core::ids::NodeId;
+use parley_core::ids::SessionId;
+use parley_core::ids::SessionRef;
+use parley_core::ids::UserId;
+use parley_core::invitation::Failure;
+use parley_core::invitation::InvitationError;
+use parley_core::limits::Limits;
+use parley_core::ring::Ring;
+use parley_proto::SharedFrame;
+use parley_proto::v1;
+use parley_proto::v1::PeerOnlineState;
+use parley_store::InboxLimits;
+use parley_store::Store;
+use parley_store::StoreResult;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use self::channels::Joining;
+use self::channels::Numbered;
+use self::peers::PeerSending;
+use self::state::ChannelEntry;
+use self::state::Crossed;
+use self::state::UserEntry;
+use crate::api::ChannelKey;
+use crate::api::ChannelSend;
+use crate::api::ChannelSent;
+use crate::api::EventSink;
+use crate::api::Interest;
+use crate::api::InvitationSend;
+use crate::api::LeaveReason;
+use crate::api::Moderation;
+use crate::api::OpenSession;
+use crate::api::PeerOutcome;
+use crate::api::PeerSend;
+use crate::api::RegionLink;
+use crate::api::Resume;
+use crate::api::UserKey;
+use crate::owner::Edges;
+use crate::owner::OwnerConfig;
+use crate::owner::unix_ms;
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// Store operations a shard may have under way before it stops taking commands (they then wait
+/// in its mailbox).
+const MAX_WAITING: usize = 4096;
+/// Commands that may queue behind one key waiting on the store; more are refused with
+/// UNAVAILABLE (the store is too slow for them).
+const MAX_QUEUED_PER_KEY: usize = 1024;
+/// Session directory writes that may wait for the store; more are dropped (a node that takes a
+/// user over then misses a session until its edge registers it again).
+const WRITE_BEHIND: usize = 4096;
+
+pub(crate) enum Command {
+    OpenSession {
+        open: OpenSession,
+        reply: Reply<Result<(), Error>>,
+    },
+    SessionReady {
+        user: UserKey,
+        session: SessionRef,
+        reply: Reply<Result<(), Error>>,
+    },
+    CloseSession {
+        user: UserKey,
+        session: SessionRef,
+        reason: LeaveReason,
+        reply: Reply<()>,
+    },
+    SetReachable {
+        user: UserKey,
+        session: SessionRef,
+        reachable: bool,
+        reply: Reply<()>,
+    },
+    SendPeer {
+        send: PeerSend,
+        limits: InboxLimits,
+        reply: Reply<Result<PeerRouted, Error>>,
+    },
+    Join {
+        channel: ChannelKey,
+        uid: UserId,
+        session: SessionRef,
+        resume: Resume,
+        reply: Reply<Result<u64, Error>>,
+    },
+    Leave {
+        channel: ChannelKey,
+        uid: UserId,
+        session: SessionRef,
+        reason: LeaveReason,
+        reply: Reply<Result<(), Error>>,
+    },
+    SendChannel {
+        send: ChannelSend,
+        reply: Reply<Result<ChannelSent, Error>>,
+    },
+    Members {
+        channel: ChannelKey,
+        asker: Option<(UserId, SessionRef)>,
+        reply: Reply<Result<Vec<UserId>, Error>>,
+    },
+    MemberCount {
+        channel: ChannelKey,
+        reply: Reply<u32>,
+    },
+    UpdateUserAttributes {
+        user: UserKey,
+        op: AttributeOp,
+        reply: Reply<Result<(), Error>>,
+    },
+    UpdateChannelAttributes {
+        channel: ChannelKey,
+        by: UserId,
+        op: AttributeOp,
+        notify_members: bool,
+        reply: Reply<Result<(), Error>>,
+    },
+    Presence {
+        user: UserKey,
+        reply: Reply<PeerOnlineState>,
+    },
+    Moderate {
+        action: Moderation,
+        reply: Reply<Result<bool, Error>>,
+    },
+    Subscribe {
+        user: UserKey,
+        subscriber: SessionRef,
+        subscribe: bool,
+        reply: Reply<PeerOnlineState>,
+    },
+    SendInvitation {
+        send: InvitationSend,
+        reply: Reply<Result<u64, Error>>,
+    },
+    CancelInvitation {
+        callee: UserKey,
+        caller: UserId,
+        invitation_id: u64,
+        reply: Reply<Result<(), Error>>,
+    },
+    AnswerInvitation {
+        callee: UserKey,
+        invitation_id: u64,
+        accept: bool,
+        response: String,
+        reply: Reply<Result<(), Error>>,
+    },
+    /// The callee's client acknowledged an invitation (sent by the shard to itself).
+    InvitationReceipt { callee: UserKey, invitation_id: u64 },
+    /// The ring changed: drop what node `me` no longer owns, so that stale state never comes
+    /// back should the keys return (the edges re-register what is live with the new owners).
+    Forget { ring: Arc<Ring>, me: NodeId },
+    /// Edge `node` left the cluster (it died, or it restarted): its sessions lost their
+    /// connections.
+    EdgeGone { node: NodeId, reply: Reply<()> },
+    RegionInterest {
+        channel: ChannelKey,
+        region: String,
+        interest: Interest,
+        reply: Reply<()>,
+    },
+    /// Announce every channel with members and every user with sessions to the other regions,
+    /// as newly taken up.
+    AnnounceRegions { reply: Reply<()> },
+    RegionAttributes {
+        channel: ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
+        reply: Reply<Result<(), Error>>,
+    },
+    /// An event of an invitation living in `region`, for `callee`'s sessions here.
+    RegionCalleeEvent {
+        callee: UserKey,
+        region: String,
+        event: v1::Event,
+        receipt: Option<u64>,
+        reply: Reply<()>,
+    },
+    /// A peer message routed to another region ended there.
+    RegionPeerOutcome {
+        user: UserKey,
+        message_id: MessageId,
+        outcome: PeerOutcome,
+    },
+}
+
+/// What a command is about: the shard keeps the commands for one key in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    User(UserKey),
+    Channel(ChannelKey),
+}
+
+impl Command {
+    /// The key whose commands must not overtake each other; `None` for commands that only read,
+    /// or that are right in any order.
+    fn key(&self) -> Option<Key> {
+        let user = |user: &UserKey| Some(Key::User(user.clone()));
+        let channel = |channel: &ChannelKey| Some(Key::Channel(channel.clone()));
+        match self {
+            Command::OpenSession { open, .. } => user(&open.user),
+            Command::SessionReady { user: key, .. }
+            | Command::CloseSession { user: key, .. }
+            | Command::SetReachable { user: key, .. }
+            | Command::UpdateUserAttributes { user: key, .. }
+            | Command::Subscribe { user: key, .. }
+            | Command::CancelInvitation { callee: key, .. }
+            | Command::AnswerInvitation { callee: key, .. }
+            | Command::InvitationReceipt { callee: key, .. }
+            | Command::RegionCalleeEvent { callee: key, .. } => user(key),
+            Command::SendInvitation { send, .. } => user(&UserKey {
+                app: send.caller.app.clone(),
+                uid: send.callee.clone(),
+            }),
+            Command::Join { channel: key, .. }
+            | Command::Leave { channel: key, .. }
+            | Command::SendChannel {
+                send: ChannelSend { channel: key, .. },
+                ..
+            }
+            | Command::UpdateChannelAttributes { channel: key, .. }
+            | Command::RegionInterest { channel: key, .. }
+            | Command::RegionAttributes { channel: key, .. } => channel(key),
+            Command::Moderate { action, .. } => match action {
+                Moderation::Ban { user: key, .. } | Moderation::Unban { user: key } => user(key),
+                Moderation::Mute { channel: key, .. }
+                | Moderation::Unmute { channel: key, .. }
+                | Moderation::Kick { channel: key, .. } => channel(key),
+            },
+            // A peer message needs no order with others to the same receiver (one sender's stay
+            // in order at its edge); the rest only read, or are about every key.
+            Command::SendPeer { .. }
+            | Command::Members { .. }
+            | Command::MemberCount { .. }
+            | Command::Presence { .. }
+            | Command::Forget { .. }
+            | Command::EdgeGone { .. }
+            | Command::AnnounceRegions { .. }
+            | Command::RegionPeerOutcome { .. } => None,
+        }
+    }
+
+    /// Answers the command with `error` without carrying it out (a caller whose reply has no
+    /// error sees the request dropped).
+    fn refuse(self, error: Error) {
+        match self {
+            Command::OpenSession { reply, .. }
+            | Command::SessionReady { reply, .. }
+            | Command::UpdateUserAttributes { reply, .. }
+            | Command::CancelInvitation { reply, .. }
+            | Command::AnswerInvitation { reply, .. }
+            | Command::Leave { reply, .. }
+            | Command::UpdateChannelAttributes { reply, .. }
+            | Command::RegionAttributes { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Join { reply, .. } | Command::SendInvitation { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::SendChannel { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Moderate { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A store operation under way: the key it holds up (if any) and what the shard does with
+/// its answer.
+type Waiting = BoxFuture<'static, (Option<Key>, Resumed)>;
+
+/// An answer from the store, with what the operation that waited for it needs to go on.
+enum Resumed {
+    BanChecked {
+        open: OpenSession,
+        ban: StoreResult<Option<parley_store::Restriction>>,
+        reply: Reply<Result<(), Error>>,
+    },
+    InboxListed {
+        user: UserKey,
+        session: SessionRef,
+        inbox: StoreResult<Vec<v1::HistoryMessage>>,
+        reply: Reply<Result<(), Error>>,
+    },
+    PeerStored {
+        peer: PeerSending,
+        stored: StoreResult<()>,
+    },
+    PeerLocated {
+        peer: PeerSending,
+        region: Option<String>,
+    },
+    PeerCached {
+        peer: PeerSending,
+        stored: StoreResult<()>,
+    },
+    ChannelLoaded {
+        join: Joining,
+        loaded: Result<channels::Loaded, Error>,
+    },
+    Replayed {
+        join: Joining,
+        is_new_member: bool,
+        after: u64,
+        announce: bool,
+        missed: Vec<Arc<SharedFrame>>,
+    },
+    ChannelStored {
+        message: Numbered,
+        stored: Result<(), Error>,
+    },
+    ChannelAttributesSet {
+        channel: ChannelKey,
+        notify_members: bool,
+        set: Result<Vec<v1::ChannelAttribute>, Error>,
+        reply: Reply<Result<(), Error>>,
+    },
+    RegionAttributesSet {
+        channel: ChannelKey,
+        attributes: Vec<v1::ChannelAttribute>,
+        notify_members: bool,
+        stored: StoreResult<()>,
+        reply: Reply<Result<(), Error>>,
+    },
+    InvitationLocated {
+        send: InvitationSend,
+        region: Option<String>,
+        reply: Reply<Result<u64, Error>>,
+    },
+    Banned {
+        user: UserKey,
+        stored: StoreResult<()>,
+        reply: Reply<Result<bool, Error>>,
+    },
+    MuteChanged {
+        channel: ChannelKey,
+        uid: UserId,
+        /// The mute's end and reason; `None`: lifted.
+        mute: Option<(i64, String)>,
+        changed: Result<bool, Error>,
+        reply: Reply<Result<bool, Error>>,
+    },
+    /// Nothing is left to do here (the operation answered its caller itself).
+    Done,
+}
+
+/// Commands waiting for a key's store operations to end.
+#[derive(Default)]
+struct Busy {
+    /// Store operations of the key under way.
+    waits: usize,
+    queued: VecDeque<Command>,
+}
+
+/// How much longer than a receipt a peer message in another region may take to be answered
+/// (two trips over Kafka).
+pub(crate) const REGION_PEER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Where a peer message went.
+pub(crate) enum PeerRouted {
+    /// To the receiver's region; how it ended there comes back.
+    Remote {
+        message_id: MessageId,
+        server_received_ts: i64,
+        outcome: oneshot::Receiver<PeerOutcome>,
+    },
+    /// It crossed in before: its outcome went back then.
+    Repeat,
+    /// Handed to the receiver's sessions; one receipt per session (none when offline).
+    Delivered {
+        message_id: MessageId,
+        server_received_ts: i64,
+        receipts: Vec<oneshot::Receiver<()>>,
+    },
+    /// Stored in the offline receiver's inbox.
+    Cached {
+        message_id: MessageId,
+        server_received_ts: i64,
+    },
+}
+
+/// Where a shard tells the world outside the cluster what happened.
+#[derive(Clone)]
+pub(crate) struct Outlets {
+    pub(crate) events: Arc<dyn EventSink>,
+    pub(crate) regions: Arc<dyn RegionLink>,
+}
+
+pub(crate) struct Shard {
+    config: OwnerConfig,
+    message_ids: MessageIdGenerator,
+    apps: Arc<AppDirectory>,
+    edges: Arc<Edges>,
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventSink>,
+    regions: Arc<dyn RegionLink>,
+    /// For receipts that arrive after the shard has moved on; weak so the shard still ends when
+    /// the owner goes.
+    self_tx: mpsc::WeakSender<Command>,
+    users: HashMap<UserKey, UserEntry>,
+    channels: HashMap<ChannelKey, ChannelEntry>,
+    /// Channels with lingering sessions, checked on every tick.
+    lingering: HashSet<ChannelKey>,
+    /// Channels whose member count changed since their last MemberCountUpdated.
+    counts_changed: HashSet<ChannelKey>,
+    /// Users with a running lost-connection timer or invitation timers.
+    timed_users: HashSet<UserKey>,
+    /// Peer messages routed to the receiver's region, waiting for how they ended there, by
+    /// message ID, with when to stop waiting.
+    remote_peers: HashMap<u64, (oneshot::Sender<PeerOutcome>, Instant)>,
+    /// Peer messages that crossed in lately, to drop repeats.
+    crossed_peers: Crossed,
+    /// Invitations from other regions delivered to callees here, with the region they live in
+    /// (where the callees' answers go) and until when to remember them.
+    remote_invitations: HashMap<(UserKey, u64), (String, Instant)>,
+    /// When this shard started or the ring last changed: for a while after, members may still
+    /// be coming over to channels it now owns.
+    keys_moved_at: Instant,
+    /// The ring of the last change and this node, to tell whether a key is still owned here
+    /// when its store operation ends (`None`: every key is, as in `parley dev`).
+    ring: Option<(Arc<Ring>, NodeId)>,
+    /// Keys with store operations under way, and the commands queued behind them.
+    busy: HashMap<Key, Busy>,
+    /// Store operations started since the runtime last looked, for it to run.
+    started: Vec<Waiting>,
+    /// Work that answers nobody here (waiting for a client's receipt, say), for the runtime to
+    /// run on its own.
+    detached: Vec<BoxFuture<'static, ()>>,
+    /// Session directory writes, done in order by one task beside the shard.
+    write_behind: mpsc::Sender<BoxFuture<'static, ()>>,
+    write_behind_rx: Option<mpsc::Receiver<BoxFuture<'static, ()>>>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        config: OwnerConfig,
+        generator: u16,
+        apps: Arc<AppDirectory>,
+        edges: Arc<Edges>,
+        store: Arc<dyn Store>,
+        outlets: Outlets,
+        self_tx: mpsc::WeakSender<Command>,
+    ) -> Self {
+        let (write_behind, write_behind_rx) = mpsc::channel(WRITE_BEHIND);
+        Shard {
+            config,
+            message_ids: MessageIdGenerator::new(generator),
+            apps,
+            edges,
+            store,
+            events: outlets.events,
+            regions: outlets.regions,
+            self_tx,
+            users: HashMap::new(),
+            channels: HashMap::new(),
+            lingering: HashSet::new(),
+            counts_changed: HashSet::new(),
+            timed_users: HashSet::new(),
+            remote_peers: HashMap::new(),
+            crossed_peers: Crossed::default(),
+            keys_moved_at: now(),
+            remote_invitations: HashMap::new(),
+            ring: None,
+            busy: HashMap::new(),
+            started: Vec::new(),
+            detached: Vec::new(),
+            write_behind,
+            write_behind_rx: Some(write_behind_rx),
+        }
+    }
+
+    /// The runtime: feeds the shard its commands, its store answers and its ticks, and runs
+    /// the store operations it starts, side by side.
+    pub(crate) async fn run(mut self, mut command_rx: mpsc::Receiver<Command>) {
+        let tick_every = self
+            .config
+            .member_count_interval
+            .min(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(mut writes) = self.write_behind_rx.take() {
+            tokio::spawn(async move {
+                while let Some(write) = writes.recv().await {
+                    write.await;
+                }
+            });
+        }
+        let mut waiting = FuturesUnordered::new();
+        loop {
+            waiting.extend(self.started.drain(..));
+            for work in self.detached.drain(..) {
+                tokio::spawn(work);
+            }
+            tokio::select! {
+                Some((key, resumed)) = waiting.next(), if !waiting.is_empty() => {
+                    self.resume(key, resumed);
+                }
+                command = command_rx.recv(), if waiting.len() < MAX_WAITING => match command {
+                    Some(command) => self.accept(command),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick(now()),
+            }
+        }
+    }
+
+    /// Takes a command: carries it out, or queues it behind its key's store operations.
+    fn accept(&mut self, command: Command) {
+        if let Some(key) = command.key()
+            && let Some(busy) = self.busy.get_mut(&key)
+        {
+            if busy.queued.len() < MAX_QUEUED_PER_KEY {
+                busy.queued.push_back(command);
+            } else {
+                command.refuse(Error::new(
+                    ErrorCode::Unavailable,
+                    "storage is too slow for this key's requests, retry later",
+                ));
+            }
+            return;
+        }
+        self.handle(command);
+    }
+
+    /// Starts a store operation beside the shard; `key`, if any, takes no other command until it
+    /// ends. What `work` returns comes back through [`Shard::resume`].
+    fn wait(&mut self, key: Option<Key>, work: impl Future<Output = Resumed> + Send + 'static) {
+        if let Some(key) = &key {
+            self.busy.entry(key.clone()).or_default().waits += 1;
+        }
+        self.started.push(async move { (key, work.await) }.boxed());
+    }
+
+    /// Runs `work`, which answers nobody here, beside the shard.
+    fn detach(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        self.detached.push(work.boxed());
+    }
+
+    /// Queues a session directory write (never waited for; in order with the others).
+    fn write_behind(
+        &self,
+        what: &'static str,
+        write: impl Future<Output = StoreResult<()>> + Send + 'static,
+    ) {
+        let write = async move {
+            if let Err(error) = write.await {
+                tracing::warn!(%error, what, "a store write failed");
+            }
+        };
+        if self.write_behind.try_send(write.boxed()).is_err() {
+            tracing::warn!(what, "store writes are backed up; one dropped");
+        }
+    }
+
+    /// Goes on with an operation whose store answer came, then frees its key.
+    fn resume(&mut self, key: Option<Key>, resumed: Resumed) {
+        if let Some(key) = &key
+            && let Some(busy) = self.busy.get_mut(key)
+        {
+            busy.waits = busy.waits.saturating_sub(1);
+        }
+        match resumed {
+            Resumed::BanChecked { open, ban, reply } => self.ban_checked(open, ban, reply),
+            Resumed::InboxListed {
+                user,
+                session,
+                inbox,
+                reply,
+            } => self.inbox_listed(user, session, inbox, reply),
+            Resumed::PeerStored { peer, stored } => self.peer_stored(peer, stored),
+            Resumed::PeerLocated { peer, region } => self.peer_located(peer, region),
+            Resumed::PeerCached { peer, stored } => self.peer_cached(peer, stored),
+            Resumed::ChannelLoaded { join, loaded } => self.channel_loaded(join, loaded),
+            Resumed::Replayed {
+                join,
+                is_new_member,
+                after,
+                announce,
+                missed,
+            } => self.replayed(join, is_new_member, after, announce, missed),
+            Resumed::ChannelStored { message, stored } => self.channel_stored(message, stored),
+            Resumed::ChannelAttributesSet {
+                channel,
+                notify_members,
+                set,
+                reply,
+            } => self.channel_attributes_set(&channel, notify_members, set, reply),
+            Resumed::RegionAttributesSet {
+                channel,
+                attributes,
+                notify_members,
+                stored,
+                reply,
+            } => self.region_attributes_set(&channel, attributes, notify_members, stored, reply),
+            Resumed::InvitationLocated {
+                send,
+                region,
+                reply,
+            } => {
+                let _ = reply.send(self.send_invitation(send, region));
+            }
+            Resumed::Banned {
+                user,
+                stored,
+                reply,
+            } => self.banned(&user, stored, reply),
+            Resumed::MuteChanged {
+                channel,
+                uid,
+                mute,
+                changed,
+                reply,
+            } => self.mute_changed(&channel, uid, mute, changed, reply),
+            Resumed::Done => {}
+        }
+        if let Some(key) = key {
+            self.release(key);
+        }
+    }
+
+    /// Runs the commands queued behind `key` once nothing of it waits on the store, until one
+    /// of them starts a store operation again.
+    fn release(&mut self, key: Key) {
+        loop {
+            let Some(busy) = self.busy.get_mut(&key) else {
+                return;
+            };
+            if busy.waits > 0 {
+                return;
+            }
+            match busy.queued.pop_front() {
+                Some(command) => self.handle(command),
+                None => {
+                    self.busy.remove(&key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether this node still owns `key` (a ring change may have moved it while its store
+    /// operation ran: what it would set up then belongs to the new owner).
+    fn still_owns(&self, key: &Key) -> bool {
+        let Some((ring, me)) = &self.ring else {
+            return true;
+        };
+        let owner = match key {
+            Key::User(user) => ring.user_owner(&user.app, &user.uid),
+            Key::Channel(channel) => ring.channel_owner(&channel.app, &channel.channel),
+        };
+        owner == Some(*me)
+    }
+
+    fn handle(&mut self, command: Command) {
+        // A caller that went away no longer wants its reply, so failed sends are ignored.
+        match command {
+            Command::OpenSession { open, reply } => self.open_session(open, reply),
+            Command::Moderate { action, reply } => self.moderate(action, reply),
+            Command::SessionReady {
+                user,
+                session,
+                reply,
+            } => self.session_ready(user, session, reply),
+            Command::CloseSession {
+                user,
+                session,
+                reason,
+                reply,
+            } => {
+                self.close_session(&user, session, reason);
+                let _ = reply.send(());
+            }
+            Command::SetReachable {
+                user,
+                session,
+                reachable,
+                reply,
+            } => {
+                self.set_reachable(&user, session, reachable);
+                let _ = reply.send(());
+            }
+            Command::SendPeer {
+                send,
+                limits,
+                reply,
+            } => self.send_peer(send, limits, reply),
+            Command::Join {
+                channel,
+                uid,
+                session,
+                resume,
+                reply,
+            } => self.join(Joining {
+                key: channel,
+                uid,
+                session,
+                resume,
+                reply,
+            }),
+            Command::Leave {
+                channel,
+                uid,
+                session,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.leave(channel, uid, session, reason));
+            }
+            Command::SendChannel { send, reply } => self.send_channel(send, reply),
+            Command::Members {
+                channel,
+                asker,
+                reply,
+            } => {
+                let _ = reply.send(self.members(&channel, asker.as_ref()));
+            }
+            Command::MemberCount { channel, reply } => {
+                let count = self
+                    .channels
+                    .get(&channel)
+                    .map_or(0, ChannelEntry::all_members);
+                let _ = reply.send(count);
+            }
+            Command::UpdateUserAttributes { user, op, reply } => {
+                self.update_user_attributes(user, op, reply);
+            }
+            Command::UpdateChannelAttributes {
+                channel,
+                by,
+                op,
+                notify_members,
+                reply,
+            } => self.update_channel_attributes(channel, by, op, notify_members, reply),
+            Command::Forget { ring, me } => {
+                self.forget_unowned(&ring, me);
+                self.ring = Some((ring, me));
+                self.keys_moved_at = now();
+            }
+            Command::EdgeGone { node, reply } => {
+                self.edge_gone(node);
+                let _ = reply.send(());
+            }
+            Command::Presence { user, reply } => {
+                let state = self
+                    .users
+                    .get(&user)
+                    .map_or(PeerOnlineState::Offline, UserEntry::presence);
+                let _ = reply.send(state);
+            }
+            Command::Subscribe {
+                user,
+                subscriber,
+                subscribe,
+                reply,
+            } => {
+                let _ = reply.send(self.subscribe(&user, subscriber, subscribe));
+            }
+            Command::SendInvitation { send, reply } => self.invite(send, reply),
+            Command::CancelInvitation {
+                callee,
+                caller,
+                invitation_id,
+                reply,
+            } => {
+                let _ = reply.send(self.cancel_invitation(&callee, &caller, invitation_id));
+            }
+            Command::AnswerInvitation {
+                callee,
+                invitation_id,
+                accept,
+                response,
+                reply,
+            } => {
+                let answered = self.answer_invitation(callee, invitation_id, accept, response);
+                let _ = reply.send(answered);
+            }
+            Command::InvitationReceipt {
+                callee,
+                invitation_id,
+            } => {
+                let _ = self.invitation_call(&callee, invitation_id, |pending| {
+                    Ok(pending.machine.receipt())
+                });
+            }
+            Command::RegionInterest {
+                channel,
+                region,
+                interest,
+                reply,
+            } => {
+                self.region_interest(channel, region, interest);
+                let _ = reply.send(());
+            }
+            Command::AnnounceRegions { reply } => {
+                self.announce_regions();
+                let _ = reply.send(());
+            }
+            Command::RegionAttributes {
+                channel,
+                attributes,
+                notify_members,
+                reply,
+            } => self.region_attributes(channel, attributes, notify_members, reply),
+            Command::RegionCalleeEvent {
+                callee,
+                region,
+                event,
+                receipt,
+                reply,
+            } => {
+                self.region_callee_event(callee, region, event, receipt);
+                let _ = reply.send(());
+            }
+            Command::RegionPeerOutcome {
+                user,
+                message_id,
+                outcome,
+            } => {
+                if let Some((waiting, _)) = self.remote_peers.remove(&message_id.0) {
+                    let _ = waiting.send(outcome);
+                } else {
+                    tracing::debug!(uid = %user.uid, "a late or repeated region peer outcome");
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, app: &AppId, kind: crate::api::AppEventKind) {
+        let ts_ms = unix_ms();
+        self.events.emit(crate::api::AppEvent {
+            app: app.clone(),
+            id: self.message_ids.next(ts_ms as u64),
+            ts_ms,
+            kind,
+        });
+    }
+
+    // ---- delivery --------------------------------------------------------------------------
+
+    /// Sends `frame` to the channel's live sessions, one call per edge.
+    fn fan_out(&self, membership: &Membership, except: Option<SessionRef>, frame: SharedFrame) {
+        self.fan_out_shared(membership, except, Arc::new(frame));
+    }
+
+    fn fan_out_shared(
+        &self,
+        membership: &Membership,
+        except: Option<SessionRef>,
+        frame: Arc<SharedFrame>,
+    ) {
+        self.send_shared(membership.active_sessions(except), frame);
+    }
+
+    fn send_to(&self, sessions: impl IntoIterator<Item = SessionRef>, frame: SharedFrame) {
+        self.send_shared(sessions, Arc::new(frame));
+    }
+
+    /// Delivers to any sessions, grouped into one call per edge.
+    fn send_shared(&self, sessions: impl IntoIterator<Item = SessionRef>, frame: Arc<SharedFrame>) {
+        let mut by_edge: BTreeMap<NodeId, Vec<SessionId>> = BTreeMap::new();
+        for session in sessions {
+            by_edge
+                .entry(session.edge)
+                .or_default()
+                .push(session.session);
+        }
+        for (node, sessions) in by_edge {
+            match self.edges.get(node) {
+                Some(edge) => edge.deliver(&sessions, frame.clone()),
+                None => tracing::warn!(edge = node.0, "no route to edge, dropping delivery"),
+            }
+        }
+    }
+
+    fn limits(&self, app: &parley_core::ids::AppId) -> Limits {
+        self.apps
+            .get(app.as_str())
+            .map(|app| app.limits.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn muted(until_ms: i64) -> Error {
+    Error::new(
+        ErrorCode::Muted,
+        format!("muted in this channel until {until_ms} ms since the epoch"),
+    )
+}
+
+fn not_started() -> Error {
+    Error::new(
+        ErrorCode::InvitationNotStarted,
+        "no invitation with this id is in progress",
+    )
+}
+
+fn invitation_error(error: InvitationError) -> Error {
+    match error {
+        InvitationError::AlreadyAccepted => Error::new(
+            ErrorCode::InvitationAlreadyAccepted,
+            "the invitation was already accepted",
+        ),
+        InvitationError::AlreadyEnded => Error::new(
+            ErrorCode::InvitationAlreadyEnded,
+            "the invitation has ended",
+        ),
+    }
+}
+
+fn failure_reason(failure: Failure) -> v1::InvitationFailureReason {
+    match failure {
+        Failure::PeerOffline => v1::InvitationFailureReason::PeerOffline,
+        Failure::PeerNoResponse => v1::InvitationFailureReason::PeerNoResponse,
+        Failure::InvitationExpire => v1::InvitationFailureReason::InvitationExpire,
+    }
+}
+
+/// The instant used for timers: tokio's clock, so tests can pause time.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn unavailable(why: &str) -> Error {
+    Error::new(ErrorCode::Unavailable, why)
+}

@@ -1,0 +1,237 @@
+//! Peer messages: to the receiver's sessions here, to its region, or to its offline inbox.
+
+use std::sync::Arc;
+
+use parley_core::Error;
+use parley_core::ids::MessageId;
+use parley_core::ids::SessionRef;
+use parley_proto::SharedFrame;
+use parley_proto::v1;
+use parley_proto::v1::event::Kind as EventKind;
+use parley_store::Conversation;
+use parley_store::InboxLimits;
+use parley_store::StoreResult;
+use tokio::sync::oneshot;
+
+use super::PeerRouted;
+use super::REGION_PEER_MARGIN;
+use super::Reply;
+use super::Resumed;
+use super::Shard;
+use super::now;
+use crate::api::AppEventKind;
+use crate::api::PeerSend;
+use crate::api::RegionRecord;
+use crate::api::UserKey;
+use crate::owner::storage_error;
+use crate::owner::unix_ms;
+
+/// A peer message on its way, between store operations.
+pub(in crate::shard) struct PeerSending {
+    send: PeerSend,
+    receiver: UserKey,
+    limits: InboxLimits,
+    message_id: MessageId,
+    server_received_ts: i64,
+    /// The message as history and the inbox keep it.
+    stored: v1::HistoryMessage,
+    reply: Reply<Result<PeerRouted, Error>>,
+}
+
+impl Shard {
+    /// Numbers the message, keeps it in history if asked (delivery waits for that), then routes
+    /// it.
+    pub(super) fn send_peer(
+        &mut self,
+        send: PeerSend,
+        limits: InboxLimits,
+        reply: Reply<Result<PeerRouted, Error>>,
+    ) {
+        let (message_id, server_received_ts) = match &send.origin {
+            Some(origin) => {
+                if !self.crossed_peers.first_time(origin.message_id) {
+                    let _ = reply.send(Ok(PeerRouted::Repeat));
+                    return;
+                }
+                (origin.message_id, origin.server_received_ts)
+            }
+            None => {
+                let now = unix_ms();
+                (self.message_ids.next(now as u64), now)
+            }
+        };
+        let receiver = UserKey {
+            app: send.from.app.clone(),
+            uid: send.to.clone(),
+        };
+        let stored = v1::HistoryMessage {
+            message_id: message_id.0,
+            from: send.from.uid.to_string(),
+            message: Some(send.message.clone()),
+            server_received_ts,
+            seq: 0,
+        };
+        let peer = PeerSending {
+            send,
+            receiver,
+            limits,
+            message_id,
+            server_received_ts,
+            stored,
+            reply,
+        };
+        if !peer.send.enable_history {
+            self.route_peer(peer);
+            return;
+        }
+        let retention_ms = self
+            .limits(&peer.receiver.app)
+            .history_retention
+            .as_millis() as i64;
+        let store = self.store.clone();
+        self.wait(None, async move {
+            let conversation =
+                Conversation::peers(peer.send.from.uid.clone(), peer.receiver.uid.clone());
+            let stored = store
+                .append(
+                    &peer.receiver.app,
+                    &conversation,
+                    peer.stored.clone(),
+                    retention_ms,
+                )
+                .await;
+            Resumed::PeerStored { peer, stored }
+        });
+    }
+
+    pub(super) fn peer_stored(&mut self, peer: PeerSending, stored: StoreResult<()>) {
+        match stored {
+            Ok(()) => self.route_peer(peer),
+            Err(error) => {
+                let _ = peer.reply.send(Err(storage_error(error)));
+            }
+        }
+    }
+
+    /// To the receiver's sessions here; without any, the region directory is asked whether it
+    /// is in another region (one that crossed in stays here).
+    fn route_peer(&mut self, peer: PeerSending) {
+        if self.sessions_of(&peer.receiver).is_empty()
+            && peer.send.origin.is_none()
+            && self.regions.spans_regions()
+        {
+            let store = self.store.clone();
+            self.wait(None, async move {
+                let (app, uid) = (&peer.receiver.app, &peer.receiver.uid);
+                let region = match store.user_regions(app, uid).await {
+                    Ok(regions) => regions.into_iter().next(),
+                    Err(error) => {
+                        tracing::warn!(%error, "the region directory is unavailable");
+                        None
+                    }
+                };
+                Resumed::PeerLocated { peer, region }
+            });
+            return;
+        }
+        self.deliver_peer(peer);
+    }
+
+    pub(super) fn peer_located(&mut self, peer: PeerSending, region: Option<String>) {
+        if region.is_none() {
+            self.deliver_peer(peer);
+            return;
+        }
+        let (outcome_tx, outcome_rx) = oneshot::channel();
+        let until = now() + self.config.peer_receipt_timeout + REGION_PEER_MARGIN;
+        self.remote_peers
+            .insert(peer.message_id.0, (outcome_tx, until));
+        let send = peer.send;
+        self.regions.publish(RegionRecord::Peer {
+            from: send.from,
+            to: peer.receiver.uid,
+            message: send.message,
+            enable_offline: send.enable_offline,
+            enable_history: send.enable_history,
+            message_id: peer.message_id,
+            server_received_ts: peer.server_received_ts,
+            trace: send.trace,
+        });
+        let _ = peer.reply.send(Ok(PeerRouted::Remote {
+            message_id: peer.message_id,
+            server_received_ts: peer.server_received_ts,
+            outcome: outcome_rx,
+        }));
+    }
+
+    /// Hands the message to the receiver's sessions, or keeps it in the inbox of a receiver
+    /// without any (when asked).
+    fn deliver_peer(&mut self, peer: PeerSending) {
+        let sessions = self.sessions_of(&peer.receiver);
+        if sessions.is_empty() && peer.send.enable_offline {
+            let store = self.store.clone();
+            self.wait(None, async move {
+                let stored = store
+                    .push(
+                        &peer.receiver.app,
+                        &peer.receiver.uid,
+                        peer.stored.clone(),
+                        peer.limits,
+                        peer.server_received_ts,
+                    )
+                    .await;
+                Resumed::PeerCached { peer, stored }
+            });
+            return;
+        }
+        let frame = Arc::new(
+            SharedFrame::event(EventKind::MessageFromPeer(v1::MessageFromPeer {
+                peer_id: peer.send.from.uid.to_string(),
+                message: Some(peer.send.message),
+                message_id: peer.message_id.0,
+                server_received_ts: peer.server_received_ts,
+                is_offline_message: false,
+            }))
+            .with_trace(peer.send.trace),
+        );
+        let receipts = sessions
+            .iter()
+            .filter_map(|session| {
+                let edge = self.edges.get(session.edge)?;
+                Some(edge.deliver_peer(session.session, peer.message_id, frame.clone()))
+            })
+            .collect();
+        let _ = peer.reply.send(Ok(PeerRouted::Delivered {
+            message_id: peer.message_id,
+            server_received_ts: peer.server_received_ts,
+            receipts,
+        }));
+    }
+
+    pub(super) fn peer_cached(&mut self, peer: PeerSending, stored: StoreResult<()>) {
+        if let Err(error) = stored {
+            let _ = peer.reply.send(Err(storage_error(error)));
+            return;
+        }
+        self.emit(
+            &peer.receiver.app,
+            AppEventKind::PeerMessageCached {
+                from: peer.send.from.uid.clone(),
+                to: peer.receiver.uid.clone(),
+                message_id: peer.message_id,
+                message: peer.send.message,
+            },
+        );
+        let _ = peer.reply.send(Ok(PeerRouted::Cached {
+            message_id: peer.message_id,
+            server_received_ts: peer.server_received_ts,
+        }));
+    }
+
+    pub(super) fn sessions_of(&self, user: &UserKey) -> Vec<SessionRef> {
+        self.users
+            .get(user)
+            .map(|entry| entry.sessions.iter().map(|known| known.session).collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,402 @@
+//! The shard alone: commands and store answers fed by hand, what reaches the edge and the
+//! callers checked. No server, no socket, no sleep; store operations run only when a test lets
+//! them, so a test can hold one and see what waits behind it.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use futures_util::future::join_all;
+use parley_core::ErrorCode;
+use parley_core::app::AppConfig;
+use parley_core::app::AppDirectory;
+use parley_core::app::MultiLogin;
+use parley_core::ids::AppId;
+use parley_core::ids::ChannelId;
+use parley_core::ids::MessageId;
+use parley_core::ids::NodeId;
+use parley_core::ids::SessionId;
+use parley_core::ids::SessionRef;
+use parley_core::ids::UserId;
+use parley_core::ring::Ring;
+use parley_proto::SharedFrame;
+use parley_proto::v1;
+use parley_proto::v1::connection_state_changed::Reason;
+use parley_proto::v1::event::Kind as EventKind;
+use parley_store::EmbeddedStore;
+use parley_store::InboxLimits;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use super::Command;
+use super::MAX_QUEUED_PER_KEY;
+use super::Outlets;
+use super::PeerRouted;
+use super::Shard;
+use super::Waiting;
+use crate::api::ChannelKey;
+use crate::api::ChannelSend;
+use crate::api::ChannelSent;
+use crate::api::EdgeSink;
+use crate::api::NoEvents;
+use crate::api::NoRegions;
+use crate::api::OpenSession;
+use crate::api::PeerSend;
+use crate::api::Resume;
+use crate::api::UserKey;
+use crate::owner::Edges;
+use crate::owner::OwnerConfig;
+
+const APP: &str = "0123456789abcdef0123456789abcdef";
+const EDGE: NodeId = NodeId(7);
+
+/// An edge that records what it is sent; receipts stay pending.
+#[derive(Default)]
+struct Edge {
+    events: Mutex<Vec<(SessionId, EventKind)>>,
+    receipts: Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+impl Edge {
+    fn to(&self, session: SessionRef) -> Vec<EventKind> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(to, _)| *to == session.session)
+            .map(|(_, event)| event.clone())
+            .collect()
+    }
+}
+
+fn event_of(frame: &SharedFrame) -> EventKind {
+    match &frame.message().kind {
+        Some(v1::server_frame::Kind::Event(v1::Event { kind: Some(kind) })) => kind.clone(),
+        other => panic!("not an event: {other:?}"),
+    }
+}
+
+impl EdgeSink for Edge {
+    fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
+        let event = event_of(&frame);
+        let mut events = self.events.lock().unwrap();
+        events.extend(sessions.iter().map(|session| (*session, event.clone())));
+    }
+
+    fn deliver_peer(
+        &self,
+        session: SessionId,
+        _receipt_id: MessageId,
+        frame: Arc<SharedFrame>,
+    ) -> oneshot::Receiver<()> {
+        self.events
+            .lock()
+            .unwrap()
+            .push((session, event_of(&frame)));
+        let (receipt_tx, receipt_rx) = oneshot::channel();
+        self.receipts.lock().unwrap().push(receipt_tx);
+        receipt_rx
+    }
+
+    fn end_session(&self, _session: SessionId, _reason: Reason) {}
+}
+
+struct Harness {
+    shard: Shard,
+    edge: Arc<Edge>,
+}
+
+impl Harness {
+    fn new(name: &str) -> Harness {
+        let dir = std::env::temp_dir().join(format!("parley-shard-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(EmbeddedStore::open(&dir).unwrap());
+        let app = AppConfig::new(AppId::parse(APP).unwrap(), None);
+        let edges = Arc::new(Edges::default());
+        let edge = Arc::new(Edge::default());
+        edges.register(EDGE, edge.clone());
+        let (self_tx, _) = mpsc::channel(1);
+        let shard = Shard::new(
+            OwnerConfig::default(),
+            1,
+            Arc::new(AppDirectory::new([app])),
+            edges,
+            store,
+            Outlets {
+                events: Arc::new(NoEvents),
+                regions: Arc::new(NoRegions),
+            },
+            self_tx.downgrade(),
+        );
+        Harness { shard, edge }
+    }
+
+    /// Runs the store operations started so far, and those they start, to their end.
+    async fn settle(&mut self) {
+        loop {
+            let started = self.hold();
+            if started.is_empty() {
+                return;
+            }
+            self.finish(started).await;
+        }
+    }
+
+    /// Takes the store operations started so far, without running them.
+    fn hold(&mut self) -> Vec<Waiting> {
+        self.shard.started.drain(..).collect()
+    }
+
+    /// Lets held store operations end.
+    async fn finish(&mut self, held: Vec<Waiting>) {
+        for (key, resumed) in join_all(held).await {
+            self.shard.resume(key, resumed);
+        }
+    }
+
+    fn join(&mut self, channel: &str, uid: &str, session: SessionRef) -> Answer<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.shard.accept(Command::Join {
+            channel: channel_key(channel),
+            uid: UserId::parse(uid).unwrap(),
+            session,
+            resume: Resume::Fresh,
+            reply,
+        });
+        Answer(answer)
+    }
+
+    fn send(
+        &mut self,
+        channel: &str,
+        uid: &str,
+        session: SessionRef,
+        text: &str,
+        enable_history: bool,
+    ) -> Answer<ChannelSent> {
+        let (reply, answer) = oneshot::channel();
+        self.shard.accept(Command::SendChannel {
+            send: ChannelSend {
+                channel: channel_key(channel),
+                from: UserId::parse(uid).unwrap(),
+                session: Some(session),
+                message: text_body(text),
+                enable_history,
+                origin: None,
+                trace: None,
+            },
+            reply,
+        });
+        Answer(answer)
+    }
+
+    async fn login(&mut self, uid: &str, session: SessionRef) {
+        let (reply, mut answer) = oneshot::channel();
+        self.shard.accept(Command::OpenSession {
+            open: OpenSession {
+                user: user_key(uid),
+                session,
+                multi_login: MultiLogin::Replace,
+            },
+            reply,
+        });
+        self.settle().await;
+        answer.try_recv().unwrap().unwrap();
+    }
+
+    fn send_peer(&mut self, from: &str, to: &str, enable_history: bool) -> Answer<PeerRouted> {
+        let (reply, answer) = oneshot::channel();
+        self.shard.accept(Command::SendPeer {
+            send: PeerSend {
+                from: user_key(from),
+                to: UserId::parse(to).unwrap(),
+                message: text_body("hi"),
+                enable_offline: false,
+                enable_history,
+                origin: None,
+                trace: None,
+            },
+            limits: InboxLimits {
+                max_count: 10,
+                max_age_ms: 60_000,
+            },
+            reply,
+        });
+        Answer(answer)
+    }
+}
+
+/// A caller's reply, looked at without waiting.
+struct Answer<T>(oneshot::Receiver<Result<T, parley_core::Error>>);
+
+impl<T> Answer<T> {
+    /// The reply, which must have come.
+    fn now(&mut self) -> Result<T, parley_core::Error> {
+        self.0.try_recv().expect("the reply has come")
+    }
+
+    fn is_pending(&mut self) -> bool {
+        matches!(self.0.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+}
+
+fn session(n: u64) -> SessionRef {
+    SessionRef {
+        edge: EDGE,
+        session: SessionId(n),
+    }
+}
+
+fn channel_key(channel: &str) -> ChannelKey {
+    ChannelKey {
+        app: AppId::parse(APP).unwrap(),
+        channel: ChannelId::parse(channel).unwrap(),
+    }
+}
+
+fn user_key(uid: &str) -> UserKey {
+    UserKey {
+        app: AppId::parse(APP).unwrap(),
+        uid: UserId::parse(uid).unwrap(),
+    }
+}
+
+fn text_body(text: &str) -> v1::MessageBody {
+    v1::MessageBody {
+        description: String::new(),
+        content: Some(v1::message_body::Content::Text(text.to_owned())),
+    }
+}
+
+/// The (sequence number, text) of the channel messages among `events`.
+fn channel_messages(events: &[EventKind]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            EventKind::ChannelMessage(message) => match &message.message {
+                Some(v1::MessageBody {
+                    content: Some(v1::message_body::Content::Text(text)),
+                    ..
+                }) => Some((message.seq, text.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_channel_waiting_on_the_store_holds_up_only_its_own_commands() {
+    let mut h = Harness::new("holds-up");
+    let (alice, carol, bob, dave) = (session(1), session(2), session(3), session(4));
+    let mut joins = [
+        h.join("live", "alice", alice),
+        h.join("live", "carol", carol),
+    ];
+    h.settle().await;
+    for join in &mut joins {
+        assert_eq!(join.now(), Ok(0));
+    }
+
+    // "slow" is taken up from the store, which is held: its commands wait, in order.
+    let mut bob_joins = h.join("slow", "bob", bob);
+    let held = h.hold();
+    assert_eq!(held.len(), 1);
+    let mut dave_joins = h.join("slow", "dave", dave);
+    let mut bob_sends = h.send("slow", "bob", bob, "after my join", false);
+    assert!(bob_joins.is_pending() && dave_joins.is_pending() && bob_sends.is_pending());
+
+    // "live" needs no store and goes on.
+    let sent = h
+        .send("live", "alice", alice, "hello", false)
+        .now()
+        .unwrap();
+    assert_eq!(sent.seq, 1);
+    assert_eq!(
+        channel_messages(&h.edge.to(carol)),
+        [(1, "hello".to_owned())]
+    );
+    assert!(
+        h.hold().is_empty(),
+        "a live channel's message waits on nothing"
+    );
+
+    h.finish(held).await;
+    h.settle().await;
+    assert_eq!(bob_joins.now(), Ok(0));
+    assert_eq!(dave_joins.now(), Ok(0));
+    assert_eq!(bob_sends.now().unwrap().seq, 1);
+    assert_eq!(
+        channel_messages(&h.edge.to(dave)),
+        [(1, "after my join".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn messages_reach_members_in_sequence_order_when_some_wait_for_history() {
+    let mut h = Harness::new("order");
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle().await;
+
+    let mut first = h.send("room", "alice", alice, "kept", true);
+    let held = h.hold();
+    let mut second = h.send("room", "alice", alice, "not kept", false);
+    assert!(first.is_pending() && second.is_pending());
+    assert!(channel_messages(&h.edge.to(bob)).is_empty());
+
+    h.finish(held).await;
+    assert_eq!(first.now().unwrap().seq, 1);
+    assert_eq!(second.now().unwrap().seq, 2);
+    assert_eq!(
+        channel_messages(&h.edge.to(bob)),
+        [(1, "kept".to_owned()), (2, "not kept".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_slow_key_refuses_what_would_queue_past_its_bound() {
+    let mut h = Harness::new("bound");
+    let _first = h.join("slow", "alice", session(1));
+    let _held = h.hold();
+    let mut queued: Vec<_> = (0..MAX_QUEUED_PER_KEY)
+        .map(|n| h.join("slow", "bob", session(100 + n as u64)))
+        .collect();
+    let mut refused = h.join("slow", "carol", session(99));
+    assert_eq!(refused.now().unwrap_err().code, ErrorCode::Unavailable);
+    assert!(queued.iter_mut().all(Answer::is_pending));
+}
+
+#[tokio::test]
+async fn a_peer_message_waiting_for_history_holds_up_no_other() {
+    let mut h = Harness::new("peers");
+    let bob = session(2);
+    h.login("bob", bob).await;
+
+    let mut kept = h.send_peer("carol", "bob", true);
+    let held = h.hold();
+    assert_eq!(held.len(), 1);
+    let mut live = h.send_peer("dave", "bob", false);
+    assert!(matches!(live.now(), Ok(PeerRouted::Delivered { .. })));
+    assert!(kept.is_pending());
+
+    h.finish(held).await;
+    assert!(matches!(kept.now(), Ok(PeerRouted::Delivered { .. })));
+    assert_eq!(h.edge.to(bob).len(), 2);
+}
+
+#[tokio::test]
+async fn a_channel_that_moved_while_it_loaded_is_not_taken_up() {
+    let mut h = Harness::new("moved");
+    let mut join = h.join("room", "alice", session(1));
+    let held = h.hold();
+    // A ring without this node: every key moved away.
+    let ring = Arc::new(Ring::new(2, &[NodeId(9)], 8));
+    h.shard.accept(Command::Forget {
+        ring,
+        me: NodeId(1),
+    });
+    h.finish(held).await;
+    assert_eq!(join.now().unwrap_err().code, ErrorCode::Unavailable);
+    assert!(h.shard.channels.is_empty());
+}

@@ -1,0 +1,135 @@
+//! What happens with time: lingering members leave, member counts go out, lost users go
+//! offline, invitations time out; and what a ring change drops.
+
+use std::time::Instant;
+
+use parley_core::ids::NodeId;
+use parley_core::ring::Ring;
+use parley_proto::SharedFrame;
+use parley_proto::v1;
+use parley_proto::v1::event::Kind as EventKind;
+
+use super::Shard;
+use crate::api::ChannelKey;
+use crate::api::Interest;
+use crate::api::RegionRecord;
+use crate::api::UserKey;
+
+impl Shard {
+    pub(super) fn forget_unowned(&mut self, ring: &Ring, me: NodeId) {
+        let before = (self.users.len(), self.channels.len());
+        self.users
+            .retain(|key, _| ring.user_owner(&key.app, &key.uid) == Some(me));
+        self.channels
+            .retain(|key, _| ring.channel_owner(&key.app, &key.channel) == Some(me));
+        let (users, channels) = (&self.users, &self.channels);
+        self.timed_users.retain(|key| users.contains_key(key));
+        self.lingering.retain(|key| channels.contains_key(key));
+        self.counts_changed.retain(|key| channels.contains_key(key));
+        let dropped = (before.0 - self.users.len(), before.1 - self.channels.len());
+        if dropped != (0, 0) {
+            tracing::info!(
+                users = dropped.0,
+                channels = dropped.1,
+                epoch = ring.epoch(),
+                "handed keys over to their new owners"
+            );
+        }
+    }
+
+    pub(super) fn on_tick(&mut self, now: Instant) {
+        self.remote_peers.retain(|_, (_, until)| *until > now);
+        self.remote_invitations.retain(|_, (_, until)| *until > now);
+        let lingering: Vec<ChannelKey> = self.lingering.iter().cloned().collect();
+        for key in lingering {
+            let Some(entry) = self.channels.get_mut(&key) else {
+                self.lingering.remove(&key);
+                continue;
+            };
+            let left = entry.membership.expire(now);
+            if entry.membership.next_expiry().is_none() {
+                self.lingering.remove(&key);
+            }
+            if !left.is_empty() {
+                self.announce_left(&key, &left, "connection_lost");
+            }
+        }
+
+        let interval = self.config.member_count_interval;
+        let due: Vec<ChannelKey> = self
+            .counts_changed
+            .iter()
+            .filter(|key| {
+                self.channels
+                    .get(*key)
+                    .and_then(|entry| entry.count_sent_at)
+                    .is_none_or(|sent_at| now.duration_since(sent_at) >= interval)
+            })
+            .cloned()
+            .collect();
+        for key in due {
+            self.counts_changed.remove(&key);
+            let Some(entry) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            entry.count_sent_at = Some(now);
+            // The other regions hear of a change in this region's count (only of a change: a
+            // count heard from them must not echo back).
+            let members = entry.local_members();
+            if !entry.remote_regions.is_empty() && entry.members_told != Some(members) {
+                entry.members_told = Some(members);
+                self.regions.publish(RegionRecord::Interest {
+                    channel: key.clone(),
+                    interest: Interest {
+                        members,
+                        fresh: false,
+                    },
+                });
+            }
+            let frame = SharedFrame::event(EventKind::MemberCountUpdated(v1::MemberCountUpdated {
+                channel_id: key.channel.to_string(),
+                member_count: entry.all_members(),
+            }));
+            let entry = &self.channels[&key];
+            self.fan_out(&entry.membership, None, frame);
+        }
+
+        let timed: Vec<UserKey> = self.timed_users.iter().cloned().collect();
+        for user in timed {
+            let Some(entry) = self.users.get_mut(&user) else {
+                self.timed_users.remove(&user);
+                continue;
+            };
+            let gone_offline = entry.lost_until.is_some_and(|until| now >= until);
+            if gone_offline {
+                // The lost connection did not come back: OFFLINE, and attributes go.
+                entry.lost_until = None;
+            }
+            let keep_ended = self.config.invitation_timers.answer;
+            entry.invitations.retain(|_, pending| {
+                pending
+                    .ended_at
+                    .is_none_or(|ended_at| now.duration_since(ended_at) < keep_ended)
+            });
+            let due: Vec<u64> = entry
+                .invitations
+                .iter()
+                .filter(|(_, pending)| pending.machine.next_deadline().is_some_and(|at| now >= at))
+                .map(|(id, _)| *id)
+                .collect();
+            let still_timed = entry.lost_until.is_some() || !entry.invitations.is_empty();
+            for invitation_id in due {
+                let _ = self.invitation_call(&user, invitation_id, |pending| {
+                    Ok(pending.machine.on_time(now))
+                });
+            }
+            if !still_timed {
+                self.timed_users.remove(&user);
+            }
+            self.announce_presence(&user);
+            if gone_offline {
+                self.clear_user_attributes(&user);
+            }
+        }
+    }
+}
