@@ -7,10 +7,11 @@ use std::time::Duration;
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_owner::Owner;
-use parley_owner::OwnerApi;
+use parley_owner::Owners;
 use parley_owner::RegionLink;
 use parley_owner::RegionRecord;
 use parley_owner::UserKey;
+use parley_owner::ops;
 use parley_store::Store;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -41,7 +42,7 @@ const LAST_RETRY: Duration = Duration::from_secs(2);
 pub struct Bridge {
     pub config: RegionConfig,
     /// Routes each record to the owner of its channel or user (in process or over gRPC).
-    pub owners: Arc<dyn OwnerApi>,
+    pub owners: Arc<dyn Owners>,
     /// This node's owner: it announces its channels and users once the consumer runs.
     pub local: Arc<Owner>,
     /// Where the region directory is kept.
@@ -133,14 +134,18 @@ impl Bridge {
 
     async fn try_apply(&self, action: &Action) -> Result<(), Error> {
         match action {
-            Action::Deliver(send) => self.owners.send_channel(send.clone()).await.map(drop),
+            Action::Deliver(send) => self.owners.ask(send.clone()).await.map(drop),
             Action::Interest {
                 channel,
                 region,
                 interest,
             } => {
                 self.owners
-                    .region_interest(channel.clone(), region.clone(), *interest)
+                    .ask(ops::RegionInterest {
+                        channel: channel.clone(),
+                        region: region.clone(),
+                        interest: *interest,
+                    })
                     .await
             }
             Action::User {
@@ -180,7 +185,11 @@ impl Bridge {
                 notify_members,
             } => {
                 self.owners
-                    .region_attributes(channel.clone(), attributes.clone(), *notify_members)
+                    .ask(ops::RegionAttributes {
+                        channel: channel.clone(),
+                        attributes: attributes.clone(),
+                        notify_members: *notify_members,
+                    })
                     .await
             }
             Action::CalleeEvent {
@@ -190,7 +199,12 @@ impl Bridge {
                 receipt,
             } => {
                 self.owners
-                    .region_callee_event(callee.clone(), region.clone(), event.clone(), *receipt)
+                    .ask(ops::RegionCalleeEvent {
+                        callee: callee.clone(),
+                        region: region.clone(),
+                        event: event.clone(),
+                        receipt: *receipt,
+                    })
                     .await
             }
             Action::InvitationReceipt {
@@ -198,7 +212,10 @@ impl Bridge {
                 invitation_id,
             } => {
                 self.owners
-                    .region_invitation_receipt(callee.clone(), *invitation_id)
+                    .ask(ops::RegionInvitationReceipt {
+                        callee: callee.clone(),
+                        invitation_id: *invitation_id,
+                    })
                     .await
             }
             Action::InvitationAnswer {
@@ -208,7 +225,12 @@ impl Bridge {
                 response,
             } => {
                 self.owners
-                    .answer_invitation(callee.clone(), *invitation_id, *accept, response.clone())
+                    .ask(ops::AnswerInvitation {
+                        callee: callee.clone(),
+                        invitation_id: *invitation_id,
+                        accept: *accept,
+                        response: response.clone(),
+                    })
                     .await
             }
             Action::PeerOutcome {
@@ -217,7 +239,11 @@ impl Bridge {
                 outcome,
             } => {
                 self.owners
-                    .region_peer_outcome(to.clone(), *message_id, *outcome)
+                    .ask(ops::RegionPeerOutcome {
+                        user: to.clone(),
+                        message_id: *message_id,
+                        outcome: *outcome,
+                    })
                     .await
             }
         }

@@ -11,7 +11,7 @@ use crate::limits::Limits;
 use crate::token;
 
 /// What happens when a uid that is already online logs in again.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MultiLogin {
     /// The earlier session ends with REMOTE_LOGIN (Agora's behaviour).
     #[default]

@@ -12,7 +12,7 @@ pub const MAX_USER_TOTAL_BYTES: usize = 16 * 1024;
 pub const MAX_CHANNEL_TOTAL_BYTES: usize = 32 * 1024;
 
 /// One write to a set of attributes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AttributeOp {
     /// Replace everything with these.
     Set(BTreeMap<String, String>),

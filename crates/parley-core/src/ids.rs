@@ -3,6 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Deserialize;
+use serde::Serialize;
+
 use crate::Error;
 use crate::ErrorCode;
 
@@ -26,8 +29,23 @@ fn is_valid_rtm_id(id: &str) -> bool {
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(Arc<str>);
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+
+            fn try_from(raw: String) -> Result<Self, Error> {
+                $name::parse(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0.to_string()
+            }
+        }
 
         impl $name {
             pub fn as_str(&self) -> &str {
@@ -114,15 +132,15 @@ fn invalid_id_message(what: &str, raw: &str) -> String {
 }
 
 /// A node of the cluster. In `parley dev` there is one, node 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NodeId(pub u64);
 
 /// One login session: unique within the edge node that created it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionId(pub u64);
 
 /// Where a session lives: the edge node and the session on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionRef {
     pub edge: NodeId,
     pub session: SessionId,
@@ -136,7 +154,7 @@ impl fmt::Display for SessionId {
 
 /// A server-assigned message ID: milliseconds since 2024-01-01 (41 bits), generator (10 bits),
 /// sequence within the millisecond (12 bits). IDs of one generator only grow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MessageId(pub u64);
 
 /// 2024-01-01T00:00:00Z in milliseconds since the Unix epoch.

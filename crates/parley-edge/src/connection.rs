@@ -29,6 +29,7 @@ use parley_owner::LeaveReason;
 use parley_owner::OpenSession;
 use parley_owner::Resume;
 use parley_owner::UserKey;
+use parley_owner::ops;
 use parley_proto::Codec;
 use parley_proto::Frame;
 use parley_proto::Utf8;
@@ -207,7 +208,11 @@ impl Connection {
             let _ = self
                 .edge
                 .owner()
-                .set_reachable(user, session_ref, true)
+                .ask(ops::SetReachable {
+                    user,
+                    session: session_ref,
+                    reachable: true,
+                })
                 .await;
         }
     }
@@ -227,7 +232,11 @@ impl Connection {
             let _ = self
                 .edge
                 .owner()
-                .set_reachable(session.user.clone(), session.session, false)
+                .ask(ops::SetReachable {
+                    user: session.user.clone(),
+                    session: session.session,
+                    reachable: false,
+                })
                 .await;
         }
         if let Some(expires_at) = session.token_expires_at {
@@ -417,7 +426,7 @@ impl Connection {
         let Some(session) = &self.session else { return };
         let owner = self.edge.owner();
         let opened = owner
-            .open_session(OpenSession {
+            .ask(OpenSession {
                 user: session.user.clone(),
                 session: session.session,
                 multi_login: session.app.multi_login,
@@ -428,7 +437,10 @@ impl Connection {
         }
         // Peer messages the new owner cached before it knew of this session come now.
         if let Err(error) = owner
-            .session_ready(session.user.clone(), session.session)
+            .ask(ops::SessionReady {
+                user: session.user.clone(),
+                session: session.session,
+            })
             .await
         {
             tracing::warn!(%error, "delivering the offline inbox after a hand-off failed");
@@ -444,12 +456,12 @@ impl Connection {
                 .expect("channel seq lock poisoned")
                 .get(channel.as_str());
             let joined = owner
-                .join(
-                    crate::requests::channel_key(&session.user, &channel),
-                    session.user.uid.clone(),
-                    session.session,
-                    resume_after.map_or(Resume::Fresh, |after| Resume::Handoff { after }),
-                )
+                .ask(ops::Join {
+                    channel: crate::requests::channel_key(&session.user, &channel),
+                    uid: session.user.uid.clone(),
+                    session: session.session,
+                    resume: resume_after.map_or(Resume::Fresh, |after| Resume::Handoff { after }),
+                })
                 .await;
             match joined {
                 Ok(_) => {}
@@ -469,7 +481,7 @@ impl Connection {
             .collect();
         for (invitation_id, invitation) in outgoing {
             let restored = owner
-                .send_invitation(InvitationSend {
+                .ask(InvitationSend {
                     caller: session.user.clone(),
                     caller_session: session.session,
                     callee: invitation.callee,
@@ -491,7 +503,11 @@ impl Connection {
                 app: session.user.app.clone(),
                 uid: uid.clone(),
             };
-            if let Err(error) = owner.subscribe_presence(watched, session.session).await {
+            let subscribe = ops::SubscribePresence {
+                user: watched,
+                subscriber: session.session,
+            };
+            if let Err(error) = owner.ask(subscribe).await {
                 tracing::warn!(%error, "re-subscribing failed");
             }
         }
@@ -503,7 +519,10 @@ impl Connection {
         if let Err(error) = self
             .edge
             .owner()
-            .session_ready(session.user.clone(), session.session)
+            .ask(ops::SessionReady {
+                user: session.user.clone(),
+                session: session.session,
+            })
             .await
         {
             tracing::warn!(%error, "delivering the offline inbox failed");
@@ -545,12 +564,12 @@ impl Connection {
                     continue;
                 };
                 let left = owner
-                    .leave(
-                        channel_key(&session.user, &channel),
-                        session.user.uid.clone(),
-                        session.session,
+                    .ask(ops::Leave {
+                        channel: channel_key(&session.user, &channel),
+                        uid: session.user.uid.clone(),
+                        session: session.session,
                         reason,
-                    )
+                    })
                     .await;
                 if let Err(error) = left {
                     tracing::warn!(%error, channel = %channel, "leave on session end failed");
@@ -561,14 +580,20 @@ impl Connection {
                     app: session.user.app.clone(),
                     uid: uid.clone(),
                 };
-                if let Err(error) = owner.unsubscribe_presence(watched, session.session).await {
+                let unsubscribe = ops::UnsubscribePresence {
+                    user: watched,
+                    subscriber: session.session,
+                };
+                if let Err(error) = owner.ask(unsubscribe).await {
                     tracing::warn!(%error, "unsubscribe on session end failed");
                 }
             }
-            if let Err(error) = owner
-                .close_session(session.user.clone(), session.session, reason)
-                .await
-            {
+            let close = ops::CloseSession {
+                user: session.user.clone(),
+                session: session.session,
+                reason,
+            };
+            if let Err(error) = owner.ask(close).await {
                 tracing::warn!(%error, "close session failed");
             }
             tracing::info!(

@@ -18,7 +18,7 @@ use parley_core::ids::SessionId;
 use parley_core::ids::UserId;
 use parley_core::rate::TokenBucket;
 use parley_owner::EdgeSink;
-use parley_owner::OwnerApi;
+use parley_owner::Owners;
 use parley_proto::SharedFrame;
 use parley_proto::v1::connection_state_changed::Reason;
 use tokio::sync::mpsc;
@@ -265,7 +265,7 @@ const LOGIN_BUCKET_SWEEP_AT: usize = 10_000;
 pub struct Edge {
     config: EdgeConfig,
     apps: Arc<AppDirectory>,
-    owner: Arc<dyn OwnerApi>,
+    owner: Arc<dyn Owners>,
     next_session: AtomicU64,
     // A std lock: lookups on every delivery, inserts and removes at login and logout; never held
     // across an await.
@@ -282,7 +282,7 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(config: EdgeConfig, apps: Arc<AppDirectory>, owner: Arc<dyn OwnerApi>) -> Arc<Edge> {
+    pub fn new(config: EdgeConfig, apps: Arc<AppDirectory>, owner: Arc<dyn Owners>) -> Arc<Edge> {
         Arc::new(Edge {
             config,
             apps,
@@ -304,7 +304,7 @@ impl Edge {
         &self.apps
     }
 
-    pub(crate) fn owner(&self) -> &dyn OwnerApi {
+    pub(crate) fn owner(&self) -> &dyn Owners {
         &*self.owner
     }
 

@@ -1,6 +1,6 @@
 //! The edge: terminates client WebSocket connections, decodes frames, authenticates logins,
 //! enforces per-session limits and rate limits, and forwards every operation to the owner of its
-//! channel or user through [`parley_owner::OwnerApi`].
+//! channel or user through [`parley_owner::Owners`].
 //!
 //! Architecture invariant: the edge owns no channel or user state. What it keeps per session
 //! (joined channels, rate buckets) exists to police and clean up that session, and can be rebuilt

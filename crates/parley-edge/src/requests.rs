@@ -26,6 +26,7 @@ use parley_owner::PeerOutcome;
 use parley_owner::PeerSend;
 use parley_owner::Resume;
 use parley_owner::UserKey;
+use parley_owner::ops;
 use parley_proto::v1;
 use parley_proto::v1::reply::Result as ReplyResult;
 use parley_store::Conversation;
@@ -91,7 +92,7 @@ impl Connection {
         let opened = self
             .edge
             .owner()
-            .open_session(OpenSession {
+            .ask(OpenSession {
                 user: user.clone(),
                 session,
                 multi_login: app.multi_login,
@@ -223,15 +224,15 @@ impl Connection {
         }
         let last_seq = edge
             .owner()
-            .join(
-                channel_key(&session.user, &channel),
-                session.user.uid.clone(),
-                session.session,
-                match join.resume_after_seq {
+            .ask(ops::Join {
+                channel: channel_key(&session.user, &channel),
+                uid: session.user.uid.clone(),
+                session: session.session,
+                resume: match join.resume_after_seq {
                     Some(after) => Resume::Client { after },
                     None => Resume::Fresh,
                 },
-            )
+            })
             .await?;
         handle
             .channel_seqs
@@ -262,12 +263,12 @@ impl Connection {
             ));
         }
         edge.owner()
-            .leave(
-                channel_key(&session.user, &channel),
-                session.user.uid.clone(),
-                session.session,
-                LeaveReason::Left,
-            )
+            .ask(ops::Leave {
+                channel: channel_key(&session.user, &channel),
+                uid: session.user.uid.clone(),
+                session: session.session,
+                reason: LeaveReason::Left,
+            })
             .await?;
         Ok(ReplyResult::Empty(v1::Empty {}))
     }
@@ -293,7 +294,7 @@ impl Connection {
         let (span, trace) = crate::telemetry::sent("channel", session.user.app.as_str());
         let sent = edge
             .owner()
-            .send_channel(ChannelSend {
+            .ask(ChannelSend {
                 channel: channel_key(&session.user, &channel),
                 from: session.user.uid.clone(),
                 session: Some(session.session),
@@ -332,10 +333,10 @@ impl Connection {
         }
         let members = edge
             .owner()
-            .members(
-                channel_key(&session.user, &channel),
-                Some((session.user.uid.clone(), session.session)),
-            )
+            .ask(ops::Members {
+                channel: channel_key(&session.user, &channel),
+                asker: Some((session.user.uid.clone(), session.session)),
+            })
             .await?;
         Ok(ReplyResult::GetMembers(v1::GetMembersResult {
             members: members.iter().map(ToString::to_string).collect(),
@@ -362,8 +363,9 @@ impl Connection {
             .map(|raw| ChannelId::parse(raw))
             .collect::<Result<Vec<_>, _>>()?;
         let counts = futures_util::future::try_join_all(channels.iter().map(|channel| {
-            edge.owner()
-                .member_count(channel_key(&session.user, channel))
+            edge.owner().ask(ops::MemberCount {
+                channel: channel_key(&session.user, channel),
+            })
         }))
         .await?;
         Ok(ReplyResult::GetChannelMemberCount(
@@ -398,7 +400,7 @@ impl Connection {
         }
         let invitation_id = edge
             .owner()
-            .send_invitation(InvitationSend {
+            .ask(InvitationSend {
                 caller: session.user.clone(),
                 caller_session: session.session,
                 callee: callee.clone(),
@@ -451,14 +453,14 @@ impl Connection {
                 )
             })?;
         edge.owner()
-            .cancel_invitation(
-                UserKey {
+            .ask(ops::CancelInvitation {
+                callee: UserKey {
                     app: session.user.app.clone(),
                     uid: callee,
                 },
-                session.user.uid.clone(),
-                cancel.invitation_id,
-            )
+                caller: session.user.uid.clone(),
+                invitation_id: cancel.invitation_id,
+            })
             .await?;
         Ok(empty())
     }
@@ -474,7 +476,12 @@ impl Connection {
         take(&mut session.invitation_bucket, "invitation")?;
         check_invitation_text("response", &response)?;
         edge.owner()
-            .answer_invitation(session.user.clone(), invitation_id, accept, response)
+            .ask(ops::AnswerInvitation {
+                callee: session.user.clone(),
+                invitation_id,
+                accept,
+                response,
+            })
             .await?;
         Ok(empty())
     }
@@ -488,7 +495,10 @@ impl Connection {
         take(&mut session.attribute_bucket, "attribute")?;
         op.validate()?;
         edge.owner()
-            .update_user_attributes(session.user.clone(), op)
+            .ask(ops::UpdateUserAttributes {
+                user: session.user.clone(),
+                op,
+            })
             .await?;
         Ok(empty())
     }
@@ -503,13 +513,13 @@ impl Connection {
         let uid = UserId::parse(&get.user_id)?;
         let attributes = edge
             .owner()
-            .user_attributes(
-                UserKey {
+            .ask(ops::UserAttributes {
+                user: UserKey {
                     app: session.user.app.clone(),
                     uid,
                 },
-                get.keys,
-            )
+                keys: get.keys,
+            })
             .await?;
         Ok(ReplyResult::UserAttributes(v1::UserAttributesResult {
             attributes: attributes.into_iter().collect(),
@@ -528,12 +538,12 @@ impl Connection {
         let channel = ChannelId::parse(channel_id)?;
         op.validate()?;
         edge.owner()
-            .update_channel_attributes(
-                channel_key(&session.user, &channel),
-                session.user.uid.clone(),
+            .ask(ops::UpdateChannelAttributes {
+                channel: channel_key(&session.user, &channel),
+                by: session.user.uid.clone(),
                 op,
                 notify_members,
-            )
+            })
             .await?;
         Ok(empty())
     }
@@ -548,7 +558,10 @@ impl Connection {
         let channel = ChannelId::parse(&get.channel_id)?;
         let attributes = edge
             .owner()
-            .channel_attributes(channel_key(&session.user, &channel), get.keys)
+            .ask(ops::ChannelAttributes {
+                channel: channel_key(&session.user, &channel),
+                keys: get.keys,
+            })
             .await?;
         Ok(ReplyResult::ChannelAttributes(
             v1::ChannelAttributesResult { attributes },
@@ -564,9 +577,11 @@ impl Connection {
         take(&mut session.status_bucket, "queryPeersOnlineStatus")?;
         let peers = parse_peer_ids(&query.peer_ids, MAX_STATUS_QUERY)?;
         let states = futures_util::future::try_join_all(peers.iter().map(|uid| {
-            edge.owner().presence(UserKey {
-                app: session.user.app.clone(),
-                uid: uid.clone(),
+            edge.owner().ask(ops::Presence {
+                user: UserKey {
+                    app: session.user.app.clone(),
+                    uid: uid.clone(),
+                },
             })
         }))
         .await?;
@@ -605,13 +620,13 @@ impl Connection {
         for uid in new {
             let state = edge
                 .owner()
-                .subscribe_presence(
-                    UserKey {
+                .ask(ops::SubscribePresence {
+                    user: UserKey {
                         app: session.user.app.clone(),
                         uid: uid.clone(),
                     },
-                    session.session,
-                )
+                    subscriber: session.session,
+                })
                 .await?;
             status.insert(uid.to_string(), state as i32);
             session.subscriptions.insert(uid);
@@ -630,13 +645,13 @@ impl Connection {
         for uid in peers {
             if session.subscriptions.remove(&uid) {
                 edge.owner()
-                    .unsubscribe_presence(
-                        UserKey {
+                    .ask(ops::UnsubscribePresence {
+                        user: UserKey {
                             app: session.user.app.clone(),
                             uid,
                         },
-                        session.session,
-                    )
+                        subscriber: session.session,
+                    })
                     .await?;
             }
         }
@@ -683,17 +698,17 @@ impl Connection {
         };
         let messages = edge
             .owner()
-            .query_history(
-                session.user.app.clone(),
+            .ask(ops::QueryHistory {
+                app: session.user.app.clone(),
                 conversation,
-                HistoryQuery {
+                query: HistoryQuery {
                     start_ms: query.start_time,
                     end_ms: query.end_time,
                     limit,
                     order,
                     after,
                 },
-            )
+            })
             .await?;
         let next = match messages.last() {
             Some(last) if messages.len() == limit => {
@@ -728,12 +743,12 @@ impl Connection {
         check_time_range(count.start_time, count.end_time)?;
         let count = edge
             .owner()
-            .count_history(
-                session.user.app.clone(),
+            .ask(ops::CountHistory {
+                app: session.user.app.clone(),
                 conversation,
-                count.start_time,
-                count.end_time,
-            )
+                start_ms: count.start_time,
+                end_ms: count.end_time,
+            })
             .await?;
         Ok(ReplyResult::CountHistory(v1::CountHistoryResult { count }))
     }

@@ -21,6 +21,7 @@ use parley_owner::Moderation;
 use parley_owner::PeerOutcome;
 use parley_owner::PeerSend;
 use parley_owner::UserKey;
+use parley_owner::ops;
 use parley_proto::v1;
 use parley_store::Conversation;
 use parley_store::EventStream;
@@ -274,7 +275,7 @@ pub(crate) async fn send_channel(
     let message = crate::requests::validate_message(message)?;
     let (span, trace) = crate::telemetry::sent("channel", call.app.app_id.as_str());
     edge.owner()
-        .send_channel(ChannelSend {
+        .ask(ChannelSend {
             channel: call.channel(channel),
             from,
             session: None,
@@ -293,13 +294,22 @@ pub(crate) async fn user_status(
     uid: &str,
 ) -> Result<(UserId, v1::PeerOnlineState), Error> {
     let uid = UserId::parse(uid)?;
-    let state = edge.owner().presence(call.user(uid.clone())).await?;
+    let state = edge
+        .owner()
+        .ask(ops::Presence {
+            user: call.user(uid.clone()),
+        })
+        .await?;
     Ok((uid, state))
 }
 
 pub(crate) async fn member_count(edge: &Edge, call: &Call, channel_id: &str) -> Result<u32, Error> {
     let channel = ChannelId::parse(channel_id)?;
-    edge.owner().member_count(call.channel(channel)).await
+    edge.owner()
+        .ask(ops::MemberCount {
+            channel: call.channel(channel),
+        })
+        .await
 }
 
 pub(crate) async fn members(
@@ -308,7 +318,12 @@ pub(crate) async fn members(
     channel_id: &str,
 ) -> Result<Vec<UserId>, Error> {
     let channel = ChannelId::parse(channel_id)?;
-    edge.owner().members(call.channel(channel), None).await
+    edge.owner()
+        .ask(ops::Members {
+            channel: call.channel(channel),
+            asker: None,
+        })
+        .await
 }
 
 /// A channel's history: for backends (a user reads it through a session it joined with).
@@ -376,10 +391,10 @@ pub(crate) async fn history_page(
         .transpose()?;
     let messages = edge
         .owner()
-        .query_history(
-            call.app_id(),
+        .ask(ops::QueryHistory {
+            app: call.app_id(),
             conversation,
-            HistoryQuery {
+            query: HistoryQuery {
                 start_ms: range.start,
                 end_ms: range.end,
                 limit,
@@ -390,7 +405,7 @@ pub(crate) async fn history_page(
                 },
                 after,
             },
-        )
+        })
         .await?;
     let next = match messages.last() {
         Some(last) if messages.len() == limit => {
@@ -411,7 +426,12 @@ pub(crate) async fn history_count(
         return Ok(0);
     }
     edge.owner()
-        .count_history(call.app_id(), conversation, range.start, range.end)
+        .ask(ops::CountHistory {
+            app: call.app_id(),
+            conversation,
+            start_ms: range.start,
+            end_ms: range.end,
+        })
         .await
 }
 
@@ -451,7 +471,7 @@ pub(crate) async fn restrict(
             reason,
         },
     };
-    edge.owner().moderate(action).await?;
+    edge.owner().ask(ops::Moderate { action }).await?;
     Ok(until_ms)
 }
 
@@ -468,7 +488,7 @@ pub(crate) async fn lift(edge: &Edge, call: &Call, scope: Scope, uid: &str) -> R
             uid,
         },
     };
-    edge.owner().moderate(action).await
+    edge.owner().ask(ops::Moderate { action }).await
 }
 
 /// The bans (`Scope::Login`) or a channel's mutes in force, by uid.
@@ -478,7 +498,12 @@ pub(crate) async fn restrictions(
     scope: Scope,
 ) -> Result<Vec<Restriction>, Error> {
     call.caller.must_be_backend("listing bans and mutes")?;
-    edge.owner().restrictions(call.app_id(), scope).await
+    edge.owner()
+        .ask(ops::Restrictions {
+            app: call.app_id(),
+            scope,
+        })
+        .await
 }
 
 /// Takes `uid` out of the channel, telling it `reason`. Returns whether it was a member.
@@ -494,10 +519,12 @@ pub(crate) async fn kick(
     let uid = UserId::parse(uid)?;
     check_reason(&reason)?;
     edge.owner()
-        .moderate(Moderation::Kick {
-            channel: call.channel(channel),
-            uid,
-            reason,
+        .ask(ops::Moderate {
+            action: Moderation::Kick {
+                channel: call.channel(channel),
+                uid,
+                reason,
+            },
         })
         .await
 }
@@ -541,7 +568,12 @@ pub(crate) async fn events(
     };
     let page = edge
         .owner()
-        .events(call.app_id(), stream, after, limit)
+        .ask(ops::Events {
+            app: call.app_id(),
+            stream,
+            after,
+            limit,
+        })
         .await?;
     let next = page.last().map_or(after, |event| event.id);
     Ok((page, next))

@@ -1,52 +1,35 @@
 //! The seam between edges and owners.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use futures_util::future::BoxFuture;
-use parley_core::Error;
-use parley_core::app::MultiLogin;
-use parley_core::attributes::AttributeOp;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
 use parley_core::ids::MessageId;
 use parley_core::ids::SessionId;
-use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
-use parley_store::Conversation;
-use parley_store::EventStream;
-use parley_store::HistoryQuery;
-use parley_store::Restriction;
-use parley_store::Scope;
-use parley_store::StoredEvent;
+use serde::Deserialize;
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 /// A channel, named within its app.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChannelKey {
     pub app: AppId,
     pub channel: ChannelId,
 }
 
 /// A user, named within its app.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UserKey {
     pub app: AppId,
     pub uid: UserId,
 }
 
-#[derive(Clone, Debug)]
-pub struct OpenSession {
-    pub user: UserKey,
-    pub session: SessionRef,
-    pub multi_login: MultiLogin,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaveReason {
     /// `leave` or `logout`: MemberLeft at once, OFFLINE at once.
     Left,
@@ -55,7 +38,7 @@ pub enum LeaveReason {
     ConnectionLost,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerSend {
     pub from: UserKey,
     pub to: UserId,
@@ -71,7 +54,7 @@ pub struct PeerSend {
 }
 
 /// How a peer message ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerOutcome {
     /// A client of the peer sent a receipt.
     Received,
@@ -91,25 +74,8 @@ pub struct PeerDispatch {
     pub outcome: BoxFuture<'static, PeerOutcome>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct ChannelSend {
-    pub channel: ChannelKey,
-    pub from: UserId,
-    /// The sending member's session; `None` for a message from the app's backend (the server
-    /// API), which need not be a member.
-    pub session: Option<SessionRef>,
-    pub message: v1::MessageBody,
-    pub enable_history: bool,
-    /// Set when the message was accepted in another region and crossed over Kafka: it is
-    /// delivered to this region's members only, once (repeats of its ID are dropped), and keeps
-    /// its ID and timestamp.
-    pub origin: Option<RegionOrigin>,
-    /// The W3C `traceparent` of the sender's span when the message is traced.
-    pub trace: Option<String>,
-}
-
 /// Where a channel message that crossed regions was accepted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionOrigin {
     pub region: String,
     pub message_id: MessageId,
@@ -117,7 +83,7 @@ pub struct RegionOrigin {
 }
 
 /// What a region says of its members in a channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interest {
     /// Its members there; 0: none (it no longer wants the channel's messages).
     pub members: u32,
@@ -213,26 +179,15 @@ impl RegionLink for NoRegions {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelSent {
     pub message_id: MessageId,
     pub server_received_ts: i64,
     pub seq: u64,
 }
 
-#[derive(Clone, Debug)]
-pub struct InvitationSend {
-    pub caller: UserKey,
-    pub caller_session: SessionRef,
-    pub callee: UserId,
-    pub content: String,
-    pub channel_id: String,
-    /// Set when the caller's edge re-sends an invitation after the callee's owner changed.
-    pub restore: Option<InvitationRestore>,
-}
-
 /// An invitation already under way, as the caller's edge knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitationRestore {
     pub invitation_id: u64,
     /// How long ago it was sent.
@@ -242,7 +197,7 @@ pub struct InvitationRestore {
 }
 
 /// What a joining session has already seen of the channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resume {
     /// A first join: nothing to replay.
     Fresh,
@@ -254,179 +209,8 @@ pub enum Resume {
     Handoff { after: u64 },
 }
 
-/// What an edge asks of the owners. Every method is answered by the owner of the key it names.
-#[async_trait]
-pub trait OwnerApi: Send + Sync + 'static {
-    /// Records a new session of a user; with [`MultiLogin::Replace`] ends the user's other sessions.
-    async fn open_session(&self, open: OpenSession) -> Result<(), Error>;
-    /// Called once the login reply is on its way: delivers the offline inbox and pending
-    /// invitations to the new session.
-    async fn session_ready(&self, user: UserKey, session: SessionRef) -> Result<(), Error>;
-    /// Forgets a session. Idempotent.
-    async fn close_session(
-        &self,
-        user: UserKey,
-        session: SessionRef,
-        reason: LeaveReason,
-    ) -> Result<(), Error>;
-    /// A session's connection went silent (`false`) or spoke again (`true`).
-    async fn set_reachable(
-        &self,
-        user: UserKey,
-        session: SessionRef,
-        reachable: bool,
-    ) -> Result<(), Error>;
-
-    async fn send_peer(&self, send: PeerSend) -> Result<PeerDispatch, Error>;
-
-    /// Joins, replaying what the session missed as `resume` says. Returns the channel's latest
-    /// sequence number.
-    async fn join(
-        &self,
-        channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
-        resume: Resume,
-    ) -> Result<u64, Error>;
-    async fn leave(
-        &self,
-        channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
-        reason: LeaveReason,
-    ) -> Result<(), Error>;
-    async fn send_channel(&self, send: ChannelSend) -> Result<ChannelSent, Error>;
-    /// Members of a channel: one the asking member's session has joined, or (`None`, the app's
-    /// backend) any channel.
-    async fn members(
-        &self,
-        channel: ChannelKey,
-        asker: Option<(UserId, SessionRef)>,
-    ) -> Result<Vec<UserId>, Error>;
-    /// Members of any channel; 0 for one nobody is in.
-    async fn member_count(&self, channel: ChannelKey) -> Result<u32, Error>;
-
-    async fn update_user_attributes(&self, user: UserKey, op: AttributeOp) -> Result<(), Error>;
-    /// All attributes of a user, or those named in `keys`.
-    async fn user_attributes(
-        &self,
-        user: UserKey,
-        keys: Vec<String>,
-    ) -> Result<BTreeMap<String, String>, Error>;
-    async fn update_channel_attributes(
-        &self,
-        channel: ChannelKey,
-        by: UserId,
-        op: AttributeOp,
-        notify_members: bool,
-    ) -> Result<(), Error>;
-    /// All attributes of a channel, or those named in `keys`.
-    async fn channel_attributes(
-        &self,
-        channel: ChannelKey,
-        keys: Vec<String>,
-    ) -> Result<Vec<v1::ChannelAttribute>, Error>;
-
-    async fn presence(&self, user: UserKey) -> Result<v1::PeerOnlineState, Error>;
-    /// Subscribes `subscriber` to changes of `user`; returns the current state.
-    async fn subscribe_presence(
-        &self,
-        user: UserKey,
-        subscriber: SessionRef,
-    ) -> Result<v1::PeerOnlineState, Error>;
-    async fn unsubscribe_presence(
-        &self,
-        user: UserKey,
-        subscriber: SessionRef,
-    ) -> Result<(), Error>;
-
-    /// Returns the invitation's id.
-    async fn send_invitation(&self, send: InvitationSend) -> Result<u64, Error>;
-    async fn cancel_invitation(
-        &self,
-        callee: UserKey,
-        caller: UserId,
-        invitation_id: u64,
-    ) -> Result<(), Error>;
-    async fn answer_invitation(
-        &self,
-        callee: UserKey,
-        invitation_id: u64,
-        accept: bool,
-        response: String,
-    ) -> Result<(), Error>;
-
-    async fn query_history(
-        &self,
-        app: AppId,
-        conversation: Conversation,
-        query: HistoryQuery,
-    ) -> Result<Vec<v1::HistoryMessage>, Error>;
-    async fn count_history(
-        &self,
-        app: AppId,
-        conversation: Conversation,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<u64, Error>;
-
-    /// Carries out a moderation action of the app's backend. Returns whether it changed anything
-    /// (lifting a ban that was not in force, kicking a non-member: false).
-    async fn moderate(&self, action: Moderation) -> Result<bool, Error>;
-    /// The bans (`Scope::Login`) or one channel's mutes in force, by uid.
-    async fn restrictions(&self, app: AppId, scope: Scope) -> Result<Vec<Restriction>, Error>;
-    /// A page of the app's user or channel event log: at most `limit` events after id `after`.
-    async fn events(
-        &self,
-        app: AppId,
-        stream: EventStream,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, Error>;
-
-    /// From this region's bridge: what `region` says of its members in the channel; see
-    /// [`RegionRecord::Interest`].
-    async fn region_interest(
-        &self,
-        channel: ChannelKey,
-        region: String,
-        interest: Interest,
-    ) -> Result<(), Error>;
-    /// From this region's bridge: another region changed the channel's attributes to
-    /// `attributes`; they replace this region's.
-    async fn region_attributes(
-        &self,
-        channel: ChannelKey,
-        attributes: Vec<v1::ChannelAttribute>,
-        notify_members: bool,
-    ) -> Result<(), Error>;
-    /// From this region's bridge: an event of an invitation living in `region`, for `callee`'s
-    /// sessions here (see [`RegionRecord::CalleeEvent`]).
-    async fn region_callee_event(
-        &self,
-        callee: UserKey,
-        region: String,
-        event: v1::Event,
-        receipt: Option<u64>,
-    ) -> Result<(), Error>;
-    /// From this region's bridge: the callee of an invitation made here acknowledged it.
-    async fn region_invitation_receipt(
-        &self,
-        callee: UserKey,
-        invitation_id: u64,
-    ) -> Result<(), Error>;
-    /// From this region's bridge: a peer message to `user`, sent here and routed to the region
-    /// the user is in, ended there with `outcome`.
-    async fn region_peer_outcome(
-        &self,
-        user: UserKey,
-        message_id: MessageId,
-        outcome: PeerOutcome,
-    ) -> Result<(), Error>;
-}
-
 /// What the app's backend may do to its users (the server API).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Moderation {
     /// Keeps the user from logging in until `until_ms`; its sessions end with BANNED_BY_SERVER.
     Ban {

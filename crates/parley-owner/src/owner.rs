@@ -1,7 +1,6 @@
 //! [`Owner`]: routes each request to the shard task that owns its key; reads that need no
 //! owned state (history, channel attributes) go straight to the store.
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::hash::Hash;
@@ -16,45 +15,30 @@ use futures_util::FutureExt;
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
-use parley_core::attributes::AttributeOp;
 use parley_core::ids::AppId;
 use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
-use parley_core::ids::SessionRef;
-use parley_core::ids::UserId;
 use parley_core::invitation::InvitationTimers;
 use parley_core::ring::Ring;
 use parley_proto::v1;
-use parley_store::Conversation;
-use parley_store::EventStream;
-use parley_store::HistoryQuery;
 use parley_store::InboxLimits;
-use parley_store::Restriction;
-use parley_store::Scope;
 use parley_store::Store;
 use parley_store::StoreError;
-use parley_store::StoredEvent;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::api::ChannelKey;
-use crate::api::ChannelSend;
-use crate::api::ChannelSent;
 use crate::api::EdgeSink;
 use crate::api::EventSink;
-use crate::api::Interest;
-use crate::api::InvitationSend;
-use crate::api::LeaveReason;
-use crate::api::Moderation;
-use crate::api::OpenSession;
-use crate::api::OwnerApi;
 use crate::api::PeerDispatch;
 use crate::api::PeerOutcome;
 use crate::api::PeerSend;
 use crate::api::RegionLink;
-use crate::api::Resume;
 use crate::api::UserKey;
+use crate::ops::Owners;
+use crate::ops::Request;
+use crate::ops::Response;
+use crate::ops::Route;
 use crate::shard::Command;
 use crate::shard::Outlets;
 use crate::shard::PeerRouted;
@@ -281,12 +265,13 @@ impl Owner {
             .map_err(|_| Error::internal("owner shard dropped a request"))
     }
 
-    fn user_shard(&self, user: &UserKey) -> &mpsc::Sender<Command> {
-        self.shard_for(("user", user))
-    }
-
-    fn channel_shard(&self, channel: &ChannelKey) -> &mpsc::Sender<Command> {
-        self.shard_for(("channel", channel))
+    /// The shard of the key `route` names.
+    fn shard_of(&self, route: Route<'_>) -> &mpsc::Sender<Command> {
+        match route {
+            Route::User(app, uid) => self.shard_for(("user", app, uid)),
+            Route::Channel(app, channel) => self.shard_for(("channel", app, channel)),
+            Route::Any(app) => self.shard_for(("any", app)),
+        }
     }
 
     fn inbox_limits(&self, app: &AppId) -> InboxLimits {
@@ -335,53 +320,16 @@ async fn maintain(owner: std::sync::Weak<Owner>) {
 }
 
 #[async_trait]
-impl OwnerApi for Owner {
-    async fn open_session(&self, open: OpenSession) -> Result<(), Error> {
-        let shard = self.user_shard(&open.user);
-        self.ask(shard, |reply| Command::OpenSession { open, reply })
+impl Owners for Owner {
+    async fn call(&self, mut request: Request) -> Result<Response, Error> {
+        let span = match &mut request {
+            Request::ChannelSend(send) => owner_span(&mut send.trace, "channel"),
+            _ => tracing::Span::none(),
+        };
+        let shard = self.shard_of(request.route());
+        self.ask(shard, |reply| Command::Call { request, reply })
+            .instrument(span)
             .await?
-    }
-
-    async fn session_ready(&self, user: UserKey, session: SessionRef) -> Result<(), Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::SessionReady {
-            user,
-            session,
-            reply,
-        })
-        .await?
-    }
-
-    async fn close_session(
-        &self,
-        user: UserKey,
-        session: SessionRef,
-        reason: LeaveReason,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::CloseSession {
-            user,
-            session,
-            reason,
-            reply,
-        })
-        .await
-    }
-
-    async fn set_reachable(
-        &self,
-        user: UserKey,
-        session: SessionRef,
-        reachable: bool,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::SetReachable {
-            user,
-            session,
-            reachable,
-            reply,
-        })
-        .await
     }
 
     async fn send_peer(&self, mut send: PeerSend) -> Result<PeerDispatch, Error> {
@@ -394,7 +342,7 @@ impl OwnerApi for Owner {
             .enable_offline
             .then(|| (send.from.uid.clone(), send.message.clone()));
         let limits = self.inbox_limits(&receiver.app);
-        let shard = self.user_shard(&receiver);
+        let shard = self.shard_of(Route::User(&receiver.app, &receiver.uid));
         let routed = self
             .ask(shard, |reply| Command::SendPeer {
                 send,
@@ -494,354 +442,6 @@ impl OwnerApi for Owner {
             server_received_ts,
             outcome: outcome.boxed(),
         })
-    }
-
-    async fn join(
-        &self,
-        channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
-        resume: Resume,
-    ) -> Result<u64, Error> {
-        let shard = self.channel_shard(&channel);
-        self.ask(shard, |reply| Command::Join {
-            channel,
-            uid,
-            session,
-            resume,
-            reply,
-        })
-        .await?
-    }
-
-    async fn leave(
-        &self,
-        channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
-        reason: LeaveReason,
-    ) -> Result<(), Error> {
-        let shard = self.channel_shard(&channel);
-        self.ask(shard, |reply| Command::Leave {
-            channel,
-            uid,
-            session,
-            reason,
-            reply,
-        })
-        .await?
-    }
-
-    async fn send_channel(&self, mut send: ChannelSend) -> Result<ChannelSent, Error> {
-        let span = owner_span(&mut send.trace, "channel");
-        let shard = self.channel_shard(&send.channel);
-        self.ask(shard, |reply| Command::SendChannel { send, reply })
-            .instrument(span)
-            .await?
-    }
-
-    async fn members(
-        &self,
-        channel: ChannelKey,
-        asker: Option<(UserId, SessionRef)>,
-    ) -> Result<Vec<UserId>, Error> {
-        let shard = self.channel_shard(&channel);
-        self.ask(shard, |reply| Command::Members {
-            channel,
-            asker,
-            reply,
-        })
-        .await?
-    }
-
-    async fn member_count(&self, channel: ChannelKey) -> Result<u32, Error> {
-        let shard = self.channel_shard(&channel);
-        self.ask(shard, |reply| Command::MemberCount { channel, reply })
-            .await
-    }
-
-    async fn update_user_attributes(&self, user: UserKey, op: AttributeOp) -> Result<(), Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::UpdateUserAttributes {
-            user,
-            op,
-            reply,
-        })
-        .await?
-    }
-
-    async fn user_attributes(
-        &self,
-        user: UserKey,
-        keys: Vec<String>,
-    ) -> Result<BTreeMap<String, String>, Error> {
-        let stored = self
-            .store
-            .user_attributes(&user.app, &user.uid)
-            .await
-            .map_err(storage_error)?;
-        Ok(stored
-            .attributes
-            .into_iter()
-            .filter(|(key, _)| keys.is_empty() || keys.contains(key))
-            .collect())
-    }
-
-    async fn update_channel_attributes(
-        &self,
-        channel: ChannelKey,
-        by: UserId,
-        op: AttributeOp,
-        notify_members: bool,
-    ) -> Result<(), Error> {
-        let shard = self.channel_shard(&channel);
-        self.ask(shard, |reply| Command::UpdateChannelAttributes {
-            channel,
-            by,
-            op,
-            notify_members,
-            reply,
-        })
-        .await?
-    }
-
-    async fn channel_attributes(
-        &self,
-        channel: ChannelKey,
-        keys: Vec<String>,
-    ) -> Result<Vec<v1::ChannelAttribute>, Error> {
-        let record = self
-            .store
-            .get(&channel.app, &channel.channel)
-            .await
-            .map_err(storage_error)?
-            .unwrap_or_default();
-        Ok(record
-            .attributes
-            .into_iter()
-            .filter(|attribute| keys.is_empty() || keys.contains(&attribute.key))
-            .collect())
-    }
-
-    async fn presence(&self, user: UserKey) -> Result<v1::PeerOnlineState, Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::Presence { user, reply })
-            .await
-    }
-
-    async fn subscribe_presence(
-        &self,
-        user: UserKey,
-        subscriber: SessionRef,
-    ) -> Result<v1::PeerOnlineState, Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::Subscribe {
-            user,
-            subscriber,
-            subscribe: true,
-            reply,
-        })
-        .await
-    }
-
-    async fn unsubscribe_presence(
-        &self,
-        user: UserKey,
-        subscriber: SessionRef,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&user);
-        self.ask(shard, |reply| Command::Subscribe {
-            user,
-            subscriber,
-            subscribe: false,
-            reply,
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn send_invitation(&self, send: InvitationSend) -> Result<u64, Error> {
-        let callee = UserKey {
-            app: send.caller.app.clone(),
-            uid: send.callee.clone(),
-        };
-        let shard = self.user_shard(&callee);
-        self.ask(shard, |reply| Command::SendInvitation { send, reply })
-            .await?
-    }
-
-    async fn cancel_invitation(
-        &self,
-        callee: UserKey,
-        caller: UserId,
-        invitation_id: u64,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&callee);
-        self.ask(shard, |reply| Command::CancelInvitation {
-            callee,
-            caller,
-            invitation_id,
-            reply,
-        })
-        .await?
-    }
-
-    async fn answer_invitation(
-        &self,
-        callee: UserKey,
-        invitation_id: u64,
-        accept: bool,
-        response: String,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&callee);
-        self.ask(shard, |reply| Command::AnswerInvitation {
-            callee,
-            invitation_id,
-            accept,
-            response,
-            reply,
-        })
-        .await?
-    }
-
-    async fn query_history(
-        &self,
-        app: AppId,
-        conversation: Conversation,
-        mut query: HistoryQuery,
-    ) -> Result<Vec<v1::HistoryMessage>, Error> {
-        query.start_ms = query.start_ms.max(self.history_cutoff(&app));
-        self.store
-            .query(&app, &conversation, query)
-            .await
-            .map_err(storage_error)
-    }
-
-    async fn count_history(
-        &self,
-        app: AppId,
-        conversation: Conversation,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<u64, Error> {
-        let start_ms = start_ms.max(self.history_cutoff(&app));
-        self.store
-            .count(&app, &conversation, start_ms, end_ms)
-            .await
-            .map_err(storage_error)
-    }
-
-    async fn moderate(&self, action: Moderation) -> Result<bool, Error> {
-        let shard = match &action {
-            Moderation::Ban { user, .. } | Moderation::Unban { user } => self.user_shard(user),
-            Moderation::Mute { channel, .. }
-            | Moderation::Unmute { channel, .. }
-            | Moderation::Kick { channel, .. } => self.channel_shard(channel),
-        };
-        self.ask(shard, |reply| Command::Moderate { action, reply })
-            .await?
-    }
-
-    async fn restrictions(&self, app: AppId, scope: Scope) -> Result<Vec<Restriction>, Error> {
-        self.store
-            .restrictions(&app, &scope, unix_ms())
-            .await
-            .map_err(storage_error)
-    }
-
-    async fn events(
-        &self,
-        app: AppId,
-        stream: EventStream,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, Error> {
-        self.store
-            .events(&app, stream, after, limit)
-            .await
-            .map_err(storage_error)
-    }
-
-    async fn region_attributes(
-        &self,
-        channel: ChannelKey,
-        attributes: Vec<v1::ChannelAttribute>,
-        notify_members: bool,
-    ) -> Result<(), Error> {
-        let shard = self.channel_shard(&channel);
-        self.ask(shard, |reply| Command::RegionAttributes {
-            channel,
-            attributes,
-            notify_members,
-            reply,
-        })
-        .await?
-    }
-
-    async fn region_callee_event(
-        &self,
-        callee: UserKey,
-        region: String,
-        event: v1::Event,
-        receipt: Option<u64>,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&callee);
-        self.ask(shard, |reply| Command::RegionCalleeEvent {
-            callee,
-            region,
-            event,
-            receipt,
-            reply,
-        })
-        .await
-    }
-
-    async fn region_invitation_receipt(
-        &self,
-        callee: UserKey,
-        invitation_id: u64,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&callee);
-        shard
-            .send(Command::InvitationReceipt {
-                callee,
-                invitation_id,
-            })
-            .await
-            .map_err(|_| Error::internal("owner shard stopped"))
-    }
-
-    async fn region_peer_outcome(
-        &self,
-        user: UserKey,
-        message_id: MessageId,
-        outcome: PeerOutcome,
-    ) -> Result<(), Error> {
-        let shard = self.user_shard(&user);
-        shard
-            .send(Command::RegionPeerOutcome {
-                user,
-                message_id,
-                outcome,
-            })
-            .await
-            .map_err(|_| Error::internal("owner shard stopped"))
-    }
-
-    async fn region_interest(
-        &self,
-        channel: ChannelKey,
-        region: String,
-        interest: Interest,
-    ) -> Result<(), Error> {
-        let shard = self.channel_shard(&channel);
-        self.ask(shard, |reply| Command::RegionInterest {
-            channel,
-            region,
-            interest,
-            reply,
-        })
-        .await
     }
 }
 

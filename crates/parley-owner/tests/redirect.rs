@@ -16,12 +16,13 @@ use parley_core::ring::DEFAULT_VIRTUAL_NODES;
 use parley_core::ring::Ring;
 use parley_owner::ChannelKey;
 use parley_owner::Owner;
-use parley_owner::OwnerApi;
 use parley_owner::OwnerConfig;
+use parley_owner::Owners;
 use parley_owner::cluster::OwnerService;
 use parley_owner::cluster::RemoteOwners;
 use parley_owner::cluster::SharedTopology;
 use parley_owner::cluster::Topology;
+use parley_owner::ops;
 use parley_store::EmbeddedStore;
 
 const APP: &str = "0123456789abcdef0123456789abcdef";
@@ -70,7 +71,7 @@ async fn a_stale_ring_costs_one_redirect() {
         });
         let service = OwnerService::new(
             node,
-            owner.clone() as Arc<dyn OwnerApi>,
+            owner.clone() as Arc<dyn Owners>,
             topology,
             Arc::default(),
         );
@@ -101,17 +102,22 @@ async fn a_stale_ring_costs_one_redirect() {
         edge: NodeId(9),
         session: SessionId(1),
     };
+    let remote: &dyn Owners = &remote;
     remote
-        .join(
-            key.clone(),
-            UserId::parse("alice").unwrap(),
+        .ask(ops::Join {
+            channel: key.clone(),
+            uid: UserId::parse("alice").unwrap(),
             session,
-            parley_owner::Resume::Fresh,
-        )
+            resume: parley_owner::Resume::Fresh,
+        })
         .await
         .unwrap();
     // The join landed on node 2, the real owner, and nowhere else.
-    assert_eq!(owners[1].member_count(key.clone()).await.unwrap(), 1);
-    assert_eq!(owners[0].member_count(key.clone()).await.unwrap(), 0);
-    assert_eq!(remote.member_count(key).await.unwrap(), 1);
+    let count = || ops::MemberCount {
+        channel: key.clone(),
+    };
+    let (first, second): (&dyn Owners, &dyn Owners) = (&*owners[0], &*owners[1]);
+    assert_eq!(second.ask(count()).await.unwrap(), 1);
+    assert_eq!(first.ask(count()).await.unwrap(), 0);
+    assert_eq!(remote.ask(count()).await.unwrap(), 1);
 }

@@ -18,6 +18,8 @@ use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 pub use parley_proto::v1::ChannelAttribute;
 pub use parley_proto::v1::HistoryMessage;
+use serde::Deserialize;
+use serde::Serialize;
 
 pub use embedded::EmbeddedStore;
 pub use redis_store::RedisStore;
@@ -62,7 +64,7 @@ pub trait InboxStore: Send + Sync + 'static {
 }
 
 /// A conversation whose messages history keeps.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Conversation {
     /// Between two users, whichever sent.
     Peer(UserId, UserId),
@@ -80,7 +82,7 @@ impl Conversation {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Order {
     Ascending,
     Descending,
@@ -88,7 +90,7 @@ pub enum Order {
 
 /// One page of a history query. Times are ms since the Unix epoch; `start_ms` is inclusive and
 /// `end_ms` exclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryQuery {
     pub start_ms: i64,
     pub end_ms: i64,
@@ -243,7 +245,7 @@ pub trait Reachable: Send + Sync + 'static {
 }
 
 /// What a restriction keeps a user from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scope {
     /// Logging in: a ban.
     Login,
@@ -252,7 +254,7 @@ pub enum Scope {
 }
 
 /// A ban or a mute of one user, in force until a time.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
 pub struct Restriction {
     #[prost(string, tag = "1")]
     pub uid: String,
@@ -302,7 +304,7 @@ pub trait RestrictionStore: Send + Sync + 'static {
 }
 
 /// The two event logs an app's backend can page through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventStream {
     /// Logins and logouts.
     Users,
@@ -320,7 +322,7 @@ impl EventStream {
 }
 
 /// One entry of an event log.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
 pub struct StoredEvent {
     /// Given by the store on append: grows with every event of the app's stream, and never
     /// goes back (it starts at the append time in µs), so it is a cursor that stays valid.

@@ -28,8 +28,8 @@ use parley_meta::handoff;
 use parley_meta::handoff::Applied;
 use parley_owner::EdgeSink;
 use parley_owner::Owner;
-use parley_owner::OwnerApi;
 use parley_owner::OwnerConfig;
+use parley_owner::Owners;
 use parley_owner::cluster::OwnerService;
 use parley_owner::cluster::Receipts;
 use parley_owner::cluster::RemoteEdge;
@@ -130,7 +130,7 @@ pub async fn node(
     };
     let (edge, owners) = if spec.edge {
         edge_config.node = me;
-        let local = owner.clone().map(|owner| (me, owner as Arc<dyn OwnerApi>));
+        let local = owner.clone().map(|owner| (me, owner as Arc<dyn Owners>));
         let owners = Arc::new(RemoteOwners::new(shared.clone(), local));
         (
             Some(Edge::new(edge_config, apps.clone(), owners.clone())),
@@ -148,7 +148,7 @@ pub async fn node(
             Some(owners) => owners.clone(),
             None => Arc::new(RemoteOwners::new(
                 shared.clone(),
-                Some((me, owner.clone() as Arc<dyn OwnerApi>)),
+                Some((me, owner.clone() as Arc<dyn Owners>)),
             )),
         };
         tokio::spawn(bridge.run());
@@ -411,7 +411,7 @@ pub async fn serve(
     let owner_service = inner.owner.clone().map(|owner| {
         OwnerService::new(
             me,
-            owner as Arc<dyn OwnerApi>,
+            owner as Arc<dyn Owners>,
             inner.topology.subscribe(),
             inner.receipts.clone(),
         )

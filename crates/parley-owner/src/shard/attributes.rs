@@ -19,12 +19,13 @@ use parley_store::StoredChannelAttributes;
 use parley_store::StoredUserAttributes;
 
 use super::Key;
-use super::Reply;
+use super::Respond;
 use super::Resumed;
 use super::Shard;
 use crate::api::ChannelKey;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
+use crate::ops;
 use crate::owner::storage_error;
 use crate::owner::unix_ms;
 
@@ -44,14 +45,14 @@ impl Shard {
         &mut self,
         user: UserKey,
         op: AttributeOp,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::UpdateUserAttributes>,
     ) {
         if self
             .users
             .get(&user)
             .is_none_or(|entry| entry.sessions.is_empty())
         {
-            let _ = reply.send(Err(Error::new(
+            reply.send(Err(Error::new(
                 ErrorCode::NotLoggedIn,
                 "the user has no session",
             )));
@@ -79,19 +80,22 @@ impl Shard {
                     .await
                     .map_err(storage_error)
             };
-            let _ = reply.send(updated.await);
+            reply.send(updated.await);
             Resumed::Done
         });
     }
 
     pub(super) fn update_channel_attributes(
         &mut self,
-        key: ChannelKey,
-        by: UserId,
-        op: AttributeOp,
-        notify_members: bool,
-        reply: Reply<Result<(), Error>>,
+        update: ops::UpdateChannelAttributes,
+        reply: Respond<ops::UpdateChannelAttributes>,
     ) {
+        let ops::UpdateChannelAttributes {
+            channel: key,
+            by,
+            op,
+            notify_members,
+        } = update;
         let ttl = self.limits(&key.app).channel_attributes_ttl.as_millis() as i64;
         // Attributes of a channel without members expire.
         let ttl = (!self.channels.contains_key(&key)).then_some(ttl);
@@ -113,12 +117,12 @@ impl Shard {
         key: &ChannelKey,
         notify_members: bool,
         set: Result<Vec<v1::ChannelAttribute>, Error>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::UpdateChannelAttributes>,
     ) {
         let attributes = match set {
             Ok(attributes) => attributes,
             Err(error) => {
-                let _ = reply.send(Err(error));
+                reply.send(Err(error));
                 return;
             }
         };
@@ -132,7 +136,7 @@ impl Shard {
             });
         }
         self.tell_attributes(key, notify_members, attributes);
-        let _ = reply.send(Ok(()));
+        reply.send(Ok(()));
     }
 
     /// Another region changed the channel's attributes: its set replaces this region's (the
@@ -142,7 +146,7 @@ impl Shard {
         key: ChannelKey,
         attributes: Vec<v1::ChannelAttribute>,
         notify_members: bool,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::RegionAttributes>,
     ) {
         let ttl = self.limits(&key.app).channel_attributes_ttl;
         let expires_at_ms = if self.channels.contains_key(&key) {
@@ -173,14 +177,57 @@ impl Shard {
         attributes: Vec<v1::ChannelAttribute>,
         notify_members: bool,
         stored: StoreResult<()>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::RegionAttributes>,
     ) {
         if let Err(error) = stored {
-            let _ = reply.send(Err(storage_error(error)));
+            reply.send(Err(storage_error(error)));
             return;
         }
         self.tell_attributes(key, notify_members, attributes);
-        let _ = reply.send(Ok(()));
+        reply.send(Ok(()));
+    }
+
+    /// The user's stored attributes, all or those named.
+    pub(super) fn user_attributes(
+        &mut self,
+        read: ops::UserAttributes,
+        reply: Respond<ops::UserAttributes>,
+    ) {
+        let store = self.store.clone();
+        self.wait(None, async move {
+            let (user, keys) = (read.user, read.keys);
+            let stored = store.user_attributes(&user.app, &user.uid).await;
+            reply.send(stored.map_err(storage_error).map(|stored| {
+                stored
+                    .attributes
+                    .into_iter()
+                    .filter(|(key, _)| keys.is_empty() || keys.contains(key))
+                    .collect()
+            }));
+            Resumed::Done
+        });
+    }
+
+    /// The channel's stored attributes, all or those named.
+    pub(super) fn channel_attributes(
+        &mut self,
+        read: ops::ChannelAttributes,
+        reply: Respond<ops::ChannelAttributes>,
+    ) {
+        let store = self.store.clone();
+        self.wait(None, async move {
+            let (channel, keys) = (read.channel, read.keys);
+            let stored = store.get(&channel.app, &channel.channel).await;
+            reply.send(stored.map_err(storage_error).map(|record| {
+                record
+                    .unwrap_or_default()
+                    .attributes
+                    .into_iter()
+                    .filter(|attribute| keys.is_empty() || keys.contains(&attribute.key))
+                    .collect()
+            }));
+            Resumed::Done
+        });
     }
 
     fn tell_attributes(

@@ -21,7 +21,7 @@ use parley_store::Scope;
 use parley_store::Store;
 
 use super::Key;
-use super::Reply;
+use super::Respond;
 use super::Resumed;
 use super::Shard;
 use super::attributes::set_attribute_expiry;
@@ -32,12 +32,13 @@ use super::state::HANDOFF_GRACE;
 use super::unavailable;
 use crate::api::AppEventKind;
 use crate::api::ChannelKey;
-use crate::api::ChannelSend;
 use crate::api::ChannelSent;
 use crate::api::Interest;
 use crate::api::LeaveReason;
 use crate::api::RegionRecord;
 use crate::api::Resume;
+use crate::ops;
+use crate::ops::ChannelSend;
 use crate::owner::storage_error;
 use crate::owner::unix_ms;
 
@@ -50,7 +51,7 @@ pub(in crate::shard) struct Joining {
     pub(super) uid: UserId,
     pub(super) session: SessionRef,
     pub(super) resume: Resume,
-    pub(super) reply: Reply<Result<u64, Error>>,
+    pub(super) reply: Respond<ops::Join>,
 }
 
 /// What taking a channel up reads from the store.
@@ -68,7 +69,7 @@ pub(in crate::shard) struct Numbered {
     reserve: Option<u64>,
     message_id: MessageId,
     server_received_ts: i64,
-    reply: Reply<Result<ChannelSent, Error>>,
+    reply: Respond<ChannelSend>,
 }
 
 /// Reads where the channel's numbering stands and reserves the next block (so sending needs
@@ -118,14 +119,13 @@ impl Shard {
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
-                let _ = join.reply.send(Err(error));
+                join.reply.send(Err(error));
                 return;
             }
         };
         // The channel moved to another owner while it loaded.
         if !self.still_owns(&Key::Channel(join.key.clone())) {
-            let _ = join
-                .reply
+            join.reply
                 .send(Err(unavailable("the channel moved while joining, retry")));
             return;
         }
@@ -152,7 +152,7 @@ impl Shard {
         let is_new_member = match entry.membership.join(&join.uid, join.session) {
             Ok(is_new_member) => is_new_member,
             Err(error) => {
-                let _ = join.reply.send(Err(error));
+                join.reply.send(Err(error));
                 return;
             }
         };
@@ -257,8 +257,7 @@ impl Shard {
     fn joined(&mut self, join: Joining, is_new_member: bool) {
         let Some(entry) = self.channels.get(&join.key) else {
             // Its members all went while it replayed.
-            let _ = join
-                .reply
+            join.reply
                 .send(Err(unavailable("the channel changed while joining, retry")));
             return;
         };
@@ -281,7 +280,7 @@ impl Shard {
             );
             self.counts_changed.insert(join.key.clone());
         }
-        let _ = join.reply.send(Ok(last_seq));
+        join.reply.send(Ok(last_seq));
     }
 
     pub(super) fn leave(
@@ -314,11 +313,7 @@ impl Shard {
     /// Numbers a message and hands it to the members; one kept in history (or the first of a
     /// new block of numbers) waits for the store first, and the channel's later messages wait
     /// behind it, so members see them in order.
-    pub(super) fn send_channel(
-        &mut self,
-        send: ChannelSend,
-        reply: Reply<Result<ChannelSent, Error>>,
-    ) {
+    pub(super) fn send_channel(&mut self, send: ChannelSend, reply: Respond<ChannelSend>) {
         let entry = match (&send.origin, send.session) {
             (Some(origin), _) => {
                 let not_delivered = Ok(ChannelSent {
@@ -330,7 +325,7 @@ impl Shard {
                 // the keys moved lately: its members may be on their way (edges re-register
                 // them), so the bridge is asked to try again.
                 let Some(entry) = self.channels.get_mut(&send.channel) else {
-                    let _ = reply.send(if self.keys_moved_at.elapsed() < HANDOFF_GRACE {
+                    reply.send(if self.keys_moved_at.elapsed() < HANDOFF_GRACE {
                         Err(unavailable(
                             "the channel's members may still be coming over",
                         ))
@@ -340,7 +335,7 @@ impl Shard {
                     return;
                 };
                 if !entry.crossed.first_time(origin.message_id) {
-                    let _ = reply.send(not_delivered);
+                    reply.send(not_delivered);
                     return;
                 }
                 entry
@@ -352,7 +347,7 @@ impl Shard {
             {
                 Some(entry) => entry,
                 None => {
-                    let _ = reply.send(Err(Error::new(
+                    reply.send(Err(Error::new(
                         ErrorCode::NotJoined,
                         "not joined to this channel",
                     )));
@@ -373,7 +368,7 @@ impl Shard {
             && let Some(until) = entry.mutes.get(&send.from).copied()
         {
             if until > unix_ms() {
-                let _ = reply.send(Err(muted(until)));
+                reply.send(Err(muted(until)));
                 return;
             }
             entry.mutes.remove(&send.from);
@@ -424,7 +419,7 @@ impl Shard {
             reply,
         } = message;
         if let Err(error) = stored {
-            let _ = reply.send(Err(error));
+            reply.send(Err(error));
             return;
         }
         let sent = ChannelSent {
@@ -435,7 +430,7 @@ impl Shard {
         let recovery_window = self.config.recovery_window;
         let Some(entry) = self.channels.get_mut(&send.channel) else {
             // Its members all went meanwhile: it is kept, with nobody to tell.
-            let _ = reply.send(Ok(sent));
+            reply.send(Ok(sent));
             return;
         };
         if let Some(reserve) = reserve {
@@ -473,16 +468,12 @@ impl Shard {
                 trace: send.trace,
             });
         }
-        let _ = reply.send(Ok(sent));
+        reply.send(Ok(sent));
     }
 
     /// A backend's message to a channel without members: kept in history when asked, with
     /// sequence number 0 (sequence numbers count what members were sent).
-    fn send_to_empty_channel(
-        &mut self,
-        send: ChannelSend,
-        reply: Reply<Result<ChannelSent, Error>>,
-    ) {
+    fn send_to_empty_channel(&mut self, send: ChannelSend, reply: Respond<ChannelSend>) {
         let server_received_ts = unix_ms();
         let message_id = self.message_ids.next(server_received_ts as u64);
         let retention_ms = self.limits(&send.channel.app).history_retention.as_millis() as i64;
@@ -518,7 +509,7 @@ impl Shard {
                     seq: 0,
                 })
             };
-            let _ = reply.send(sent.await);
+            reply.send(sent.await);
             Resumed::Done
         });
     }

@@ -17,7 +17,7 @@ use parley_proto::v1::event::Kind as EventKind;
 
 use super::Command;
 use super::Key;
-use super::Reply;
+use super::Respond;
 use super::Resumed;
 use super::Shard;
 use super::failure_reason;
@@ -27,15 +27,16 @@ use super::now;
 use super::state::PendingInvitation;
 use super::state::REMOTE_INVITATION_KEPT;
 use crate::api::AppEventKind;
-use crate::api::InvitationSend;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
+use crate::ops;
+use crate::ops::InvitationSend;
 use crate::owner::unix_ms;
 
 impl Shard {
     /// An invitation to a callee with sessions here starts at once; otherwise the region
     /// directory is asked whether the callee is in another region (the callee's commands wait).
-    pub(super) fn invite(&mut self, send: InvitationSend, reply: Reply<Result<u64, Error>>) {
+    pub(super) fn invite(&mut self, send: InvitationSend, reply: Respond<ops::InvitationSend>) {
         let callee = UserKey {
             app: send.caller.app.clone(),
             uid: send.callee.clone(),
@@ -45,7 +46,7 @@ impl Shard {
             .get(&callee)
             .is_some_and(|entry| !entry.sessions.is_empty());
         if here || !self.regions.spans_regions() {
-            let _ = reply.send(self.send_invitation(send, None));
+            reply.send(self.send_invitation(send, None));
             return;
         }
         let store = self.store.clone();

@@ -14,6 +14,7 @@ mod channels;
 mod invitations;
 mod moderation;
 mod peers;
+mod reads;
 mod sessions;
 mod state;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -36,7 +38,6 @@ use futures_util::stream::FuturesUnordered;
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
-use parley_core::attributes::AttributeOp;
 use parley_core::channel::Membership;
 use parley_core::ids::AppId;
 use parley_core::ids::MessageId;
@@ -65,19 +66,16 @@ use self::state::ChannelEntry;
 use self::state::Crossed;
 use self::state::UserEntry;
 use crate::api::ChannelKey;
-use crate::api::ChannelSend;
-use crate::api::ChannelSent;
 use crate::api::EventSink;
-use crate::api::Interest;
-use crate::api::InvitationSend;
-use crate::api::LeaveReason;
-use crate::api::Moderation;
-use crate::api::OpenSession;
 use crate::api::PeerOutcome;
 use crate::api::PeerSend;
 use crate::api::RegionLink;
-use crate::api::Resume;
 use crate::api::UserKey;
+use crate::ops;
+use crate::ops::Operation;
+use crate::ops::Request;
+use crate::ops::Response;
+use crate::ops::Route;
 use crate::owner::Edges;
 use crate::owner::OwnerConfig;
 use crate::owner::unix_ms;
@@ -95,101 +93,15 @@ const MAX_QUEUED_PER_KEY: usize = 1024;
 const WRITE_BEHIND: usize = 4096;
 
 pub(crate) enum Command {
-    OpenSession {
-        open: OpenSession,
-        reply: Reply<Result<(), Error>>,
-    },
-    SessionReady {
-        user: UserKey,
-        session: SessionRef,
-        reply: Reply<Result<(), Error>>,
-    },
-    CloseSession {
-        user: UserKey,
-        session: SessionRef,
-        reason: LeaveReason,
-        reply: Reply<()>,
-    },
-    SetReachable {
-        user: UserKey,
-        session: SessionRef,
-        reachable: bool,
-        reply: Reply<()>,
+    /// An owner operation (`ops.rs`) for a key of this shard.
+    Call {
+        request: Request,
+        reply: Reply<Result<Response, Error>>,
     },
     SendPeer {
         send: PeerSend,
         limits: InboxLimits,
         reply: Reply<Result<PeerRouted, Error>>,
-    },
-    Join {
-        channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
-        resume: Resume,
-        reply: Reply<Result<u64, Error>>,
-    },
-    Leave {
-        channel: ChannelKey,
-        uid: UserId,
-        session: SessionRef,
-        reason: LeaveReason,
-        reply: Reply<Result<(), Error>>,
-    },
-    SendChannel {
-        send: ChannelSend,
-        reply: Reply<Result<ChannelSent, Error>>,
-    },
-    Members {
-        channel: ChannelKey,
-        asker: Option<(UserId, SessionRef)>,
-        reply: Reply<Result<Vec<UserId>, Error>>,
-    },
-    MemberCount {
-        channel: ChannelKey,
-        reply: Reply<u32>,
-    },
-    UpdateUserAttributes {
-        user: UserKey,
-        op: AttributeOp,
-        reply: Reply<Result<(), Error>>,
-    },
-    UpdateChannelAttributes {
-        channel: ChannelKey,
-        by: UserId,
-        op: AttributeOp,
-        notify_members: bool,
-        reply: Reply<Result<(), Error>>,
-    },
-    Presence {
-        user: UserKey,
-        reply: Reply<PeerOnlineState>,
-    },
-    Moderate {
-        action: Moderation,
-        reply: Reply<Result<bool, Error>>,
-    },
-    Subscribe {
-        user: UserKey,
-        subscriber: SessionRef,
-        subscribe: bool,
-        reply: Reply<PeerOnlineState>,
-    },
-    SendInvitation {
-        send: InvitationSend,
-        reply: Reply<Result<u64, Error>>,
-    },
-    CancelInvitation {
-        callee: UserKey,
-        caller: UserId,
-        invitation_id: u64,
-        reply: Reply<Result<(), Error>>,
-    },
-    AnswerInvitation {
-        callee: UserKey,
-        invitation_id: u64,
-        accept: bool,
-        response: String,
-        reply: Reply<Result<(), Error>>,
     },
     /// The callee's client acknowledged an invitation (sent by the shard to itself).
     InvitationReceipt { callee: UserKey, invitation_id: u64 },
@@ -199,34 +111,35 @@ pub(crate) enum Command {
     /// Edge `node` left the cluster (it died, or it restarted): its sessions lost their
     /// connections.
     EdgeGone { node: NodeId, reply: Reply<()> },
-    RegionInterest {
-        channel: ChannelKey,
-        region: String,
-        interest: Interest,
-        reply: Reply<()>,
-    },
     /// Announce every channel with members and every user with sessions to the other regions,
     /// as newly taken up.
     AnnounceRegions { reply: Reply<()> },
-    RegionAttributes {
-        channel: ChannelKey,
-        attributes: Vec<v1::ChannelAttribute>,
-        notify_members: bool,
-        reply: Reply<Result<(), Error>>,
-    },
-    /// An event of an invitation living in `region`, for `callee`'s sessions here.
-    RegionCalleeEvent {
-        callee: UserKey,
-        region: String,
-        event: v1::Event,
-        receipt: Option<u64>,
-        reply: Reply<()>,
-    },
-    /// A peer message routed to another region ended there.
-    RegionPeerOutcome {
-        user: UserKey,
+}
+
+/// How much longer than a receipt a peer message in another region may take to be answered
+/// (two trips over Kafka).
+pub(crate) const REGION_PEER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Where a peer message went.
+pub(crate) enum PeerRouted {
+    /// To the receiver's region; how it ended there comes back.
+    Remote {
         message_id: MessageId,
-        outcome: PeerOutcome,
+        server_received_ts: i64,
+        outcome: oneshot::Receiver<PeerOutcome>,
+    },
+    /// It crossed in before: its outcome went back then.
+    Repeat,
+    /// Handed to the receiver's sessions; one receipt per session (none when offline).
+    Delivered {
+        message_id: MessageId,
+        server_received_ts: i64,
+        receipts: Vec<oneshot::Receiver<()>>,
+    },
+    /// Stored in the offline receiver's inbox.
+    Cached {
+        message_id: MessageId,
+        server_received_ts: i64,
     },
 }
 
@@ -241,76 +154,71 @@ impl Command {
     /// The key whose commands must not overtake each other; `None` for commands that only read,
     /// or that are right in any order.
     fn key(&self) -> Option<Key> {
-        let user = |user: &UserKey| Some(Key::User(user.clone()));
-        let channel = |channel: &ChannelKey| Some(Key::Channel(channel.clone()));
-        match self {
-            Command::OpenSession { open, .. } => user(&open.user),
-            Command::SessionReady { user: key, .. }
-            | Command::CloseSession { user: key, .. }
-            | Command::SetReachable { user: key, .. }
-            | Command::UpdateUserAttributes { user: key, .. }
-            | Command::Subscribe { user: key, .. }
-            | Command::CancelInvitation { callee: key, .. }
-            | Command::AnswerInvitation { callee: key, .. }
-            | Command::InvitationReceipt { callee: key, .. }
-            | Command::RegionCalleeEvent { callee: key, .. } => user(key),
-            Command::SendInvitation { send, .. } => user(&UserKey {
-                app: send.caller.app.clone(),
-                uid: send.callee.clone(),
-            }),
-            Command::Join { channel: key, .. }
-            | Command::Leave { channel: key, .. }
-            | Command::SendChannel {
-                send: ChannelSend { channel: key, .. },
-                ..
-            }
-            | Command::UpdateChannelAttributes { channel: key, .. }
-            | Command::RegionInterest { channel: key, .. }
-            | Command::RegionAttributes { channel: key, .. } => channel(key),
-            Command::Moderate { action, .. } => match action {
-                Moderation::Ban { user: key, .. } | Moderation::Unban { user: key } => user(key),
-                Moderation::Mute { channel: key, .. }
-                | Moderation::Unmute { channel: key, .. }
-                | Moderation::Kick { channel: key, .. } => channel(key),
+        let Command::Call { request, .. } = self else {
+            // A peer message needs no order with others to the same receiver (one sender's
+            // stay in order at its edge); the rest are about every key.
+            return None;
+        };
+        match request {
+            // Reads, and an outcome someone is waiting for.
+            Request::Members(_)
+            | Request::MemberCount(_)
+            | Request::Presence(_)
+            | Request::UserAttributes(_)
+            | Request::ChannelAttributes(_)
+            | Request::QueryHistory(_)
+            | Request::CountHistory(_)
+            | Request::Restrictions(_)
+            | Request::Events(_)
+            | Request::RegionPeerOutcome(_) => None,
+            _ => match request.route() {
+                Route::User(app, uid) => Some(Key::User(UserKey {
+                    app: app.clone(),
+                    uid: uid.clone(),
+                })),
+                Route::Channel(app, channel) => Some(Key::Channel(ChannelKey {
+                    app: app.clone(),
+                    channel: channel.clone(),
+                })),
+                Route::Any(_) => None,
             },
-            // A peer message needs no order with others to the same receiver (one sender's stay
-            // in order at its edge); the rest only read, or are about every key.
-            Command::SendPeer { .. }
-            | Command::Members { .. }
-            | Command::MemberCount { .. }
-            | Command::Presence { .. }
-            | Command::Forget { .. }
-            | Command::EdgeGone { .. }
-            | Command::AnnounceRegions { .. }
-            | Command::RegionPeerOutcome { .. } => None,
         }
     }
 
-    /// Answers the command with `error` without carrying it out (a caller whose reply has no
-    /// error sees the request dropped).
+    /// Answers the command with `error` without carrying it out.
     fn refuse(self, error: Error) {
         match self {
-            Command::OpenSession { reply, .. }
-            | Command::SessionReady { reply, .. }
-            | Command::UpdateUserAttributes { reply, .. }
-            | Command::CancelInvitation { reply, .. }
-            | Command::AnswerInvitation { reply, .. }
-            | Command::Leave { reply, .. }
-            | Command::UpdateChannelAttributes { reply, .. }
-            | Command::RegionAttributes { reply, .. } => {
+            Command::Call { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            Command::Join { reply, .. } | Command::SendInvitation { reply, .. } => {
+            Command::SendPeer { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            Command::SendChannel { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Command::Moderate { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            _ => {}
+            Command::InvitationReceipt { .. }
+            | Command::Forget { .. }
+            | Command::EdgeGone { .. }
+            | Command::AnnounceRegions { .. } => {}
         }
+    }
+}
+
+/// Answers an operation whose handler needs no store. A caller that went away no longer wants
+/// its answer, so a failed send is ignored.
+fn answer(reply: Reply<Result<Response, Error>>, answer: Result<Response, Error>) {
+    let _ = reply.send(answer);
+}
+
+/// Where a handler answers an operation `O`.
+struct Respond<O>(Reply<Result<Response, Error>>, PhantomData<fn() -> O>);
+
+impl<O: Operation> Respond<O> {
+    fn new(reply: Reply<Result<Response, Error>>) -> Self {
+        Respond(reply, PhantomData)
+    }
+
+    /// A caller that went away no longer wants its answer, so a failed send is ignored.
+    fn send(self, answer: Result<O::Output, Error>) {
+        let _ = self.0.send(answer.map(O::response));
     }
 }
 
@@ -321,15 +229,15 @@ type Waiting = BoxFuture<'static, (Option<Key>, Resumed)>;
 /// An answer from the store, with what the operation that waited for it needs to go on.
 enum Resumed {
     BanChecked {
-        open: OpenSession,
+        open: ops::OpenSession,
         ban: StoreResult<Option<parley_store::Restriction>>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::OpenSession>,
     },
     InboxListed {
         user: UserKey,
         session: SessionRef,
         inbox: StoreResult<Vec<v1::HistoryMessage>>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::SessionReady>,
     },
     PeerStored {
         peer: PeerSending,
@@ -362,24 +270,24 @@ enum Resumed {
         channel: ChannelKey,
         notify_members: bool,
         set: Result<Vec<v1::ChannelAttribute>, Error>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::UpdateChannelAttributes>,
     },
     RegionAttributesSet {
         channel: ChannelKey,
         attributes: Vec<v1::ChannelAttribute>,
         notify_members: bool,
         stored: StoreResult<()>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::RegionAttributes>,
     },
     InvitationLocated {
-        send: InvitationSend,
+        send: ops::InvitationSend,
         region: Option<String>,
-        reply: Reply<Result<u64, Error>>,
+        reply: Respond<ops::InvitationSend>,
     },
     Banned {
         user: UserKey,
         stored: StoreResult<()>,
-        reply: Reply<Result<bool, Error>>,
+        reply: Respond<ops::Moderate>,
     },
     MuteChanged {
         channel: ChannelKey,
@@ -387,7 +295,7 @@ enum Resumed {
         /// The mute's end and reason; `None`: lifted.
         mute: Option<(i64, String)>,
         changed: Result<bool, Error>,
-        reply: Reply<Result<bool, Error>>,
+        reply: Respond<ops::Moderate>,
     },
     /// Nothing is left to do here (the operation answered its caller itself).
     Done,
@@ -399,33 +307,6 @@ struct Busy {
     /// Store operations of the key under way.
     waits: usize,
     queued: VecDeque<Command>,
-}
-
-/// How much longer than a receipt a peer message in another region may take to be answered
-/// (two trips over Kafka).
-pub(crate) const REGION_PEER_MARGIN: Duration = Duration::from_secs(5);
-
-/// Where a peer message went.
-pub(crate) enum PeerRouted {
-    /// To the receiver's region; how it ended there comes back.
-    Remote {
-        message_id: MessageId,
-        server_received_ts: i64,
-        outcome: oneshot::Receiver<PeerOutcome>,
-    },
-    /// It crossed in before: its outcome went back then.
-    Repeat,
-    /// Handed to the receiver's sessions; one receipt per session (none when offline).
-    Delivered {
-        message_id: MessageId,
-        server_received_ts: i64,
-        receipts: Vec<oneshot::Receiver<()>>,
-    },
-    /// Stored in the offline receiver's inbox.
-    Cached {
-        message_id: MessageId,
-        server_received_ts: i64,
-    },
 }
 
 /// Where a shard tells the world outside the cluster what happened.
@@ -645,9 +526,7 @@ impl Shard {
                 send,
                 region,
                 reply,
-            } => {
-                let _ = reply.send(self.send_invitation(send, region));
-            }
+            } => reply.send(self.send_invitation(send, region)),
             Resumed::Banned {
                 user,
                 stored,
@@ -701,85 +580,21 @@ impl Shard {
     }
 
     fn handle(&mut self, command: Command) {
-        // A caller that went away no longer wants its reply, so failed sends are ignored.
         match command {
-            Command::OpenSession { open, reply } => self.open_session(open, reply),
-            Command::Moderate { action, reply } => self.moderate(action, reply),
-            Command::SessionReady {
-                user,
-                session,
-                reply,
-            } => self.session_ready(user, session, reply),
-            Command::CloseSession {
-                user,
-                session,
-                reason,
-                reply,
-            } => {
-                self.close_session(&user, session, reason);
-                let _ = reply.send(());
-            }
-            Command::SetReachable {
-                user,
-                session,
-                reachable,
-                reply,
-            } => {
-                self.set_reachable(&user, session, reachable);
-                let _ = reply.send(());
-            }
+            Command::Call { request, reply } => self.call(request, reply),
             Command::SendPeer {
                 send,
                 limits,
                 reply,
             } => self.send_peer(send, limits, reply),
-            Command::Join {
-                channel,
-                uid,
-                session,
-                resume,
-                reply,
-            } => self.join(Joining {
-                key: channel,
-                uid,
-                session,
-                resume,
-                reply,
-            }),
-            Command::Leave {
-                channel,
-                uid,
-                session,
-                reason,
-                reply,
+            Command::InvitationReceipt {
+                callee,
+                invitation_id,
             } => {
-                let _ = reply.send(self.leave(channel, uid, session, reason));
+                let _ = self.invitation_call(&callee, invitation_id, |pending| {
+                    Ok(pending.machine.receipt())
+                });
             }
-            Command::SendChannel { send, reply } => self.send_channel(send, reply),
-            Command::Members {
-                channel,
-                asker,
-                reply,
-            } => {
-                let _ = reply.send(self.members(&channel, asker.as_ref()));
-            }
-            Command::MemberCount { channel, reply } => {
-                let count = self
-                    .channels
-                    .get(&channel)
-                    .map_or(0, ChannelEntry::all_members);
-                let _ = reply.send(count);
-            }
-            Command::UpdateUserAttributes { user, op, reply } => {
-                self.update_user_attributes(user, op, reply);
-            }
-            Command::UpdateChannelAttributes {
-                channel,
-                by,
-                op,
-                notify_members,
-                reply,
-            } => self.update_channel_attributes(channel, by, op, notify_members, reply),
             Command::Forget { ring, me } => {
                 self.forget_unowned(&ring, me);
                 self.ring = Some((ring, me));
@@ -789,87 +604,167 @@ impl Shard {
                 self.edge_gone(node);
                 let _ = reply.send(());
             }
-            Command::Presence { user, reply } => {
-                let state = self
-                    .users
-                    .get(&user)
-                    .map_or(PeerOnlineState::Offline, UserEntry::presence);
-                let _ = reply.send(state);
-            }
-            Command::Subscribe {
-                user,
-                subscriber,
-                subscribe,
-                reply,
-            } => {
-                let _ = reply.send(self.subscribe(&user, subscriber, subscribe));
-            }
-            Command::SendInvitation { send, reply } => self.invite(send, reply),
-            Command::CancelInvitation {
-                callee,
-                caller,
-                invitation_id,
-                reply,
-            } => {
-                let _ = reply.send(self.cancel_invitation(&callee, &caller, invitation_id));
-            }
-            Command::AnswerInvitation {
-                callee,
-                invitation_id,
-                accept,
-                response,
-                reply,
-            } => {
-                let answered = self.answer_invitation(callee, invitation_id, accept, response);
-                let _ = reply.send(answered);
-            }
-            Command::InvitationReceipt {
-                callee,
-                invitation_id,
-            } => {
-                let _ = self.invitation_call(&callee, invitation_id, |pending| {
-                    Ok(pending.machine.receipt())
-                });
-            }
-            Command::RegionInterest {
-                channel,
-                region,
-                interest,
-                reply,
-            } => {
-                self.region_interest(channel, region, interest);
-                let _ = reply.send(());
-            }
             Command::AnnounceRegions { reply } => {
                 self.announce_regions();
                 let _ = reply.send(());
             }
-            Command::RegionAttributes {
+        }
+    }
+
+    /// Carries out one owner operation: each has its handler here.
+    fn call(&mut self, request: Request, reply: Reply<Result<Response, Error>>) {
+        match request {
+            Request::OpenSession(open) => self.open_session(open, Respond::new(reply)),
+            Request::SessionReady(ops::SessionReady { user, session }) => {
+                self.session_ready(user, session, Respond::new(reply));
+            }
+            Request::CloseSession(ops::CloseSession {
+                user,
+                session,
+                reason,
+            }) => {
+                self.close_session(&user, session, reason);
+                answer(reply, Ok(Response::CloseSession(())));
+            }
+            Request::SetReachable(ops::SetReachable {
+                user,
+                session,
+                reachable,
+            }) => {
+                self.set_reachable(&user, session, reachable);
+                answer(reply, Ok(Response::SetReachable(())));
+            }
+            Request::Join(ops::Join {
+                channel,
+                uid,
+                session,
+                resume,
+            }) => self.join(Joining {
+                key: channel,
+                uid,
+                session,
+                resume,
+                reply: Respond::new(reply),
+            }),
+            Request::Leave(ops::Leave {
+                channel,
+                uid,
+                session,
+                reason,
+            }) => answer(
+                reply,
+                self.leave(channel, uid, session, reason)
+                    .map(Response::Leave),
+            ),
+            Request::ChannelSend(send) => self.send_channel(send, Respond::new(reply)),
+            Request::Members(ops::Members { channel, asker }) => {
+                answer(
+                    reply,
+                    self.members(&channel, asker.as_ref())
+                        .map(Response::Members),
+                );
+            }
+            Request::MemberCount(ops::MemberCount { channel }) => {
+                let count = self
+                    .channels
+                    .get(&channel)
+                    .map_or(0, ChannelEntry::all_members);
+                answer(reply, Ok(Response::MemberCount(count)));
+            }
+            Request::UpdateUserAttributes(ops::UpdateUserAttributes { user, op }) => {
+                self.update_user_attributes(user, op, Respond::new(reply));
+            }
+            Request::UserAttributes(read) => self.user_attributes(read, Respond::new(reply)),
+            Request::UpdateChannelAttributes(update) => {
+                self.update_channel_attributes(update, Respond::new(reply));
+            }
+            Request::ChannelAttributes(read) => {
+                self.channel_attributes(read, Respond::new(reply));
+            }
+            Request::Presence(ops::Presence { user }) => {
+                let state = self
+                    .users
+                    .get(&user)
+                    .map_or(PeerOnlineState::Offline, UserEntry::presence);
+                answer(reply, Ok(Response::Presence(state)));
+            }
+            Request::SubscribePresence(ops::SubscribePresence { user, subscriber }) => {
+                let state = self.subscribe(&user, subscriber, true);
+                answer(reply, Ok(Response::SubscribePresence(state)));
+            }
+            Request::UnsubscribePresence(ops::UnsubscribePresence { user, subscriber }) => {
+                self.subscribe(&user, subscriber, false);
+                answer(reply, Ok(Response::UnsubscribePresence(())));
+            }
+            Request::InvitationSend(send) => self.invite(send, Respond::new(reply)),
+            Request::CancelInvitation(ops::CancelInvitation {
+                callee,
+                caller,
+                invitation_id,
+            }) => answer(
+                reply,
+                self.cancel_invitation(&callee, &caller, invitation_id)
+                    .map(Response::CancelInvitation),
+            ),
+            Request::AnswerInvitation(ops::AnswerInvitation {
+                callee,
+                invitation_id,
+                accept,
+                response,
+            }) => answer(
+                reply,
+                self.answer_invitation(callee, invitation_id, accept, response)
+                    .map(Response::AnswerInvitation),
+            ),
+            Request::QueryHistory(query) => self.query_history(query, Respond::new(reply)),
+            Request::CountHistory(count) => self.count_history(count, Respond::new(reply)),
+            Request::Moderate(ops::Moderate { action }) => {
+                self.moderate(action, Respond::new(reply));
+            }
+            Request::Restrictions(read) => self.restrictions(read, Respond::new(reply)),
+            Request::Events(read) => self.events(read, Respond::new(reply)),
+            Request::RegionInterest(ops::RegionInterest {
+                channel,
+                region,
+                interest,
+            }) => {
+                self.region_interest(channel, region, interest);
+                answer(reply, Ok(Response::RegionInterest(())));
+            }
+            Request::RegionAttributes(ops::RegionAttributes {
                 channel,
                 attributes,
                 notify_members,
-                reply,
-            } => self.region_attributes(channel, attributes, notify_members, reply),
-            Command::RegionCalleeEvent {
+            }) => self.region_attributes(channel, attributes, notify_members, Respond::new(reply)),
+            Request::RegionCalleeEvent(ops::RegionCalleeEvent {
                 callee,
                 region,
                 event,
                 receipt,
-                reply,
-            } => {
+            }) => {
                 self.region_callee_event(callee, region, event, receipt);
-                let _ = reply.send(());
+                answer(reply, Ok(Response::RegionCalleeEvent(())));
             }
-            Command::RegionPeerOutcome {
+            Request::RegionInvitationReceipt(ops::RegionInvitationReceipt {
+                callee,
+                invitation_id,
+            }) => {
+                let _ = self.invitation_call(&callee, invitation_id, |pending| {
+                    Ok(pending.machine.receipt())
+                });
+                answer(reply, Ok(Response::RegionInvitationReceipt(())));
+            }
+            Request::RegionPeerOutcome(ops::RegionPeerOutcome {
                 user,
                 message_id,
                 outcome,
-            } => {
+            }) => {
                 if let Some((waiting, _)) = self.remote_peers.remove(&message_id.0) {
                     let _ = waiting.send(outcome);
                 } else {
                     tracing::debug!(uid = %user.uid, "a late or repeated region peer outcome");
                 }
+                answer(reply, Ok(Response::RegionPeerOutcome(())));
             }
         }
     }

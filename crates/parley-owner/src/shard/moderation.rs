@@ -11,19 +11,20 @@ use parley_store::Scope;
 use parley_store::StoreResult;
 
 use super::Key;
-use super::Reply;
+use super::Respond;
 use super::Resumed;
 use super::Shard;
 use crate::api::ChannelKey;
 use crate::api::Moderation;
 use crate::api::UserKey;
+use crate::ops;
 use crate::owner::storage_error;
 use crate::owner::unix_ms;
 
 impl Shard {
     /// Carries out `action` once the store has it (the key's other commands wait); replies
     /// whether it changed anything.
-    pub(super) fn moderate(&mut self, action: Moderation, reply: Reply<Result<bool, Error>>) {
+    pub(super) fn moderate(&mut self, action: Moderation, reply: Respond<ops::Moderate>) {
         let now_ms = unix_ms();
         let store = self.store.clone();
         match action {
@@ -52,7 +53,7 @@ impl Shard {
                     let lifted = store
                         .lift(&user.app, &Scope::Login, &user.uid, now_ms)
                         .await;
-                    let _ = reply.send(lifted.map_err(storage_error));
+                    reply.send(lifted.map_err(storage_error));
                     Resumed::Done
                 });
             }
@@ -98,7 +99,7 @@ impl Shard {
                 uid,
                 reason,
             } => {
-                let _ = reply.send(Ok(self.kick(&channel, uid, reason)));
+                reply.send(Ok(self.kick(&channel, uid, reason)));
             }
         }
     }
@@ -108,10 +109,10 @@ impl Shard {
         &mut self,
         user: &UserKey,
         stored: StoreResult<()>,
-        reply: Reply<Result<bool, Error>>,
+        reply: Respond<ops::Moderate>,
     ) {
         if let Err(error) = stored {
-            let _ = reply.send(Err(storage_error(error)));
+            reply.send(Err(storage_error(error)));
             return;
         }
         if let Some(entry) = self.users.get_mut(user) {
@@ -122,7 +123,7 @@ impl Shard {
                 }
             }
         }
-        let _ = reply.send(Ok(true));
+        reply.send(Ok(true));
     }
 
     /// A mute was stored or lifted: the live channel keeps it and its members are told.
@@ -132,12 +133,12 @@ impl Shard {
         uid: UserId,
         mute: Option<(i64, String)>,
         changed: Result<bool, Error>,
-        reply: Reply<Result<bool, Error>>,
+        reply: Respond<ops::Moderate>,
     ) {
         if changed == Ok(true) {
             self.tell_muted(channel, uid, mute);
         }
-        let _ = reply.send(changed);
+        reply.send(changed);
     }
 
     fn kick(&mut self, channel: &ChannelKey, uid: UserId, reason: String) -> bool {

@@ -19,7 +19,7 @@ use parley_store::StoreResult;
 use parley_store::StoredUserAttributes;
 
 use super::Key;
-use super::Reply;
+use super::Respond;
 use super::Resumed;
 use super::Shard;
 use super::now;
@@ -28,19 +28,20 @@ use super::state::UserSession;
 use super::unavailable;
 use crate::api::AppEventKind;
 use crate::api::LeaveReason;
-use crate::api::OpenSession;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
+use crate::ops;
+use crate::ops::OpenSession;
 use crate::owner::storage_error;
 use crate::owner::unix_ms;
 
 impl Shard {
     /// A login: checks for a ban (the user's commands wait for the answer), then records the
     /// session.
-    pub(super) fn open_session(&mut self, open: OpenSession, reply: Reply<Result<(), Error>>) {
+    pub(super) fn open_session(&mut self, open: OpenSession, reply: Respond<OpenSession>) {
         // A session registering again (after a ring change) is already here: nothing to do.
         if self.has_session(&open.user, open.session) {
-            let _ = reply.send(Ok(()));
+            reply.send(Ok(()));
             return;
         }
         let store = self.store.clone();
@@ -58,11 +59,11 @@ impl Shard {
         &mut self,
         open: OpenSession,
         ban: StoreResult<Option<Restriction>>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<OpenSession>,
     ) {
         match ban {
             Ok(Some(ban)) => {
-                let _ = reply.send(Err(Error::new(
+                reply.send(Err(Error::new(
                     ErrorCode::Banned,
                     format!("banned until {} ms since the epoch", ban.until_ms),
                 )));
@@ -75,11 +76,11 @@ impl Shard {
         }
         // The user moved to another owner while the check ran.
         if !self.still_owns(&Key::User(open.user.clone())) {
-            let _ = reply.send(Err(unavailable("the user moved while logging in, retry")));
+            reply.send(Err(unavailable("the user moved while logging in, retry")));
             return;
         }
         if self.has_session(&open.user, open.session) {
-            let _ = reply.send(Ok(()));
+            reply.send(Ok(()));
             return;
         }
         let entry = self.users.entry(open.user.clone()).or_default();
@@ -112,7 +113,7 @@ impl Shard {
                 .register_session(&user.app, &user.uid, open.session)
                 .await
         });
-        let _ = reply.send(Ok(()));
+        reply.send(Ok(()));
     }
 
     fn has_session(&self, user: &UserKey, session: SessionRef) -> bool {
@@ -127,7 +128,7 @@ impl Shard {
         &mut self,
         user: UserKey,
         session: SessionRef,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::SessionReady>,
     ) {
         let max_age_ms = self.limits(&user.app).offline_max_age.as_millis() as i64;
         let store = self.store.clone();
@@ -150,12 +151,12 @@ impl Shard {
         user: UserKey,
         session: SessionRef,
         inbox: StoreResult<Vec<v1::HistoryMessage>>,
-        reply: Reply<Result<(), Error>>,
+        reply: Respond<ops::SessionReady>,
     ) {
         let inbox = match inbox {
             Ok(inbox) => inbox,
             Err(error) => {
-                let _ = reply.send(Err(storage_error(error)));
+                reply.send(Err(storage_error(error)));
                 return;
             }
         };
@@ -194,7 +195,7 @@ impl Shard {
                 Ok(pending.machine.callee_online(now))
             });
         }
-        let _ = reply.send(Ok(()));
+        reply.send(Ok(()));
     }
 
     pub(super) fn close_session(

@@ -34,15 +34,16 @@ use super::PeerRouted;
 use super::Shard;
 use super::Waiting;
 use crate::api::ChannelKey;
-use crate::api::ChannelSend;
-use crate::api::ChannelSent;
 use crate::api::EdgeSink;
 use crate::api::NoEvents;
 use crate::api::NoRegions;
-use crate::api::OpenSession;
 use crate::api::PeerSend;
 use crate::api::Resume;
 use crate::api::UserKey;
+use crate::ops;
+use crate::ops::ChannelSend;
+use crate::ops::OpenSession;
+use crate::ops::Operation;
 use crate::owner::Edges;
 use crate::owner::OwnerConfig;
 
@@ -153,16 +154,23 @@ impl Harness {
         }
     }
 
-    fn join(&mut self, channel: &str, uid: &str, session: SessionRef) -> Answer<u64> {
+    /// Hands the shard an operation, as the owner does.
+    fn ask<O: Operation>(&mut self, operation: O) -> Answer<O> {
         let (reply, answer) = oneshot::channel();
-        self.shard.accept(Command::Join {
+        self.shard.accept(Command::Call {
+            request: operation.into_request(),
+            reply,
+        });
+        Answer(answer, std::marker::PhantomData)
+    }
+
+    fn join(&mut self, channel: &str, uid: &str, session: SessionRef) -> Answer<ops::Join> {
+        self.ask(ops::Join {
             channel: channel_key(channel),
             uid: UserId::parse(uid).unwrap(),
             session,
             resume: Resume::Fresh,
-            reply,
-        });
-        Answer(answer)
+        })
     }
 
     fn send(
@@ -172,38 +180,29 @@ impl Harness {
         session: SessionRef,
         text: &str,
         enable_history: bool,
-    ) -> Answer<ChannelSent> {
-        let (reply, answer) = oneshot::channel();
-        self.shard.accept(Command::SendChannel {
-            send: ChannelSend {
-                channel: channel_key(channel),
-                from: UserId::parse(uid).unwrap(),
-                session: Some(session),
-                message: text_body(text),
-                enable_history,
-                origin: None,
-                trace: None,
-            },
-            reply,
-        });
-        Answer(answer)
+    ) -> Answer<ChannelSend> {
+        self.ask(ChannelSend {
+            channel: channel_key(channel),
+            from: UserId::parse(uid).unwrap(),
+            session: Some(session),
+            message: text_body(text),
+            enable_history,
+            origin: None,
+            trace: None,
+        })
     }
 
     async fn login(&mut self, uid: &str, session: SessionRef) {
-        let (reply, mut answer) = oneshot::channel();
-        self.shard.accept(Command::OpenSession {
-            open: OpenSession {
-                user: user_key(uid),
-                session,
-                multi_login: MultiLogin::Replace,
-            },
-            reply,
+        let mut answer = self.ask(OpenSession {
+            user: user_key(uid),
+            session,
+            multi_login: MultiLogin::Replace,
         });
         self.settle().await;
-        answer.try_recv().unwrap().unwrap();
+        answer.now().unwrap();
     }
 
-    fn send_peer(&mut self, from: &str, to: &str, enable_history: bool) -> Answer<PeerRouted> {
+    fn send_peer(&mut self, from: &str, to: &str, enable_history: bool) -> PeerAnswer {
         let (reply, answer) = oneshot::channel();
         self.shard.accept(Command::SendPeer {
             send: PeerSend {
@@ -221,17 +220,33 @@ impl Harness {
             },
             reply,
         });
-        Answer(answer)
+        PeerAnswer(answer)
     }
 }
 
-/// A caller's reply, looked at without waiting.
-struct Answer<T>(oneshot::Receiver<Result<T, parley_core::Error>>);
+/// How a peer message was routed, looked at without waiting.
+struct PeerAnswer(oneshot::Receiver<Result<PeerRouted, parley_core::Error>>);
 
-impl<T> Answer<T> {
-    /// The reply, which must have come.
-    fn now(&mut self) -> Result<T, parley_core::Error> {
-        self.0.try_recv().expect("the reply has come")
+impl PeerAnswer {
+    fn now(&mut self) -> Result<PeerRouted, parley_core::Error> {
+        self.0.try_recv().expect("the answer has come")
+    }
+
+    fn is_pending(&mut self) -> bool {
+        matches!(self.0.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+}
+
+/// A caller's answer to an operation `O`, looked at without waiting.
+struct Answer<O>(
+    oneshot::Receiver<Result<ops::Response, parley_core::Error>>,
+    std::marker::PhantomData<O>,
+);
+
+impl<O: Operation> Answer<O> {
+    /// The answer, which must have come.
+    fn now(&mut self) -> Result<O::Output, parley_core::Error> {
+        O::output(self.0.try_recv().expect("the answer has come")?)
     }
 
     fn is_pending(&mut self) -> bool {
