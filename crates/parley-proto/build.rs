@@ -21,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".")
         .compile_fds(descriptors)?;
-    // JSON is for clients only; the cluster API speaks protobuf.
+    // The client protocol's JSON mapping: the clients' JSON codec, and owner calls between nodes
+    // (which carry client messages inside, ADR 0008).
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         // An unknown operation then decodes with its request id intact, so the reply can name it.

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use parley_core::ErrorCode;
@@ -20,6 +22,7 @@ use parley_core::ids::UserId;
 use parley_core::ring::Ring;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
+use parley_proto::v1::PeerOnlineState;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
 use parley_store::EmbeddedStore;
@@ -35,6 +38,7 @@ use super::Shard;
 use super::Waiting;
 use crate::api::ChannelKey;
 use crate::api::EdgeSink;
+use crate::api::LeaveReason;
 use crate::api::NoEvents;
 use crate::api::NoRegions;
 use crate::api::PeerSend;
@@ -55,6 +59,7 @@ const EDGE: NodeId = NodeId(7);
 struct Edge {
     events: Mutex<Vec<(SessionId, EventKind)>>,
     receipts: Mutex<Vec<oneshot::Sender<()>>>,
+    ended: Mutex<Vec<(SessionId, Reason)>>,
 }
 
 impl Edge {
@@ -98,7 +103,9 @@ impl EdgeSink for Edge {
         receipt_rx
     }
 
-    fn end_session(&self, _session: SessionId, _reason: Reason) {}
+    fn end_session(&self, session: SessionId, reason: Reason) {
+        self.ended.lock().unwrap().push((session, reason));
+    }
 }
 
 struct Harness {
@@ -414,4 +421,303 @@ async fn a_channel_that_moved_while_it_loaded_is_not_taken_up() {
     h.finish(held).await;
     assert_eq!(join.now().unwrap_err().code, ErrorCode::Unavailable);
     assert!(h.shard.channels.is_empty());
+}
+
+/// The presence states `watcher` was told of `uid`, in order.
+fn presence_told(h: &Harness, watcher: SessionRef, uid: &str) -> Vec<PeerOnlineState> {
+    h.edge
+        .to(watcher)
+        .iter()
+        .filter_map(|event| match event {
+            EventKind::PeersOnlineStatusChanged(changed) => changed.status.get(uid).copied(),
+            _ => None,
+        })
+        .map(|state| PeerOnlineState::try_from(state).unwrap())
+        .collect()
+}
+
+/// Runs the shard's timers as they stand `later` from now.
+fn tick_after(h: &mut Harness, later: Duration) {
+    h.shard.on_tick(Instant::now() + later);
+}
+
+#[tokio::test]
+async fn presence_goes_online_then_unreachable_then_offline() {
+    let mut h = Harness::new("presence");
+    let (watcher, bob) = (session(1), session(2));
+    let subscribed = h
+        .ask(ops::SubscribePresence {
+            user: user_key("bob"),
+            subscriber: watcher,
+        })
+        .now();
+    assert_eq!(subscribed, Ok(PeerOnlineState::Offline));
+
+    h.login("bob", bob).await;
+    h.ask(ops::CloseSession {
+        user: user_key("bob"),
+        session: bob,
+        reason: LeaveReason::ConnectionLost,
+    })
+    .now()
+    .unwrap();
+    let state = h
+        .ask(ops::Presence {
+            user: user_key("bob"),
+        })
+        .now();
+    assert_eq!(state, Ok(PeerOnlineState::Unreachable));
+    // The lost connection did not come back in time.
+    tick_after(&mut h, Duration::from_secs(60));
+    h.settle().await;
+    assert_eq!(
+        presence_told(&h, watcher, "bob"),
+        [
+            PeerOnlineState::Online,
+            PeerOnlineState::Unreachable,
+            PeerOnlineState::Offline
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_second_login_ends_the_first_with_remote_login() {
+    let mut h = Harness::new("replace");
+    let (first, second) = (session(1), session(2));
+    h.login("bob", first).await;
+    h.login("bob", second).await;
+    assert_eq!(
+        *h.edge.ended.lock().unwrap(),
+        [(first.session, Reason::RemoteLogin)]
+    );
+    let state = h
+        .ask(ops::Presence {
+            user: user_key("bob"),
+        })
+        .now();
+    assert_eq!(state, Ok(PeerOnlineState::Online));
+}
+
+#[tokio::test]
+async fn a_member_whose_connection_was_lost_lingers_then_leaves() {
+    let mut h = Harness::new("linger");
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle().await;
+    h.ask(ops::Leave {
+        channel: channel_key("room"),
+        uid: UserId::parse("bob").unwrap(),
+        session: bob,
+        reason: LeaveReason::ConnectionLost,
+    })
+    .now()
+    .unwrap();
+    let left = |h: &Harness| {
+        h.edge
+            .to(alice)
+            .iter()
+            .filter(|event| matches!(event, EventKind::MemberLeft(left) if left.member_id == "bob"))
+            .count()
+    };
+    tick_after(&mut h, Duration::from_secs(1));
+    assert_eq!(left(&h), 0, "still within its grace period");
+    tick_after(&mut h, Duration::from_secs(60));
+    assert_eq!(left(&h), 1);
+    let members = h
+        .ask(ops::Members {
+            channel: channel_key("room"),
+            asker: None,
+        })
+        .now();
+    assert_eq!(members, Ok(vec![UserId::parse("alice").unwrap()]));
+}
+
+#[tokio::test]
+async fn a_muted_member_cannot_send_until_unmuted() {
+    let mut h = Harness::new("mute");
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle().await;
+    let far = crate::owner::unix_ms() + 60_000;
+    let mut muted = h.ask(ops::Moderate {
+        action: crate::api::Moderation::Mute {
+            channel: channel_key("room"),
+            uid: UserId::parse("bob").unwrap(),
+            until_ms: far,
+            reason: "spam".into(),
+        },
+    });
+    h.settle().await;
+    assert_eq!(muted.now(), Ok(true));
+    assert!(h.edge.to(alice).iter().any(
+        |event| matches!(event, EventKind::MemberMuted(mute) if mute.member_id == "bob" && mute.muted)
+    ));
+    let refused = h.send("room", "bob", bob, "hi", false).now().unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Muted);
+
+    let mut unmuted = h.ask(ops::Moderate {
+        action: crate::api::Moderation::Unmute {
+            channel: channel_key("room"),
+            uid: UserId::parse("bob").unwrap(),
+        },
+    });
+    h.settle().await;
+    assert_eq!(unmuted.now(), Ok(true));
+    assert_eq!(
+        h.send("room", "bob", bob, "back", false).now().unwrap().seq,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_kicked_member_is_told_and_the_others_see_it_leave() {
+    let mut h = Harness::new("kick");
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle().await;
+    let kicked = h
+        .ask(ops::Moderate {
+            action: crate::api::Moderation::Kick {
+                channel: channel_key("room"),
+                uid: UserId::parse("bob").unwrap(),
+                reason: "bye".into(),
+            },
+        })
+        .now();
+    assert_eq!(kicked, Ok(true));
+    assert!(
+        h.edge.to(bob).iter().any(
+            |event| matches!(event, EventKind::KickedFromChannel(kick) if kick.reason == "bye")
+        )
+    );
+    assert!(
+        h.edge
+            .to(alice)
+            .iter()
+            .any(|event| matches!(event, EventKind::MemberLeft(left) if left.member_id == "bob"))
+    );
+    let refused = h.send("room", "bob", bob, "still here?", false).now();
+    assert_eq!(refused.unwrap_err().code, ErrorCode::NotJoined);
+}
+
+#[tokio::test]
+async fn a_client_back_from_a_reconnect_gets_what_it_missed() {
+    let mut h = Harness::new("resume");
+    let (alice, bob, bob_again) = (session(1), session(2), session(3));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle().await;
+    for text in ["one", "two", "three"] {
+        h.send("room", "alice", alice, text, false).now().unwrap();
+    }
+    let mut joined = h.ask(ops::Join {
+        channel: channel_key("room"),
+        uid: UserId::parse("bob").unwrap(),
+        session: bob_again,
+        resume: Resume::Client { after: 1 },
+    });
+    h.settle().await;
+    assert_eq!(joined.now(), Ok(3));
+    let events = h.edge.to(bob_again);
+    assert_eq!(
+        channel_messages(&events),
+        [(2, "two".to_owned()), (3, "three".to_owned())]
+    );
+    assert!(matches!(
+        events.last(),
+        Some(EventKind::ChannelRecovered(recovered))
+            if recovered.from_seq == 2 && recovered.to_seq == 3 && recovered.complete
+    ));
+}
+
+#[tokio::test]
+async fn an_accepted_invitation_is_told_to_both_sides() {
+    let mut h = Harness::new("invitation");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    h.login("bob", bob).await;
+    let invitation_id = h
+        .ask(crate::ops::InvitationSend {
+            caller: user_key("alice"),
+            caller_session: alice,
+            callee: UserId::parse("bob").unwrap(),
+            content: "call me".into(),
+            channel_id: "room".into(),
+            restore: None,
+        })
+        .now()
+        .unwrap();
+    assert!(h.edge.to(bob).iter().any(|event| matches!(
+        event,
+        EventKind::RemoteInvitationReceived(received)
+            if received.invitation_id == invitation_id && received.content == "call me"
+    )));
+    let again = h
+        .ask(crate::ops::InvitationSend {
+            caller: user_key("alice"),
+            caller_session: alice,
+            callee: UserId::parse("bob").unwrap(),
+            content: "again".into(),
+            channel_id: "room".into(),
+            restore: None,
+        })
+        .now();
+    assert_eq!(again.unwrap_err().code, ErrorCode::InvitationAlreadySent);
+
+    h.ask(ops::AnswerInvitation {
+        callee: user_key("bob"),
+        invitation_id,
+        accept: true,
+        response: "coming".into(),
+    })
+    .now()
+    .unwrap();
+    assert!(h.edge.to(alice).iter().any(|event| matches!(
+        event,
+        EventKind::LocalInvitationAccepted(accepted) if accepted.response == "coming"
+    )));
+    assert!(
+        h.edge
+            .to(bob)
+            .iter()
+            .any(|event| matches!(event, EventKind::RemoteInvitationAccepted(_)))
+    );
+    let late = h
+        .ask(ops::CancelInvitation {
+            callee: user_key("bob"),
+            caller: UserId::parse("alice").unwrap(),
+            invitation_id,
+        })
+        .now();
+    assert_eq!(late.unwrap_err().code, ErrorCode::InvitationAlreadyAccepted);
+}
+
+#[tokio::test]
+async fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
+    let mut h = Harness::new("ban");
+    let bob = session(2);
+    h.login("bob", bob).await;
+    let mut banned = h.ask(ops::Moderate {
+        action: crate::api::Moderation::Ban {
+            user: user_key("bob"),
+            until_ms: crate::owner::unix_ms() + 60_000,
+            reason: "abuse".into(),
+        },
+    });
+    h.settle().await;
+    assert_eq!(banned.now(), Ok(true));
+    assert_eq!(
+        *h.edge.ended.lock().unwrap(),
+        [(bob.session, Reason::BannedByServer)]
+    );
+    let mut again = h.ask(OpenSession {
+        user: user_key("bob"),
+        session: session(3),
+        multi_login: MultiLogin::Replace,
+    });
+    h.settle().await;
+    assert_eq!(again.now().unwrap_err().code, ErrorCode::Banned);
 }
