@@ -154,10 +154,17 @@ impl Command {
     /// The key whose commands must not overtake each other; `None` for commands that only read,
     /// or that are right in any order.
     fn key(&self) -> Option<Key> {
-        let Command::Call { request, .. } = self else {
-            // A peer message needs no order with others to the same receiver (one sender's
-            // stay in order at its edge); the rest are about every key.
-            return None;
+        let request = match self {
+            Command::Call { request, .. } => request,
+            // A peer message keeps its order with its receiver's store work: one cached while
+            // the receiver logs in is in the inbox the login reads.
+            Command::SendPeer { send, .. } => {
+                return Some(Key::User(UserKey {
+                    app: send.from.app.clone(),
+                    uid: send.to.clone(),
+                }));
+            }
+            _ => return None,
         };
         match request {
             // Reads, and an outcome someone is waiting for.

@@ -13,6 +13,7 @@ use parley_store::InboxLimits;
 use parley_store::StoreResult;
 use tokio::sync::oneshot;
 
+use super::Key;
 use super::PeerRouted;
 use super::REGION_PEER_MARGIN;
 use super::Reply;
@@ -36,6 +37,13 @@ pub(in crate::shard) struct PeerSending {
     /// The message as history and the inbox keep it.
     stored: v1::HistoryMessage,
     reply: Reply<Result<PeerRouted, Error>>,
+}
+
+impl PeerSending {
+    /// The receiver's key: its store work and its other messages keep their order.
+    fn receiver_key(&self) -> Key {
+        Key::User(self.receiver.clone())
+    }
 }
 
 impl Shard {
@@ -89,7 +97,7 @@ impl Shard {
             .history_retention
             .as_millis() as i64;
         let store = self.store.clone();
-        self.wait(None, async move {
+        self.wait(Some(peer.receiver_key()), async move {
             let conversation =
                 Conversation::peers(peer.send.from.uid.clone(), peer.receiver.uid.clone());
             let stored = store
@@ -121,7 +129,7 @@ impl Shard {
             && self.regions.spans_regions()
         {
             let store = self.store.clone();
-            self.wait(None, async move {
+            self.wait(Some(peer.receiver_key()), async move {
                 let (app, uid) = (&peer.receiver.app, &peer.receiver.uid);
                 let region = match store.user_regions(app, uid).await {
                     Ok(regions) => regions.into_iter().next(),
@@ -170,7 +178,7 @@ impl Shard {
         let sessions = self.sessions_of(&peer.receiver);
         if sessions.is_empty() && peer.send.enable_offline {
             let store = self.store.clone();
-            self.wait(None, async move {
+            self.wait(Some(peer.receiver_key()), async move {
                 let stored = store
                     .push(
                         &peer.receiver.app,

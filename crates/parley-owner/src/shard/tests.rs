@@ -390,21 +390,74 @@ async fn a_slow_key_refuses_what_would_queue_past_its_bound() {
 }
 
 #[tokio::test]
-async fn a_peer_message_waiting_for_history_holds_up_no_other() {
+async fn a_peer_message_waiting_for_history_holds_up_only_its_receivers() {
     let mut h = Harness::new("peers");
-    let bob = session(2);
+    let (bob, carol) = (session(2), session(3));
     h.login("bob", bob).await;
+    h.login("carol", carol).await;
 
-    let mut kept = h.send_peer("carol", "bob", true);
+    let mut kept = h.send_peer("alice", "bob", true);
     let held = h.hold();
     assert_eq!(held.len(), 1);
-    let mut live = h.send_peer("dave", "bob", false);
-    assert!(matches!(live.now(), Ok(PeerRouted::Delivered { .. })));
-    assert!(kept.is_pending());
+    // Another receiver's message goes at once; bob's next one waits its turn.
+    let mut to_carol = h.send_peer("dave", "carol", false);
+    assert!(matches!(to_carol.now(), Ok(PeerRouted::Delivered { .. })));
+    let mut to_bob = h.send_peer("dave", "bob", false);
+    assert!(kept.is_pending() && to_bob.is_pending());
 
     h.finish(held).await;
     assert!(matches!(kept.now(), Ok(PeerRouted::Delivered { .. })));
+    assert!(matches!(to_bob.now(), Ok(PeerRouted::Delivered { .. })));
     assert_eq!(h.edge.to(bob).len(), 2);
+}
+
+#[tokio::test]
+async fn a_message_cached_while_its_receiver_logs_in_is_in_the_inbox_the_login_reads() {
+    let mut h = Harness::new("inbox");
+    let bob = session(2);
+    let (reply, mut cached) = oneshot::channel();
+    h.shard.accept(Command::SendPeer {
+        send: PeerSend {
+            from: user_key("alice"),
+            to: UserId::parse("bob").unwrap(),
+            message: text_body("while you were away"),
+            enable_offline: true,
+            enable_history: false,
+            origin: None,
+            trace: None,
+        },
+        limits: InboxLimits {
+            max_count: 10,
+            max_age_ms: 60_000,
+        },
+        reply,
+    });
+    let pushing = h.hold();
+    // Bob logs in while the message is being stored: the login and its inbox read come after.
+    let mut login = h.ask(OpenSession {
+        user: user_key("bob"),
+        session: bob,
+        multi_login: MultiLogin::Replace,
+    });
+    let mut ready = h.ask(ops::SessionReady {
+        user: user_key("bob"),
+        session: bob,
+    });
+    // Whatever can go on does, and the login is still waiting for the message to be stored.
+    h.settle().await;
+    assert!(login.is_pending() && ready.is_pending());
+    h.finish(pushing).await;
+    h.settle().await;
+    assert!(matches!(
+        cached.try_recv(),
+        Ok(Ok(PeerRouted::Cached { .. }))
+    ));
+    login.now().unwrap();
+    ready.now().unwrap();
+    assert!(h.edge.to(bob).iter().any(|event| matches!(
+        event,
+        EventKind::MessageFromPeer(message) if message.is_offline_message
+    )));
 }
 
 #[tokio::test]
