@@ -533,7 +533,18 @@ impl Shard {
                 send,
                 region,
                 reply,
-            } => reply.send(self.send_invitation(send, region)),
+            } => {
+                let callee = Key::User(UserKey {
+                    app: send.caller.app.clone(),
+                    uid: send.callee.clone(),
+                });
+                // The callee moved to another owner while its region was looked up.
+                if self.still_owns(&callee) {
+                    reply.send(self.send_invitation(send, region));
+                } else {
+                    reply.send(Err(unavailable("the callee moved, retry")));
+                }
+            }
             Resumed::Banned {
                 user,
                 stored,
