@@ -516,3 +516,395 @@ impl EdgeSink for RemoteEdge {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::collections::BTreeSet;
+
+    use parley_core::app::MultiLogin;
+    use parley_core::attributes::AttributeOp;
+    use parley_core::ids::AppId;
+    use parley_core::ids::ChannelId;
+    use parley_core::ids::SessionRef;
+    use parley_core::ids::UserId;
+    use parley_proto::v1;
+    use parley_store::Conversation;
+    use parley_store::EventStream;
+    use parley_store::HistoryQuery;
+    use parley_store::Order;
+    use parley_store::Restriction;
+    use parley_store::Scope;
+    use parley_store::StoredEvent;
+
+    use super::*;
+    use crate::api::ChannelKey;
+    use crate::api::ChannelSent;
+    use crate::api::Interest;
+    use crate::api::InvitationRestore;
+    use crate::api::LeaveReason;
+    use crate::api::Moderation;
+    use crate::api::PeerOutcome;
+    use crate::api::RegionOrigin;
+    use crate::api::Resume;
+    use crate::api::UserKey;
+    use crate::ops;
+
+    fn app() -> AppId {
+        AppId::parse("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    fn uid(raw: &str) -> UserId {
+        UserId::parse(raw).unwrap()
+    }
+
+    fn user(raw: &str) -> UserKey {
+        UserKey {
+            app: app(),
+            uid: uid(raw),
+        }
+    }
+
+    fn channel() -> ChannelKey {
+        ChannelKey {
+            app: app(),
+            channel: ChannelId::parse("room 1").unwrap(),
+        }
+    }
+
+    fn session() -> SessionRef {
+        SessionRef {
+            edge: NodeId(2),
+            session: SessionId(u64::MAX),
+        }
+    }
+
+    fn body() -> v1::MessageBody {
+        v1::MessageBody {
+            description: "a picture".into(),
+            content: Some(v1::message_body::Content::Raw(vec![0, 255, 7].into())),
+        }
+    }
+
+    fn attribute() -> v1::ChannelAttribute {
+        v1::ChannelAttribute {
+            key: "topic".into(),
+            value: "héllo".into(),
+            last_update_user_id: "alice".into(),
+            last_update_ts: 1_700_000_000_000,
+        }
+    }
+
+    /// One request of every operation, with a response each, as the cluster carries them.
+    fn samples() -> Vec<(Request, Response)> {
+        let pairs = BTreeMap::from([("a".to_owned(), "1".to_owned())]);
+        vec![
+            (
+                Request::OpenSession(ops::OpenSession {
+                    user: user("alice"),
+                    session: session(),
+                    multi_login: MultiLogin::AllowMany,
+                }),
+                Response::OpenSession(()),
+            ),
+            (
+                Request::SessionReady(ops::SessionReady {
+                    user: user("alice"),
+                    session: session(),
+                }),
+                Response::SessionReady(()),
+            ),
+            (
+                Request::CloseSession(ops::CloseSession {
+                    user: user("alice"),
+                    session: session(),
+                    reason: LeaveReason::ConnectionLost,
+                }),
+                Response::CloseSession(()),
+            ),
+            (
+                Request::SetReachable(ops::SetReachable {
+                    user: user("alice"),
+                    session: session(),
+                    reachable: false,
+                }),
+                Response::SetReachable(()),
+            ),
+            (
+                Request::Join(ops::Join {
+                    channel: channel(),
+                    uid: uid("alice"),
+                    session: session(),
+                    resume: Resume::Handoff { after: 41 },
+                }),
+                Response::Join(42),
+            ),
+            (
+                Request::Leave(ops::Leave {
+                    channel: channel(),
+                    uid: uid("alice"),
+                    session: session(),
+                    reason: LeaveReason::Left,
+                }),
+                Response::Leave(()),
+            ),
+            (
+                Request::ChannelSend(ops::ChannelSend {
+                    channel: channel(),
+                    from: uid("alice"),
+                    session: None,
+                    message: body(),
+                    enable_history: true,
+                    origin: Some(RegionOrigin {
+                        region: "eu".into(),
+                        message_id: MessageId(u64::MAX - 1),
+                        server_received_ts: -1,
+                    }),
+                    trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+                }),
+                Response::ChannelSend(ChannelSent {
+                    message_id: MessageId(7),
+                    server_received_ts: 8,
+                    seq: 9,
+                }),
+            ),
+            (
+                Request::Members(ops::Members {
+                    channel: channel(),
+                    asker: Some((uid("alice"), session())),
+                }),
+                Response::Members(vec![uid("alice"), uid("b-o_b")]),
+            ),
+            (
+                Request::MemberCount(ops::MemberCount { channel: channel() }),
+                Response::MemberCount(u32::MAX),
+            ),
+            (
+                Request::UpdateUserAttributes(ops::UpdateUserAttributes {
+                    user: user("alice"),
+                    op: AttributeOp::AddOrUpdate(pairs.clone()),
+                }),
+                Response::UpdateUserAttributes(()),
+            ),
+            (
+                Request::UserAttributes(ops::UserAttributes {
+                    user: user("alice"),
+                    keys: vec!["a".into()],
+                }),
+                Response::UserAttributes(pairs.clone()),
+            ),
+            (
+                Request::UpdateChannelAttributes(ops::UpdateChannelAttributes {
+                    channel: channel(),
+                    by: uid("alice"),
+                    op: AttributeOp::DeleteKeys(vec!["a".into()]),
+                    notify_members: true,
+                }),
+                Response::UpdateChannelAttributes(()),
+            ),
+            (
+                Request::ChannelAttributes(ops::ChannelAttributes {
+                    channel: channel(),
+                    keys: Vec::new(),
+                }),
+                Response::ChannelAttributes(vec![attribute()]),
+            ),
+            (
+                Request::Presence(ops::Presence {
+                    user: user("alice"),
+                }),
+                Response::Presence(v1::PeerOnlineState::Unreachable),
+            ),
+            (
+                Request::SubscribePresence(ops::SubscribePresence {
+                    user: user("alice"),
+                    subscriber: session(),
+                }),
+                Response::SubscribePresence(v1::PeerOnlineState::Online),
+            ),
+            (
+                Request::UnsubscribePresence(ops::UnsubscribePresence {
+                    user: user("alice"),
+                    subscriber: session(),
+                }),
+                Response::UnsubscribePresence(()),
+            ),
+            (
+                Request::InvitationSend(ops::InvitationSend {
+                    caller: user("alice"),
+                    caller_session: session(),
+                    callee: uid("bob"),
+                    content: "call".into(),
+                    channel_id: "room".into(),
+                    restore: Some(InvitationRestore {
+                        invitation_id: 5,
+                        age: Duration::from_millis(1500),
+                        received: true,
+                    }),
+                }),
+                Response::InvitationSend(5),
+            ),
+            (
+                Request::CancelInvitation(ops::CancelInvitation {
+                    callee: user("bob"),
+                    caller: uid("alice"),
+                    invitation_id: 5,
+                }),
+                Response::CancelInvitation(()),
+            ),
+            (
+                Request::AnswerInvitation(ops::AnswerInvitation {
+                    callee: user("bob"),
+                    invitation_id: 5,
+                    accept: false,
+                    response: "busy".into(),
+                }),
+                Response::AnswerInvitation(()),
+            ),
+            (
+                Request::QueryHistory(ops::QueryHistory {
+                    app: app(),
+                    conversation: Conversation::peers(uid("bob"), uid("alice")),
+                    query: HistoryQuery {
+                        start_ms: 0,
+                        end_ms: i64::MAX,
+                        limit: 100,
+                        order: Order::Descending,
+                        after: Some((3, 4)),
+                    },
+                }),
+                Response::QueryHistory(vec![v1::HistoryMessage {
+                    message_id: 1,
+                    from: "alice".into(),
+                    message: Some(body()),
+                    server_received_ts: 2,
+                    seq: 3,
+                }]),
+            ),
+            (
+                Request::CountHistory(ops::CountHistory {
+                    app: app(),
+                    conversation: Conversation::Channel(channel().channel),
+                    start_ms: 1,
+                    end_ms: 2,
+                }),
+                Response::CountHistory(10),
+            ),
+            (
+                Request::Moderate(ops::Moderate {
+                    action: Moderation::Mute {
+                        channel: channel(),
+                        uid: uid("bob"),
+                        until_ms: 9,
+                        reason: "spam".into(),
+                    },
+                }),
+                Response::Moderate(true),
+            ),
+            (
+                Request::Restrictions(ops::Restrictions {
+                    app: app(),
+                    scope: Scope::Login,
+                }),
+                Response::Restrictions(vec![Restriction {
+                    uid: "bob".into(),
+                    since_ms: 1,
+                    until_ms: 2,
+                    reason: "abuse".into(),
+                }]),
+            ),
+            (
+                Request::Events(ops::Events {
+                    app: app(),
+                    stream: EventStream::Channels,
+                    after: 3,
+                    limit: 4,
+                }),
+                Response::Events(vec![StoredEvent {
+                    id: 1,
+                    ts_ms: 2,
+                    kind: "join".into(),
+                    uid: "bob".into(),
+                    channel_id: "room".into(),
+                    reason: String::new(),
+                }]),
+            ),
+            (
+                Request::RegionInterest(ops::RegionInterest {
+                    channel: channel(),
+                    region: "us".into(),
+                    interest: Interest {
+                        members: 3,
+                        fresh: true,
+                    },
+                }),
+                Response::RegionInterest(()),
+            ),
+            (
+                Request::RegionAttributes(ops::RegionAttributes {
+                    channel: channel(),
+                    attributes: vec![attribute()],
+                    notify_members: true,
+                }),
+                Response::RegionAttributes(()),
+            ),
+            (
+                Request::RegionCalleeEvent(ops::RegionCalleeEvent {
+                    callee: user("bob"),
+                    region: "us".into(),
+                    event: v1::Event {
+                        kind: Some(v1::event::Kind::RemoteInvitationCanceled(
+                            v1::RemoteInvitationCanceled {
+                                invitation_id: 5,
+                                caller_id: "alice".into(),
+                            },
+                        )),
+                    },
+                    receipt: Some(5),
+                }),
+                Response::RegionCalleeEvent(()),
+            ),
+            (
+                Request::RegionInvitationReceipt(ops::RegionInvitationReceipt {
+                    callee: user("bob"),
+                    invitation_id: 5,
+                }),
+                Response::RegionInvitationReceipt(()),
+            ),
+            (
+                Request::RegionPeerOutcome(ops::RegionPeerOutcome {
+                    user: user("bob"),
+                    message_id: MessageId(6),
+                    outcome: PeerOutcome::TimedOut,
+                }),
+                Response::RegionPeerOutcome(()),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_operation_crosses_the_wire_unchanged() {
+        let samples = samples();
+        let covered: BTreeSet<&str> = samples.iter().map(|(request, _)| request.name()).collect();
+        let all: BTreeSet<&str> = Request::NAMES.iter().copied().collect();
+        assert_eq!(covered, all, "a sample of every operation");
+        for (request, response) in samples {
+            let decoded: Request = decode(&encode(&request).unwrap()).unwrap();
+            assert_eq!(decoded, request);
+            let decoded: Response = decode(&encode(&response).unwrap()).unwrap();
+            assert_eq!(decoded, response);
+        }
+    }
+
+    #[test]
+    fn a_request_naming_an_invalid_id_is_refused_when_decoded() {
+        let request = Request::Presence(ops::Presence {
+            user: user("alice"),
+        });
+        let wire = String::from_utf8(encode(&request).unwrap())
+            .unwrap()
+            .replace("alice", "null");
+        let error = decode::<Request>(wire.as_bytes()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidArgument);
+    }
+}

@@ -115,6 +115,9 @@ macro_rules! operations {
         }
 
         impl Request {
+            /// Every operation's name.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($op)),*];
+
             /// The key whose owner answers it.
             pub fn route(&self) -> Route<'_> {
                 match self {
