@@ -13,6 +13,7 @@ pub mod invitation;
 pub mod limits;
 pub mod rate;
 pub mod ring;
+pub mod time;
 pub mod token;
 
 pub use error::Error;

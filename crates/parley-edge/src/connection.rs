@@ -1,10 +1,10 @@
 //! One client connection: a reader task that owns the session and a writer task that coalesces
 //! outgoing frames.
 
+use parley_core::time::unix_ms;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use axum::extract::ws::CloseFrame;
 use axum::extract::ws::Message;
@@ -742,12 +742,6 @@ fn event(kind: v1::event::Kind) -> v1::ServerFrame {
 /// When to warn of a token expiring at `expires_at`.
 fn warning_at(expires_at: Instant, warning: std::time::Duration) -> Instant {
     expires_at.checked_sub(warning).unwrap_or(expires_at)
-}
-
-pub(crate) fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// The monotonic instant of a Unix time, given the Unix time of now.

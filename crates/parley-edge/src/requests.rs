@@ -39,10 +39,10 @@ use crate::connection::Connection;
 use crate::connection::LoggedIn;
 use crate::connection::instant_of_unix_secs;
 use crate::connection::reply_frame;
-use crate::connection::unix_ms;
 use crate::edge::Outbound;
 use crate::edge::Outgoing;
 use crate::edge::SessionHandle;
+use parley_core::time::unix_ms;
 
 /// Outgoing invitations a session remembers (for cancel); older ones are forgotten.
 const MAX_OUTGOING_INVITATIONS: usize = 64;

@@ -14,6 +14,7 @@ use parley_core::ids::ChannelId;
 use parley_core::ids::MessageId;
 use parley_core::ids::UserId;
 use parley_core::limits::MAX_HISTORY_PAGE;
+use parley_core::time::unix_ms;
 use parley_owner::ChannelKey;
 use parley_owner::ChannelSend;
 use parley_owner::ChannelSent;
@@ -577,10 +578,4 @@ pub(crate) async fn events(
         .await?;
     let next = page.last().map_or(after, |event| event.id);
     Ok((page, next))
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }

@@ -144,7 +144,7 @@ pub(crate) fn delivering(frame: &SharedFrame, sessions: usize) -> tracing::Span 
     METRICS.delivered.add(sessions as u64, &attributes);
     METRICS.batch_size.record(sessions as u64, &attributes);
     if let Some(accepted_ms) = accepted_ms {
-        let waited_ms = crate::connection::unix_ms()
+        let waited_ms = parley_core::time::unix_ms()
             .saturating_sub(accepted_ms)
             .max(0);
         METRICS

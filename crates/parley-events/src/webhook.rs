@@ -7,10 +7,10 @@
 //! the Unix epoch), which the body repeats as `timestamp`, so a receiver can refuse stale
 //! replays. Receivers drop repeats by `id` (a delivery whose answer was lost is sent again).
 
+use parley_core::time::unix_ms;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use hmac::Hmac;
@@ -175,12 +175,6 @@ impl Lane {
                 .map_err(|error| error.to_string())?;
         Ok(response.status())
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! [`Owner`]: routes each request to the shard task that owns its key; reads that need no
 //! owned state (history, channel attributes) go straight to the store.
 
+use parley_core::time::unix_ms;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::hash::Hash;
@@ -8,7 +9,6 @@ use std::hash::RandomState;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::Duration;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
@@ -120,12 +120,6 @@ pub(crate) fn storage_error(error: StoreError) -> Error {
         ErrorCode::Unavailable,
         "storage is unavailable, retry later",
     )
-}
-
-pub(crate) fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// The owner of every channel and user in `parley dev` (and, in a cluster, of its ring share).

@@ -27,7 +27,7 @@ use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::ops;
 use crate::owner::storage_error;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 /// Compare-and-set attempts of one attribute write before it gives up.
 const CAS_ATTEMPTS: usize = 8;

@@ -40,7 +40,7 @@ use crate::api::Resume;
 use crate::ops;
 use crate::ops::ChannelSend;
 use crate::owner::storage_error;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 /// Sequence numbers reserved in the store at a time, so a restart never reuses one.
 const SEQUENCE_BLOCK: u64 = 1000;

@@ -31,7 +31,7 @@ use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::ops;
 use crate::ops::InvitationSend;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 impl Shard {
     /// An invitation to a callee with sessions here starts at once; otherwise the region

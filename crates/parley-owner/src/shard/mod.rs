@@ -78,7 +78,7 @@ use crate::ops::Response;
 use crate::ops::Route;
 use crate::owner::Edges;
 use crate::owner::OwnerConfig;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 type Reply<T> = oneshot::Sender<T>;
 

@@ -19,7 +19,7 @@ use crate::api::Moderation;
 use crate::api::UserKey;
 use crate::ops;
 use crate::owner::storage_error;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 impl Shard {
     /// Carries out `action` once the store has it (the key's other commands wait); replies

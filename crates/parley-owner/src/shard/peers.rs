@@ -25,7 +25,7 @@ use crate::api::PeerSend;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::owner::storage_error;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 /// A peer message on its way, between store operations.
 pub(in crate::shard) struct PeerSending {

@@ -6,7 +6,7 @@ use super::Resumed;
 use super::Shard;
 use crate::ops;
 use crate::owner::storage_error;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 impl Shard {
     /// The cutoff before which history is past the app's retention.

@@ -33,7 +33,7 @@ use crate::api::UserKey;
 use crate::ops;
 use crate::ops::OpenSession;
 use crate::owner::storage_error;
-use crate::owner::unix_ms;
+use parley_core::time::unix_ms;
 
 impl Shard {
     /// A login: checks for a ban (the user's commands wait for the answer), then records the

@@ -593,7 +593,7 @@ async fn a_muted_member_cannot_send_until_unmuted() {
     h.join("room", "alice", alice);
     h.join("room", "bob", bob);
     h.settle().await;
-    let far = crate::owner::unix_ms() + 60_000;
+    let far = parley_core::time::unix_ms() + 60_000;
     let mut muted = h.ask(ops::Moderate {
         action: crate::api::Moderation::Mute {
             channel: channel_key("room"),
@@ -756,7 +756,7 @@ async fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
     let mut banned = h.ask(ops::Moderate {
         action: crate::api::Moderation::Ban {
             user: user_key("bob"),
-            until_ms: crate::owner::unix_ms() + 60_000,
+            until_ms: parley_core::time::unix_ms() + 60_000,
             reason: "abuse".into(),
         },
     });
