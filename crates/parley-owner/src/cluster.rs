@@ -138,13 +138,11 @@ fn encode(value: &impl Serialize) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(value).map_err(|error| Error::internal(format!("encoding a call: {error}")))
 }
 
+/// A call or an answer that does not decode is a bug or a version mismatch between nodes, never
+/// a client's fault.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        Error::new(
-            ErrorCode::InvalidArgument,
-            format!("a malformed owner call: {error}"),
-        )
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|error| Error::internal(format!("malformed cluster message: {error}")))
 }
 
 // ---- server ------------------------------------------------------------------------------------
@@ -905,6 +903,6 @@ mod tests {
             .unwrap()
             .replace("alice", "null");
         let error = decode::<Request>(wire.as_bytes()).unwrap_err();
-        assert_eq!(error.code, ErrorCode::InvalidArgument);
+        assert_eq!(error.code, ErrorCode::Internal);
     }
 }

@@ -4,7 +4,7 @@
 //! so redirects, epochs and errors are handled in one place (`cluster.rs`), and an operation
 //! exists nowhere else but in the shard's handler for it.
 //!
-//! Adding one: a line in `operations!` below, an arm in the shard's `handle`, and the caller.
+//! Adding one: a line in `operations!` below, an arm in the shard's `call`, and the caller.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
-//! [`Owner`]: routes each request to the shard task that owns its key; reads that need no
-//! owned state (history, channel attributes) go straight to the store.
+//! [`Owner`]: routes each request to the shard task that owns its key; reads of what every
+//! owner shares (history, restrictions, event logs) go to the shards in turn.
 
 use parley_core::time::unix_ms;
 use std::collections::HashMap;
@@ -8,6 +8,8 @@ use std::hash::Hash;
 use std::hash::RandomState;
 use std::sync::Arc;
 use std::sync::RwLock;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -126,6 +128,8 @@ pub(crate) fn storage_error(error: StoreError) -> Error {
 pub struct Owner {
     shards: Vec<mpsc::Sender<Command>>,
     hasher: RandomState,
+    /// The shard the next read of shared state goes to.
+    next_any: AtomicUsize,
     edges: Arc<Edges>,
     apps: Arc<AppDirectory>,
     store: Arc<dyn Store>,
@@ -179,6 +183,7 @@ impl Owner {
         let owner = Arc::new(Owner {
             shards,
             hasher: RandomState::new(),
+            next_any: AtomicUsize::new(0),
             edges,
             apps,
             store,
@@ -264,7 +269,11 @@ impl Owner {
         match route {
             Route::User(app, uid) => self.shard_for(("user", app, uid)),
             Route::Channel(app, channel) => self.shard_for(("channel", app, channel)),
-            Route::Any(app) => self.shard_for(("any", app)),
+            // Any shard can: they take turns, so a burst of reads holds up no one shard.
+            Route::Any(_) => {
+                let turn = self.next_any.fetch_add(1, Ordering::Relaxed);
+                &self.shards[turn % self.shards.len()]
+            }
         }
     }
 

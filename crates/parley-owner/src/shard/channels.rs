@@ -123,12 +123,6 @@ impl Shard {
                 return;
             }
         };
-        // The channel moved to another owner while it loaded.
-        if !self.still_owns(&Key::Channel(join.key.clone())) {
-            join.reply
-                .send(Err(unavailable("the channel moved while joining, retry")));
-            return;
-        }
         let taken_up = !self.channels.contains_key(&join.key);
         if taken_up {
             self.channels.insert(
@@ -626,8 +620,9 @@ impl Shard {
                     fresh: false,
                 },
             });
+            // In order with the channel's attribute writes, so an older set never crosses last.
             let (store, regions) = (self.store.clone(), self.regions.clone());
-            self.detach(async move {
+            self.wait(Some(Key::Channel(channel.clone())), async move {
                 match store.get(&channel.app, &channel.channel).await {
                     Ok(Some(record)) => regions.publish(RegionRecord::Attributes {
                         channel,
@@ -639,6 +634,7 @@ impl Shard {
                         tracing::warn!(%error, "channel attributes not sent to a new region")
                     }
                 }
+                Resumed::Done
             });
         }
     }

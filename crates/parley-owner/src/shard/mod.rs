@@ -88,6 +88,8 @@ const MAX_WAITING: usize = 4096;
 /// Commands that may queue behind one key waiting on the store; more are refused with
 /// UNAVAILABLE (the store is too slow for them).
 const MAX_QUEUED_PER_KEY: usize = 1024;
+/// Commands that may queue behind all of a shard's busy keys together; more are refused too.
+const MAX_QUEUED: usize = 16 * 1024;
 /// Session directory writes that may wait for the store; more are dropped (a node that takes a
 /// user over then misses a session until its edge registers it again).
 const WRITE_BEHIND: usize = 4096;
@@ -167,12 +169,11 @@ impl Command {
             _ => return None,
         };
         match request {
-            // Reads, and an outcome someone is waiting for.
+            // Reads of what the shard holds or every owner shares, and an outcome someone is
+            // waiting for. (Stored attributes are read in order with the key's writes.)
             Request::Members(_)
             | Request::MemberCount(_)
             | Request::Presence(_)
-            | Request::UserAttributes(_)
-            | Request::ChannelAttributes(_)
             | Request::QueryHistory(_)
             | Request::CountHistory(_)
             | Request::Restrictions(_)
@@ -308,12 +309,22 @@ enum Resumed {
     Done,
 }
 
-/// Commands waiting for a key's store operations to end.
+/// What waits for a key's store operations to end, in arrival order.
 #[derive(Default)]
 struct Busy {
     /// Store operations of the key under way.
     waits: usize,
-    queued: VecDeque<Command>,
+    queued: VecDeque<Queued>,
+}
+
+/// Something that came for a busy key: a command, or what a command about every key (an edge
+/// gone, a ring change) means for this one, which must not overtake the commands before it.
+enum Queued {
+    Command(Box<Command>),
+    /// Edge `node` is gone: the key's sessions on it lost their connections.
+    EdgeGone(NodeId),
+    /// The ring gave the key to another node: its state goes.
+    Forget,
 }
 
 /// Where a shard tells the world outside the cluster what happened.
@@ -353,11 +364,10 @@ pub(crate) struct Shard {
     /// When this shard started or the ring last changed: for a while after, members may still
     /// be coming over to channels it now owns.
     keys_moved_at: Instant,
-    /// The ring of the last change and this node, to tell whether a key is still owned here
-    /// when its store operation ends (`None`: every key is, as in `parley dev`).
-    ring: Option<(Arc<Ring>, NodeId)>,
-    /// Keys with store operations under way, and the commands queued behind them.
+    /// Keys with store operations under way, and what is queued behind them.
     busy: HashMap<Key, Busy>,
+    /// Commands queued behind busy keys, all keys together.
+    queued: usize,
     /// Store operations started since the runtime last looked, for it to run.
     started: Vec<Waiting>,
     /// Work that answers nobody here (waiting for a client's receipt, say), for the runtime to
@@ -397,8 +407,8 @@ impl Shard {
             crossed_peers: Crossed::default(),
             keys_moved_at: now(),
             remote_invitations: HashMap::new(),
-            ring: None,
             busy: HashMap::new(),
+            queued: 0,
             started: Vec::new(),
             detached: Vec::new(),
             write_behind,
@@ -446,8 +456,9 @@ impl Shard {
         if let Some(key) = command.key()
             && let Some(busy) = self.busy.get_mut(&key)
         {
-            if busy.queued.len() < MAX_QUEUED_PER_KEY {
-                busy.queued.push_back(command);
+            if busy.queued.len() < MAX_QUEUED_PER_KEY && self.queued < MAX_QUEUED {
+                busy.queued.push_back(Queued::Command(Box::new(command)));
+                self.queued += 1;
             } else {
                 command.refuse(Error::new(
                     ErrorCode::Unavailable,
@@ -533,18 +544,7 @@ impl Shard {
                 send,
                 region,
                 reply,
-            } => {
-                let callee = Key::User(UserKey {
-                    app: send.caller.app.clone(),
-                    uid: send.callee.clone(),
-                });
-                // The callee moved to another owner while its region was looked up.
-                if self.still_owns(&callee) {
-                    reply.send(self.send_invitation(send, region));
-                } else {
-                    reply.send(Err(unavailable("the callee moved, retry")));
-                }
-            }
+            } => reply.send(self.send_invitation(send, region)),
             Resumed::Banned {
                 user,
                 stored,
@@ -575,26 +575,18 @@ impl Shard {
                 return;
             }
             match busy.queued.pop_front() {
-                Some(command) => self.handle(command),
+                Some(Queued::Command(command)) => {
+                    self.queued -= 1;
+                    self.handle(*command);
+                }
+                Some(Queued::EdgeGone(node)) => self.edge_gone_from(&key, node),
+                Some(Queued::Forget) => self.forget(&key),
                 None => {
                     self.busy.remove(&key);
                     return;
                 }
             }
         }
-    }
-
-    /// Whether this node still owns `key` (a ring change may have moved it while its store
-    /// operation ran: what it would set up then belongs to the new owner).
-    fn still_owns(&self, key: &Key) -> bool {
-        let Some((ring, me)) = &self.ring else {
-            return true;
-        };
-        let owner = match key {
-            Key::User(user) => ring.user_owner(&user.app, &user.uid),
-            Key::Channel(channel) => ring.channel_owner(&channel.app, &channel.channel),
-        };
-        owner == Some(*me)
     }
 
     fn handle(&mut self, command: Command) {
@@ -615,7 +607,6 @@ impl Shard {
             }
             Command::Forget { ring, me } => {
                 self.forget_unowned(&ring, me);
-                self.ring = Some((ring, me));
                 self.keys_moved_at = now();
             }
             Command::EdgeGone { node, reply } => {

@@ -19,13 +19,13 @@ use parley_store::StoreResult;
 use parley_store::StoredUserAttributes;
 
 use super::Key;
+use super::Queued;
 use super::Respond;
 use super::Resumed;
 use super::Shard;
 use super::now;
 use super::state::UserEntry;
 use super::state::UserSession;
-use super::unavailable;
 use crate::api::AppEventKind;
 use crate::api::LeaveReason;
 use crate::api::RegionRecord;
@@ -73,11 +73,6 @@ impl Shard {
             Err(error) => {
                 tracing::warn!(%error, uid = %open.user.uid, "could not check for a ban; letting the login in");
             }
-        }
-        // The user moved to another owner while the check ran.
-        if !self.still_owns(&Key::User(open.user.clone())) {
-            reply.send(Err(unavailable("the user moved while logging in, retry")));
-            return;
         }
         if self.has_session(&open.user, open.session) {
             reply.send(Ok(()));
@@ -283,35 +278,45 @@ impl Shard {
 
     /// Treats every session of edge `node` as a lost connection: members linger for their
     /// grace period (a client back through another edge in time causes no churn), users turn
-    /// unreachable, then offline.
+    /// unreachable, then offline. A key waiting on the store takes it after what it has queued
+    /// (a login or a join from that edge may still be on its way in).
     pub(super) fn edge_gone(&mut self, node: NodeId) {
-        let in_channels: Vec<_> = self
+        let keys: Vec<Key> = self
             .channels
-            .iter()
-            .flat_map(|(key, entry)| {
-                entry
-                    .membership
-                    .sessions_on(node)
-                    .into_iter()
-                    .map(move |(uid, session)| (key.clone(), uid, session))
-            })
+            .keys()
+            .map(|channel| Key::Channel(channel.clone()))
+            .chain(self.users.keys().map(|user| Key::User(user.clone())))
+            .filter(|key| !self.busy.contains_key(key))
             .collect();
-        for (key, uid, session) in in_channels {
-            let _ = self.leave(key, uid, session, LeaveReason::ConnectionLost);
+        for key in keys {
+            self.edge_gone_from(&key, node);
         }
-        let sessions: Vec<(UserKey, SessionRef)> = self
-            .users
-            .iter()
-            .flat_map(|(user, entry)| {
-                entry
-                    .sessions
-                    .iter()
-                    .filter(|known| known.session.edge == node)
-                    .map(move |known| (user.clone(), known.session))
-            })
-            .collect();
-        for (user, session) in sessions {
-            self.close_session(&user, session, LeaveReason::ConnectionLost);
+        for busy in self.busy.values_mut() {
+            busy.queued.push_back(Queued::EdgeGone(node));
+        }
+    }
+
+    /// What edge `node` being gone means for one key.
+    pub(super) fn edge_gone_from(&mut self, key: &Key, node: NodeId) {
+        match key {
+            Key::Channel(channel) => {
+                let Some(entry) = self.channels.get(channel) else {
+                    return;
+                };
+                for (uid, session) in entry.membership.sessions_on(node) {
+                    let _ = self.leave(channel.clone(), uid, session, LeaveReason::ConnectionLost);
+                }
+            }
+            Key::User(user) => {
+                let sessions: Vec<SessionRef> = self
+                    .sessions_of(user)
+                    .into_iter()
+                    .filter(|session| session.edge == node)
+                    .collect();
+                for session in sessions {
+                    self.close_session(user, session, LeaveReason::ConnectionLost);
+                }
+            }
         }
     }
 

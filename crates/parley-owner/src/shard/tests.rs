@@ -461,19 +461,61 @@ async fn a_message_cached_while_its_receiver_logs_in_is_in_the_inbox_the_login_r
 }
 
 #[tokio::test]
-async fn a_channel_that_moved_while_it_loaded_is_not_taken_up() {
+async fn a_ring_change_takes_a_loading_channel_after_the_commands_before_it() {
     let mut h = Harness::new("moved");
     let mut join = h.join("room", "alice", session(1));
     let held = h.hold();
-    // A ring without this node: every key moved away.
+    let mut count = h.ask(ops::MemberCount {
+        channel: channel_key("room"),
+    });
+    assert_eq!(count.now(), Ok(0), "reads are not held up");
+    // A ring without this node: every key moved away. The join came first and is answered;
+    // then the channel's state goes.
     let ring = Arc::new(Ring::new(2, &[NodeId(9)], 8));
     h.shard.accept(Command::Forget {
         ring,
         me: NodeId(1),
     });
+    let mut after = h.join("room", "bob", session(2));
     h.finish(held).await;
-    assert_eq!(join.now().unwrap_err().code, ErrorCode::Unavailable);
-    assert!(h.shard.channels.is_empty());
+    assert_eq!(join.now(), Ok(0));
+    // What came after the ring change finds the channel as a new owner would: empty, its
+    // numbering past the block the first join reserved.
+    h.settle().await;
+    assert_eq!(after.now(), Ok(1000));
+    let members = h
+        .ask(ops::Members {
+            channel: channel_key("room"),
+            asker: None,
+        })
+        .now();
+    assert_eq!(members, Ok(vec![UserId::parse("bob").unwrap()]));
+}
+
+#[tokio::test]
+async fn an_edge_gone_takes_a_login_still_checking_for_a_ban_too() {
+    let mut h = Harness::new("edge-gone");
+    let bob = session(2);
+    let mut login = h.ask(OpenSession {
+        user: user_key("bob"),
+        session: bob,
+        multi_login: MultiLogin::Replace,
+    });
+    let checking = h.hold();
+    let (reply, _gone) = oneshot::channel();
+    h.shard.accept(Command::EdgeGone { node: EDGE, reply });
+    h.finish(checking).await;
+    login.now().unwrap();
+    let state = h
+        .ask(ops::Presence {
+            user: user_key("bob"),
+        })
+        .now();
+    assert_eq!(
+        state,
+        Ok(PeerOnlineState::Unreachable),
+        "its session was lost with its edge"
+    );
 }
 
 /// The presence states `watcher` was told of `uid`, in order.

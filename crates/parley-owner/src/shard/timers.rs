@@ -9,6 +9,8 @@ use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
 
+use super::Key;
+use super::Queued;
 use super::Shard;
 use crate::api::ChannelKey;
 use crate::api::Interest;
@@ -16,24 +18,60 @@ use crate::api::RegionRecord;
 use crate::api::UserKey;
 
 impl Shard {
+    /// Drops the state of every key the ring no longer gives node `me`, so that it never
+    /// comes back should the key return (the edges re-register what is live with the new
+    /// owners). A key waiting on the store is dropped after what it has queued, which came
+    /// before the ring changed.
     pub(super) fn forget_unowned(&mut self, ring: &Ring, me: NodeId) {
-        let before = (self.users.len(), self.channels.len());
-        self.users
-            .retain(|key, _| ring.user_owner(&key.app, &key.uid) == Some(me));
-        self.channels
-            .retain(|key, _| ring.channel_owner(&key.app, &key.channel) == Some(me));
-        let (users, channels) = (&self.users, &self.channels);
-        self.timed_users.retain(|key| users.contains_key(key));
-        self.lingering.retain(|key| channels.contains_key(key));
-        self.counts_changed.retain(|key| channels.contains_key(key));
-        let dropped = (before.0 - self.users.len(), before.1 - self.channels.len());
-        if dropped != (0, 0) {
+        let owned = |key: &Key| match key {
+            Key::User(user) => ring.user_owner(&user.app, &user.uid) == Some(me),
+            Key::Channel(channel) => ring.channel_owner(&channel.app, &channel.channel) == Some(me),
+        };
+        let unowned: Vec<Key> = self
+            .users
+            .keys()
+            .map(|user| Key::User(user.clone()))
+            .chain(
+                self.channels
+                    .keys()
+                    .map(|channel| Key::Channel(channel.clone())),
+            )
+            .chain(self.busy.keys().cloned())
+            .filter(|key| !owned(key))
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut dropped = 0;
+        for key in unowned {
+            match self.busy.get_mut(&key) {
+                Some(busy) => busy.queued.push_back(Queued::Forget),
+                None => {
+                    self.forget(&key);
+                    dropped += 1;
+                }
+            }
+        }
+        if dropped > 0 {
             tracing::info!(
-                users = dropped.0,
-                channels = dropped.1,
+                keys = dropped,
                 epoch = ring.epoch(),
                 "handed keys over to their new owners"
             );
+        }
+    }
+
+    /// Drops everything kept of `key`.
+    pub(super) fn forget(&mut self, key: &Key) {
+        match key {
+            Key::User(user) => {
+                self.users.remove(user);
+                self.timed_users.remove(user);
+            }
+            Key::Channel(channel) => {
+                self.channels.remove(channel);
+                self.lingering.remove(channel);
+                self.counts_changed.remove(channel);
+            }
         }
     }
 
