@@ -816,3 +816,252 @@ async fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
     h.settle().await;
     assert_eq!(again.now().unwrap_err().code, ErrorCode::Banned);
 }
+
+fn invite(h: &mut Harness, caller: &str, caller_session: SessionRef, callee: &str) -> u64 {
+    h.ask(crate::ops::InvitationSend {
+        caller: user_key(caller),
+        caller_session,
+        callee: UserId::parse(callee).unwrap(),
+        content: "call".into(),
+        channel_id: "room".into(),
+        restore: None,
+    })
+    .now()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_invitation_to_a_callee_who_never_comes_fails_with_peer_offline() {
+    let mut h = Harness::new("invite-offline");
+    let alice = session(1);
+    h.login("alice", alice).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    tick_after(&mut h, Duration::from_secs(120));
+    assert!(h.edge.to(alice).iter().any(|event| matches!(
+        event,
+        EventKind::LocalInvitationFailure(failure)
+            if failure.invitation_id == invitation_id
+                && failure.reason == v1::InvitationFailureReason::PeerOffline as i32
+    )));
+}
+
+#[tokio::test]
+async fn an_offline_callee_gets_the_invitation_when_it_logs_in() {
+    let mut h = Harness::new("invite-later");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    h.login("bob", bob).await;
+    let mut ready = h.ask(ops::SessionReady {
+        user: user_key("bob"),
+        session: bob,
+    });
+    h.settle().await;
+    ready.now().unwrap();
+    assert!(h.edge.to(bob).iter().any(|event| matches!(
+        event,
+        EventKind::RemoteInvitationReceived(received) if received.invitation_id == invitation_id
+    )));
+}
+
+#[tokio::test]
+async fn a_refused_invitation_is_told_to_both_sides() {
+    let mut h = Harness::new("invite-refuse");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    h.login("bob", bob).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    h.ask(ops::AnswerInvitation {
+        callee: user_key("bob"),
+        invitation_id,
+        accept: false,
+        response: "busy".into(),
+    })
+    .now()
+    .unwrap();
+    assert!(h.edge.to(alice).iter().any(|event| matches!(
+        event,
+        EventKind::LocalInvitationRefused(refused) if refused.response == "busy"
+    )));
+    assert!(
+        h.edge
+            .to(bob)
+            .iter()
+            .any(|event| matches!(event, EventKind::RemoteInvitationRefused(_)))
+    );
+}
+
+#[tokio::test]
+async fn a_canceled_invitation_is_told_to_both_sides_and_only_its_caller_may_cancel() {
+    let mut h = Harness::new("invite-cancel");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    h.login("bob", bob).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    let cancel = |caller: &str| ops::CancelInvitation {
+        callee: user_key("bob"),
+        caller: UserId::parse(caller).unwrap(),
+        invitation_id,
+    };
+    let stranger = h.ask(cancel("mallory")).now();
+    assert_eq!(stranger.unwrap_err().code, ErrorCode::InvitationNotStarted);
+    h.ask(cancel("alice")).now().unwrap();
+    assert!(
+        h.edge
+            .to(alice)
+            .iter()
+            .any(|event| matches!(event, EventKind::LocalInvitationCanceled(_)))
+    );
+    assert!(
+        h.edge
+            .to(bob)
+            .iter()
+            .any(|event| matches!(event, EventKind::RemoteInvitationCanceled(_)))
+    );
+}
+
+#[tokio::test]
+async fn a_logout_is_offline_at_once_and_a_silent_connection_unreachable() {
+    let mut h = Harness::new("logout");
+    let (watcher, bob) = (session(1), session(2));
+    h.ask(ops::SubscribePresence {
+        user: user_key("bob"),
+        subscriber: watcher,
+    })
+    .now()
+    .unwrap();
+    h.login("bob", bob).await;
+    let reachable = |h: &mut Harness, reachable| {
+        h.ask(ops::SetReachable {
+            user: user_key("bob"),
+            session: bob,
+            reachable,
+        })
+        .now()
+        .unwrap();
+    };
+    reachable(&mut h, false);
+    reachable(&mut h, true);
+    h.ask(ops::CloseSession {
+        user: user_key("bob"),
+        session: bob,
+        reason: LeaveReason::Left,
+    })
+    .now()
+    .unwrap();
+    h.settle().await;
+    assert_eq!(
+        presence_told(&h, watcher, "bob"),
+        [
+            PeerOnlineState::Online,
+            PeerOnlineState::Unreachable,
+            PeerOnlineState::Online,
+            PeerOnlineState::Offline
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_leave_is_told_at_once_and_member_counts_go_out_on_the_tick() {
+    let mut h = Harness::new("leave");
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle().await;
+    tick_after(&mut h, Duration::from_secs(5));
+    let counts = |h: &Harness| -> Vec<u32> {
+        h.edge
+            .to(alice)
+            .iter()
+            .filter_map(|event| match event {
+                EventKind::MemberCountUpdated(count) => Some(count.member_count),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(counts(&h), [2]);
+    h.ask(ops::Leave {
+        channel: channel_key("room"),
+        uid: UserId::parse("bob").unwrap(),
+        session: bob,
+        reason: LeaveReason::Left,
+    })
+    .now()
+    .unwrap();
+    assert!(
+        h.edge
+            .to(alice)
+            .iter()
+            .any(|event| matches!(event, EventKind::MemberLeft(left) if left.member_id == "bob"))
+    );
+    tick_after(&mut h, Duration::from_secs(10));
+    assert_eq!(counts(&h), [2, 1]);
+    // The last member leaves: the channel is forgotten (its attributes start to expire).
+    h.ask(ops::Leave {
+        channel: channel_key("room"),
+        uid: UserId::parse("alice").unwrap(),
+        session: alice,
+        reason: LeaveReason::Left,
+    })
+    .now()
+    .unwrap();
+    assert!(h.shard.channels.is_empty());
+}
+
+#[tokio::test]
+async fn user_attributes_need_a_session_and_read_back_as_written() {
+    let mut h = Harness::new("user-attributes");
+    let update = || ops::UpdateUserAttributes {
+        user: user_key("bob"),
+        op: parley_core::attributes::AttributeOp::Set(
+            [("mood".to_owned(), "calm".to_owned())].into(),
+        ),
+    };
+    let refused = h.ask(update()).now();
+    assert_eq!(refused.unwrap_err().code, ErrorCode::NotLoggedIn);
+    h.login("bob", session(2)).await;
+    let mut updated = h.ask(update());
+    h.settle().await;
+    updated.now().unwrap();
+    let mut read = h.ask(ops::UserAttributes {
+        user: user_key("bob"),
+        keys: Vec::new(),
+    });
+    h.settle().await;
+    assert_eq!(
+        read.now(),
+        Ok([("mood".to_owned(), "calm".to_owned())].into())
+    );
+}
+
+#[tokio::test]
+async fn channel_attribute_changes_reach_the_members_when_asked() {
+    let mut h = Harness::new("channel-attributes");
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle().await;
+    let mut updated = h.ask(ops::UpdateChannelAttributes {
+        channel: channel_key("room"),
+        by: UserId::parse("alice").unwrap(),
+        op: parley_core::attributes::AttributeOp::AddOrUpdate(
+            [("topic".to_owned(), "rust".to_owned())].into(),
+        ),
+        notify_members: true,
+    });
+    h.settle().await;
+    updated.now().unwrap();
+    assert!(h.edge.to(bob).iter().any(|event| matches!(
+        event,
+        EventKind::AttributesUpdated(updated)
+            if updated.attributes.iter().any(|attribute| attribute.value == "rust")
+    )));
+    let mut read = h.ask(ops::ChannelAttributes {
+        channel: channel_key("room"),
+        keys: vec!["topic".into()],
+    });
+    h.settle().await;
+    let attributes = read.now().unwrap();
+    assert_eq!(attributes.len(), 1);
+    assert_eq!(attributes[0].last_update_user_id, "alice");
+}
