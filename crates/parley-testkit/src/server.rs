@@ -172,7 +172,7 @@ impl TestServerBuilder {
                 let (spec, grpc, http) = spec;
                 let store = if spec.owner {
                     Some(
-                        parley::dev::open_store(&store_url, data_dir.path())
+                        parley::node::open_store(&store_url, data_dir.path())
                             .await
                             .expect("open the store"),
                     )
@@ -210,7 +210,7 @@ impl TestServerBuilder {
             state.wait_until_settled().await;
             cluster_state = Some(state);
         } else {
-            let store = parley::dev::open_store(&store_url, data_dir.path())
+            let store = parley::node::open_store(&store_url, data_dir.path())
                 .await
                 .expect("open the store");
             let node = parley::dev::node(

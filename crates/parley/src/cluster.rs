@@ -123,7 +123,7 @@ pub async fn node(
         owner_config.node = me;
         let store = store.ok_or_else(|| anyhow::anyhow!("an owner needs a store"))?;
         let (owner, bridge) =
-            crate::dev::start_owner(owner_config, &apps, store, events, regions).await?;
+            crate::node::start_owner(owner_config, &apps, store, events, regions).await?;
         (Some(owner), bridge)
     } else {
         (None, None)
@@ -260,7 +260,7 @@ impl ClusterHandle {
             } else {
                 MultiLogin::Replace
             };
-            let keys = crate::dev::customer_keys(&info.customer_keys);
+            let keys = crate::node::customer_keys(&info.customer_keys);
             match keys {
                 // Meta's keys come on top of the node's own.
                 Ok(keys) => app.customer_keys.extend(keys),
@@ -629,7 +629,7 @@ pub async fn operate(command: crate::cli::ClusterCommand) -> anyhow::Result<()> 
             customer_key,
             webhook,
         } => {
-            crate::dev::customer_keys(&customer_key)?;
+            crate::node::customer_keys(&customer_key)?;
             webhook.webhook()?;
             let reply = parley_meta::watch::command(&meta, |mut client| {
                 let app = wire::AppInfo {

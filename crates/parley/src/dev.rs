@@ -15,14 +15,10 @@ use parley_core::ids::AppId;
 use parley_edge::Edge;
 use parley_edge::EdgeConfig;
 use parley_edge::Router;
-use parley_events::EventPipeline;
 use parley_events::PipelineConfig;
 use parley_owner::Owner;
 use parley_owner::OwnerConfig;
-use parley_owner::RegionLink;
 use parley_proto::v1::connection_state_changed::Reason;
-use parley_store::EmbeddedStore;
-use parley_store::RedisStore;
 use parley_store::Store;
 use tokio::net::TcpListener;
 
@@ -35,61 +31,6 @@ pub struct Node {
     pub router: Router,
 }
 
-/// Opens the store `--store` names: `embedded` (a file in `data_dir`), `redis://HOST:PORT` or
-/// `redis-cluster://HOST:PORT,HOST:PORT,…`.
-pub async fn open_store(store: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    if store == "embedded" {
-        let store = EmbeddedStore::open(data_dir)
-            .with_context(|| format!("open the store in {}", data_dir.display()))?;
-        Ok(Arc::new(store))
-    } else if store.starts_with("redis://") || store.starts_with("redis-cluster://") {
-        let redis = RedisStore::connect(store)
-            .await
-            .with_context(|| format!("connect to {store}"))?;
-        Ok(Arc::new(redis))
-    } else {
-        anyhow::bail!(
-            "--store must be embedded, redis://HOST:PORT or redis-cluster://HOST:PORT,…, not {store:?}"
-        )
-    }
-}
-
-/// Starts an owner with its event pipeline and, when `regions` are configured, its link to
-/// them and the bridge that brings their traffic in (to be spawned; its `owners` route to this
-/// owner until the caller gives it a router).
-pub async fn start_owner(
-    owner_config: OwnerConfig,
-    apps: &Arc<AppDirectory>,
-    store: Arc<dyn Store>,
-    events: PipelineConfig,
-    regions: Option<RegionConfig>,
-) -> anyhow::Result<(Arc<Owner>, Option<parley_bridge::Bridge>)> {
-    let events = EventPipeline::start(events, apps.clone(), store.clone())
-        .map_err(|error| anyhow::anyhow!("start the event pipeline: {error}"))?;
-    let link: Arc<dyn RegionLink> = match &regions {
-        Some(regions) => parley_bridge::KafkaRegionLink::start(regions)
-            .map_err(|error| anyhow::anyhow!("start the region link: {error}"))?,
-        None => Arc::new(parley_owner::NoRegions),
-    };
-    let owner = Owner::start(
-        owner_config,
-        apps.clone(),
-        store.clone(),
-        events,
-        link.clone(),
-    )
-    .await
-    .map_err(|error| anyhow::anyhow!("start the owner: {error}"))?;
-    let bridge = regions.map(|config| parley_bridge::Bridge {
-        config,
-        owners: owner.clone(),
-        local: owner.clone(),
-        store,
-        link,
-    });
-    Ok((owner, bridge))
-}
-
 /// Wires an owner and an edge together in one process.
 pub async fn node(
     apps: AppDirectory,
@@ -100,7 +41,8 @@ pub async fn node(
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Node> {
     let apps = Arc::new(apps);
-    let (owner, bridge) = start_owner(owner_config, &apps, store, events, regions).await?;
+    let (owner, bridge) =
+        crate::node::start_owner(owner_config, &apps, store, events, regions).await?;
     if let Some(bridge) = bridge {
         tokio::spawn(bridge.run());
     }
@@ -139,7 +81,7 @@ pub async fn run(
     telemetry: Arc<parley_telemetry::Telemetry>,
 ) -> anyhow::Result<ExitCode> {
     let mut app = resolve_app(&options)?;
-    app.customer_keys = customer_keys(&options.customer_key)?;
+    app.customer_keys = crate::node::customer_keys(&options.customer_key)?;
     app.webhook = options.webhook.webhook()?;
     if options.allow_multi_login {
         app.multi_login = MultiLogin::AllowMany;
@@ -187,7 +129,7 @@ pub async fn run(
     ));
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
-    let store = open_store(&options.store, &options.data_dir).await?;
+    let store = crate::node::open_store(&options.store, &options.data_dir).await?;
     let mut node = node(
         AppDirectory::new([app.clone()]),
         owner_config,
@@ -202,7 +144,7 @@ pub async fn run(
         .router
         .merge(crate::web::routes(app))
         .merge(crate::ops::routes(telemetry, readiness));
-    serve(node, listener, shutdown_signal()).await?;
+    serve(node, listener, crate::node::shutdown_signal()).await?;
     tracing::info!("parley dev stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -242,33 +184,6 @@ fn save_app(path: &Path, app_id: &str, certificate: &str) -> anyhow::Result<()> 
         .with_context(|| format!("write {}", path.display()))
 }
 
-/// Reads `--customer-key` values.
-pub fn customer_keys(raw: &[String]) -> anyhow::Result<Vec<parley_core::app::CustomerKey>> {
-    raw.iter()
-        .map(|raw| {
-            parley_core::app::CustomerKey::parse(raw)
-                .map_err(|error| anyhow::anyhow!("--customer-key: {error}"))
-        })
-        .collect()
-}
-
 fn random_hex32() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
 }

@@ -7,6 +7,7 @@ pub mod client_cmd;
 pub mod cluster;
 pub mod config;
 pub mod dev;
+pub mod node;
 pub mod ops;
 pub mod run;
 pub mod web;

@@ -104,14 +104,14 @@ pub async fn run(
             if options.allow_multi_login {
                 app.multi_login = MultiLogin::AllowMany;
             }
-            app.customer_keys = crate::dev::customer_keys(&options.customer_key)?;
+            app.customer_keys = crate::node::customer_keys(&options.customer_key)?;
             app.webhook = options.webhook.webhook()?;
             AppDirectory::new([app])
         }
         None => AppDirectory::new([]),
     };
     let store = if owner {
-        Some(crate::dev::open_store(&options.store, &options.data_dir).await?)
+        Some(crate::node::open_store(&options.store, &options.data_dir).await?)
     } else {
         None
     };
@@ -178,7 +178,7 @@ pub async fn run(
         );
     }
     tracing::info!(node = me.0, edge, owner, meta, "node started");
-    crate::cluster::serve(node, grpc, http, crate::dev::shutdown_signal()).await?;
+    crate::cluster::serve(node, grpc, http, crate::node::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
