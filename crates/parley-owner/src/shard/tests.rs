@@ -63,6 +63,11 @@ struct Edge {
 }
 
 impl Edge {
+    /// Whether `session` was sent an event that `is` picks.
+    fn saw(&self, session: SessionRef, is: impl Fn(&EventKind) -> bool) -> bool {
+        self.to(session).iter().any(is)
+    }
+
     fn to(&self, session: SessionRef) -> Vec<EventKind> {
         self.events
             .lock()
@@ -454,7 +459,7 @@ async fn a_message_cached_while_its_receiver_logs_in_is_in_the_inbox_the_login_r
     ));
     login.now().unwrap();
     ready.now().unwrap();
-    assert!(h.edge.to(bob).iter().any(|event| matches!(
+    assert!(h.edge.saw(bob, |event| matches!(
         event,
         EventKind::MessageFromPeer(message) if message.is_offline_message
     )));
@@ -646,7 +651,7 @@ async fn a_muted_member_cannot_send_until_unmuted() {
     });
     h.settle().await;
     assert_eq!(muted.now(), Ok(true));
-    assert!(h.edge.to(alice).iter().any(
+    assert!(h.edge.saw(alice,
         |event| matches!(event, EventKind::MemberMuted(mute) if mute.member_id == "bob" && mute.muted)
     ));
     let refused = h.send("room", "bob", bob, "hi", false).now().unwrap_err();
@@ -683,17 +688,14 @@ async fn a_kicked_member_is_told_and_the_others_see_it_leave() {
         })
         .now();
     assert_eq!(kicked, Ok(true));
-    assert!(
-        h.edge.to(bob).iter().any(
-            |event| matches!(event, EventKind::KickedFromChannel(kick) if kick.reason == "bye")
-        )
-    );
-    assert!(
-        h.edge
-            .to(alice)
-            .iter()
-            .any(|event| matches!(event, EventKind::MemberLeft(left) if left.member_id == "bob"))
-    );
+    assert!(h.edge.saw(
+        bob,
+        |event| matches!(event, EventKind::KickedFromChannel(kick) if kick.reason == "bye")
+    ));
+    assert!(h.edge.saw(
+        alice,
+        |event| matches!(event, EventKind::MemberLeft(left) if left.member_id == "bob")
+    ));
     let refused = h.send("room", "bob", bob, "still here?", false).now();
     assert_eq!(refused.unwrap_err().code, ErrorCode::NotJoined);
 }
@@ -745,7 +747,7 @@ async fn an_accepted_invitation_is_told_to_both_sides() {
         })
         .now()
         .unwrap();
-    assert!(h.edge.to(bob).iter().any(|event| matches!(
+    assert!(h.edge.saw(bob, |event| matches!(
         event,
         EventKind::RemoteInvitationReceived(received)
             if received.invitation_id == invitation_id && received.content == "call me"
@@ -770,16 +772,14 @@ async fn an_accepted_invitation_is_told_to_both_sides() {
     })
     .now()
     .unwrap();
-    assert!(h.edge.to(alice).iter().any(|event| matches!(
+    assert!(h.edge.saw(alice, |event| matches!(
         event,
         EventKind::LocalInvitationAccepted(accepted) if accepted.response == "coming"
     )));
-    assert!(
-        h.edge
-            .to(bob)
-            .iter()
-            .any(|event| matches!(event, EventKind::RemoteInvitationAccepted(_)))
-    );
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationAccepted(_)
+    )));
     let late = h
         .ask(ops::CancelInvitation {
             callee: user_key("bob"),
@@ -837,7 +837,7 @@ async fn an_invitation_to_a_callee_who_never_comes_fails_with_peer_offline() {
     h.login("alice", alice).await;
     let invitation_id = invite(&mut h, "alice", alice, "bob");
     tick_after(&mut h, Duration::from_secs(120));
-    assert!(h.edge.to(alice).iter().any(|event| matches!(
+    assert!(h.edge.saw(alice, |event| matches!(
         event,
         EventKind::LocalInvitationFailure(failure)
             if failure.invitation_id == invitation_id
@@ -858,7 +858,7 @@ async fn an_offline_callee_gets_the_invitation_when_it_logs_in() {
     });
     h.settle().await;
     ready.now().unwrap();
-    assert!(h.edge.to(bob).iter().any(|event| matches!(
+    assert!(h.edge.saw(bob, |event| matches!(
         event,
         EventKind::RemoteInvitationReceived(received) if received.invitation_id == invitation_id
     )));
@@ -879,16 +879,14 @@ async fn a_refused_invitation_is_told_to_both_sides() {
     })
     .now()
     .unwrap();
-    assert!(h.edge.to(alice).iter().any(|event| matches!(
+    assert!(h.edge.saw(alice, |event| matches!(
         event,
         EventKind::LocalInvitationRefused(refused) if refused.response == "busy"
     )));
-    assert!(
-        h.edge
-            .to(bob)
-            .iter()
-            .any(|event| matches!(event, EventKind::RemoteInvitationRefused(_)))
-    );
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationRefused(_)
+    )));
 }
 
 #[tokio::test]
@@ -906,18 +904,14 @@ async fn a_canceled_invitation_is_told_to_both_sides_and_only_its_caller_may_can
     let stranger = h.ask(cancel("mallory")).now();
     assert_eq!(stranger.unwrap_err().code, ErrorCode::InvitationNotStarted);
     h.ask(cancel("alice")).now().unwrap();
-    assert!(
-        h.edge
-            .to(alice)
-            .iter()
-            .any(|event| matches!(event, EventKind::LocalInvitationCanceled(_)))
-    );
-    assert!(
-        h.edge
-            .to(bob)
-            .iter()
-            .any(|event| matches!(event, EventKind::RemoteInvitationCanceled(_)))
-    );
+    assert!(h.edge.saw(alice, |event| matches!(
+        event,
+        EventKind::LocalInvitationCanceled(_)
+    )));
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationCanceled(_)
+    )));
 }
 
 #[tokio::test]
@@ -988,12 +982,10 @@ async fn a_leave_is_told_at_once_and_member_counts_go_out_on_the_tick() {
     })
     .now()
     .unwrap();
-    assert!(
-        h.edge
-            .to(alice)
-            .iter()
-            .any(|event| matches!(event, EventKind::MemberLeft(left) if left.member_id == "bob"))
-    );
+    assert!(h.edge.saw(
+        alice,
+        |event| matches!(event, EventKind::MemberLeft(left) if left.member_id == "bob")
+    ));
     tick_after(&mut h, Duration::from_secs(10));
     assert_eq!(counts(&h), [2, 1]);
     // The last member leaves: the channel is forgotten (its attributes start to expire).
@@ -1051,7 +1043,7 @@ async fn channel_attribute_changes_reach_the_members_when_asked() {
     });
     h.settle().await;
     updated.now().unwrap();
-    assert!(h.edge.to(bob).iter().any(|event| matches!(
+    assert!(h.edge.saw(bob, |event| matches!(
         event,
         EventKind::AttributesUpdated(updated)
             if updated.attributes.iter().any(|attribute| attribute.value == "rust")
