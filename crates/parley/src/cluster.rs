@@ -202,6 +202,21 @@ struct HandleInner {
 }
 
 impl ClusterHandle {
+    /// Makes this node the whole cluster, with no meta: its ring is itself alone (`parley dev`).
+    pub fn stand_alone(&self) {
+        let me = self.inner.me;
+        self.inner.topology.send_replace(Arc::new(Topology {
+            ring: Ring::new(1, &[me], DEFAULT_VIRTUAL_NODES),
+            addresses: BTreeMap::new(),
+            edges: BTreeSet::from([me]),
+        }));
+    }
+
+    /// The node's edge, when it is one.
+    pub fn edge(&self) -> Option<Arc<Edge>> {
+        self.inner.edge.clone()
+    }
+
     /// The node's current topology.
     pub fn topology(&self) -> Arc<Topology> {
         self.inner.topology.borrow().clone()

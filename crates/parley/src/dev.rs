@@ -16,7 +16,6 @@ use parley_edge::Edge;
 use parley_edge::EdgeConfig;
 use parley_edge::Router;
 use parley_events::PipelineConfig;
-use parley_owner::Owner;
 use parley_owner::OwnerConfig;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::Store;
@@ -27,11 +26,11 @@ use crate::cli::DevOptions;
 /// One node with every role, ready to serve.
 pub struct Node {
     pub edge: Arc<Edge>,
-    pub owner: Arc<Owner>,
     pub router: Router,
 }
 
-/// Wires an owner and an edge together in one process.
+/// Builds a node with every role the way `parley run` builds a cluster node
+/// ([`crate::cluster::node`]), as the only node of a cluster without meta: its ring is itself.
 pub async fn node(
     apps: AppDirectory,
     owner_config: OwnerConfig,
@@ -40,19 +39,34 @@ pub async fn node(
     regions: Option<RegionConfig>,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Node> {
-    let apps = Arc::new(apps);
-    let (owner, bridge) =
-        crate::node::start_owner(owner_config, &apps, store, events, regions).await?;
-    if let Some(bridge) = bridge {
-        tokio::spawn(bridge.run());
-    }
-    let edge = Edge::new(edge_config, apps, owner.clone());
-    owner.register_edge(edge.config().node, edge.clone());
-    let router = parley_edge::router(edge.clone());
+    let spec = crate::cluster::NodeSpec {
+        node: edge_config.node,
+        edge: true,
+        owner: true,
+        grpc_address: String::new(),
+        http_address: String::new(),
+        metas: Vec::new(),
+        meta: None,
+    };
+    let node = crate::cluster::node(
+        spec,
+        apps,
+        owner_config,
+        edge_config,
+        events,
+        regions,
+        Some(store),
+    )
+    .await?;
+    let handle = node.handle();
+    handle.stand_alone();
     Ok(Node {
-        edge,
-        owner,
-        router,
+        edge: handle
+            .edge()
+            .ok_or_else(|| anyhow::anyhow!("the node has no edge"))?,
+        router: node
+            .router
+            .ok_or_else(|| anyhow::anyhow!("the node has no router"))?,
     })
 }
 
