@@ -1,0 +1,147 @@
+//! Call invitations: accepted, refused, canceled, a callee who never comes or comes later.
+
+use super::*;
+
+#[tokio::test]
+async fn an_accepted_invitation_is_told_to_both_sides() {
+    let mut h = Harness::new("invitation");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    h.login("bob", bob).await;
+    let invitation_id = h
+        .ask(crate::ops::InvitationSend {
+            caller: user_key("alice"),
+            caller_session: alice,
+            callee: UserId::parse("bob").unwrap(),
+            content: "call me".into(),
+            channel_id: "room".into(),
+            restore: None,
+        })
+        .now()
+        .unwrap();
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationReceived(received)
+            if received.invitation_id == invitation_id && received.content == "call me"
+    )));
+    let again = h
+        .ask(crate::ops::InvitationSend {
+            caller: user_key("alice"),
+            caller_session: alice,
+            callee: UserId::parse("bob").unwrap(),
+            content: "again".into(),
+            channel_id: "room".into(),
+            restore: None,
+        })
+        .now();
+    assert_eq!(again.unwrap_err().code, ErrorCode::InvitationAlreadySent);
+
+    h.ask(ops::AnswerInvitation {
+        callee: user_key("bob"),
+        invitation_id,
+        accept: true,
+        response: "coming".into(),
+    })
+    .now()
+    .unwrap();
+    assert!(h.edge.saw(alice, |event| matches!(
+        event,
+        EventKind::LocalInvitationAccepted(accepted) if accepted.response == "coming"
+    )));
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationAccepted(_)
+    )));
+    let late = h
+        .ask(ops::CancelInvitation {
+            callee: user_key("bob"),
+            caller: UserId::parse("alice").unwrap(),
+            invitation_id,
+        })
+        .now();
+    assert_eq!(late.unwrap_err().code, ErrorCode::InvitationAlreadyAccepted);
+}
+
+#[tokio::test]
+async fn an_invitation_to_a_callee_who_never_comes_fails_with_peer_offline() {
+    let mut h = Harness::new("invite-offline");
+    let alice = session(1);
+    h.login("alice", alice).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    tick_after(&mut h, Duration::from_secs(120));
+    assert!(h.edge.saw(alice, |event| matches!(
+        event,
+        EventKind::LocalInvitationFailure(failure)
+            if failure.invitation_id == invitation_id
+                && failure.reason == v1::InvitationFailureReason::PeerOffline as i32
+    )));
+}
+
+#[tokio::test]
+async fn an_offline_callee_gets_the_invitation_when_it_logs_in() {
+    let mut h = Harness::new("invite-later");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    h.login("bob", bob).await;
+    let mut ready = h.ask(ops::SessionReady {
+        user: user_key("bob"),
+        session: bob,
+    });
+    h.settle().await;
+    ready.now().unwrap();
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationReceived(received) if received.invitation_id == invitation_id
+    )));
+}
+
+#[tokio::test]
+async fn a_refused_invitation_is_told_to_both_sides() {
+    let mut h = Harness::new("invite-refuse");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    h.login("bob", bob).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    h.ask(ops::AnswerInvitation {
+        callee: user_key("bob"),
+        invitation_id,
+        accept: false,
+        response: "busy".into(),
+    })
+    .now()
+    .unwrap();
+    assert!(h.edge.saw(alice, |event| matches!(
+        event,
+        EventKind::LocalInvitationRefused(refused) if refused.response == "busy"
+    )));
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationRefused(_)
+    )));
+}
+
+#[tokio::test]
+async fn a_canceled_invitation_is_told_to_both_sides_and_only_its_caller_may_cancel() {
+    let mut h = Harness::new("invite-cancel");
+    let (alice, bob) = (session(1), session(2));
+    h.login("alice", alice).await;
+    h.login("bob", bob).await;
+    let invitation_id = invite(&mut h, "alice", alice, "bob");
+    let cancel = |caller: &str| ops::CancelInvitation {
+        callee: user_key("bob"),
+        caller: UserId::parse(caller).unwrap(),
+        invitation_id,
+    };
+    let stranger = h.ask(cancel("mallory")).now();
+    assert_eq!(stranger.unwrap_err().code, ErrorCode::InvitationNotStarted);
+    h.ask(cancel("alice")).now().unwrap();
+    assert!(h.edge.saw(alice, |event| matches!(
+        event,
+        EventKind::LocalInvitationCanceled(_)
+    )));
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationCanceled(_)
+    )));
+}
