@@ -1,7 +1,6 @@
 //! One client connection: a reader task that owns the session and a writer task that coalesces
 //! outgoing frames.
 
-use parley_core::time::unix_ms;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -23,6 +22,7 @@ use parley_core::ids::MessageId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_core::rate::TokenBucket;
+use parley_core::time::unix_ms;
 use parley_owner::InvitationRestore;
 use parley_owner::InvitationSend;
 use parley_owner::LeaveReason;

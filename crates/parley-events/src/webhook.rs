@@ -7,7 +7,6 @@
 //! the Unix epoch), which the body repeats as `timestamp`, so a receiver can refuse stale
 //! replays. Receivers drop repeats by `id` (a delivery whose answer was lost is sent again).
 
-use parley_core::time::unix_ms;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -22,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use parley_core::app::AppDirectory;
 use parley_core::app::Webhook;
+use parley_core::time::unix_ms;
 use parley_owner::AppEvent;
 use parley_owner::AppEventKind;
 use serde_json::json;

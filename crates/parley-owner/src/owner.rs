@@ -1,7 +1,6 @@
 //! [`Owner`]: routes each request to the shard task that owns its key; reads of what every
 //! owner shares (history, restrictions, event logs) go to the shards in turn.
 
-use parley_core::time::unix_ms;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::hash::Hash;
@@ -21,7 +20,9 @@ use parley_core::ids::AppId;
 use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
 use parley_core::invitation::InvitationTimers;
+use parley_core::limits::Limits;
 use parley_core::ring::Ring;
+use parley_core::time::unix_ms;
 use parley_proto::v1;
 use parley_store::InboxLimits;
 use parley_store::Store;
@@ -114,6 +115,11 @@ impl Edges {
             .get(&node)
             .cloned()
     }
+}
+
+/// When history older than `limits` keep starts: now less the retention.
+pub(crate) fn history_cutoff(limits: &Limits) -> i64 {
+    unix_ms() - limits.history_retention.as_millis() as i64
 }
 
 pub(crate) fn storage_error(error: StoreError) -> Error {
@@ -288,15 +294,6 @@ impl Owner {
             max_age_ms: limits.offline_max_age.as_millis() as i64,
         }
     }
-
-    fn history_cutoff(&self, app: &AppId) -> i64 {
-        let retention = self
-            .apps
-            .get(app.as_str())
-            .map(|app| app.limits.history_retention)
-            .unwrap_or_default();
-        unix_ms() - retention.as_millis() as i64
-    }
 }
 
 /// Sweeps expired channel attributes and history past retention, until the owner is gone.
@@ -310,7 +307,7 @@ async fn maintain(owner: std::sync::Weak<Owner>) {
             tracing::warn!(%error, "channel attribute expiry failed");
         }
         for app in owner.apps.all() {
-            let cutoff = owner.history_cutoff(&app.app_id);
+            let cutoff = history_cutoff(&app.limits);
             match owner.store.purge(&app.app_id, cutoff).await {
                 Ok(0) => {}
                 Ok(purged) => {

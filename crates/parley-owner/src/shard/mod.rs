@@ -453,7 +453,8 @@ impl Shard {
 
     /// Takes a command: carries it out, or queues it behind its key's store operations.
     fn accept(&mut self, command: Command) {
-        if let Some(key) = command.key()
+        if !self.busy.is_empty()
+            && let Some(key) = command.key()
             && let Some(busy) = self.busy.get_mut(&key)
         {
             if busy.queued.len() < MAX_QUEUED_PER_KEY && self.queued < MAX_QUEUED {

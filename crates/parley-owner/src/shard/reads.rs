@@ -5,15 +5,11 @@ use super::Respond;
 use super::Resumed;
 use super::Shard;
 use crate::ops;
+use crate::owner::history_cutoff;
 use crate::owner::storage_error;
 use parley_core::time::unix_ms;
 
 impl Shard {
-    /// The cutoff before which history is past the app's retention.
-    fn history_cutoff(&self, app: &parley_core::ids::AppId) -> i64 {
-        unix_ms() - self.limits(app).history_retention.as_millis() as i64
-    }
-
     pub(super) fn query_history(
         &mut self,
         read: ops::QueryHistory,
@@ -24,7 +20,7 @@ impl Shard {
             conversation,
             mut query,
         } = read;
-        query.start_ms = query.start_ms.max(self.history_cutoff(&app));
+        query.start_ms = query.start_ms.max(history_cutoff(&self.limits(&app)));
         let store = self.store.clone();
         self.wait(None, async move {
             let found = store.query(&app, &conversation, query).await;
@@ -38,7 +34,7 @@ impl Shard {
         read: ops::CountHistory,
         reply: Respond<ops::CountHistory>,
     ) {
-        let start_ms = read.start_ms.max(self.history_cutoff(&read.app));
+        let start_ms = read.start_ms.max(history_cutoff(&self.limits(&read.app)));
         let store = self.store.clone();
         self.wait(None, async move {
             let counted = store
