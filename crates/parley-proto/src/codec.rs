@@ -65,6 +65,10 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("invalid protobuf frame: {0}")]
     Proto(#[from] prost::DecodeError),
+    /// A protobuf frame with an enum value this build does not know: it means nothing here and
+    /// has no JSON form.
+    #[error("invalid protobuf frame: {0}")]
+    UnknownValue(serde_json::Error),
 }
 
 impl Codec {
@@ -95,12 +99,19 @@ impl Codec {
     }
 
     /// Decodes a frame by its own kind: a peer may send either kind whatever was negotiated.
-    pub fn decode<M: prost::Message + Default + DeserializeOwned>(
+    pub fn decode<M: prost::Message + Default + Serialize + DeserializeOwned>(
         frame: &Frame,
     ) -> Result<M, DecodeError> {
         match frame {
             Frame::Text(text) => Ok(serde_json::from_str(text.as_str())?),
-            Frame::Binary(bytes) => Ok(M::decode(bytes.clone())?),
+            Frame::Binary(bytes) => {
+                let message = M::decode(bytes.clone())?;
+                // Only an unknown enum value fails to serialize; refused here, every decoded
+                // frame can go on in either codec.
+                serde_json::to_writer(std::io::sink(), &message)
+                    .map_err(DecodeError::UnknownValue)?;
+                Ok(message)
+            }
         }
     }
 }
@@ -194,6 +205,36 @@ mod tests {
         // uint64 is a string in proto3 JSON; field names are lowerCamelCase.
         assert_eq!(value["request"]["id"], "7");
         assert_eq!(value["request"]["login"]["appId"], "a".repeat(32));
+    }
+
+    #[test]
+    fn an_unknown_enum_value_is_refused_where_the_frame_is_read() {
+        let frame = v1::ServerFrame {
+            kind: Some(v1::server_frame::Kind::Event(v1::Event {
+                kind: Some(v1::event::Kind::PeersOnlineStatusChanged(
+                    v1::PeersOnlineStatusChanged {
+                        status: [("alice".to_owned(), 48)].into_iter().collect(),
+                    },
+                )),
+            })),
+        };
+        let binary = Codec::Proto.encode(&frame);
+        assert!(matches!(
+            Codec::decode::<v1::ServerFrame>(&binary),
+            Err(DecodeError::UnknownValue(_))
+        ));
+        // What the fuzzer found: a client frame that decoded, then could not be written as JSON.
+        let found = Frame::Binary(Bytes::from_static(
+            b"\x0a\x12\x08\x08\x08\x08\x08\x08\x08\x08\x12\x08\x08\x08\x08\x08\x08\x08\x08000000551615",
+        ));
+        if let Ok(decoded) = Codec::decode::<v1::ClientFrame>(&found) {
+            let again: v1::ClientFrame = Codec::decode(&Codec::Json.encode(&decoded)).unwrap();
+            assert_eq!(again, decoded);
+        }
+        if let Ok(decoded) = Codec::decode::<v1::ServerFrame>(&found) {
+            let again: v1::ServerFrame = Codec::decode(&Codec::Json.encode(&decoded)).unwrap();
+            assert_eq!(again, decoded);
+        }
     }
 
     #[test]
