@@ -60,9 +60,13 @@ impl edge_server::Edge for EdgeService {
             .sessions
             .first()
             .ok_or_else(|| Status::invalid_argument("a receipt needs a session"))?;
-        let receipt =
-            self.edge
-                .deliver_peer(SessionId(session), MessageId(request.receipt_id), frame);
+        let (receipt_tx, receipt) = tokio::sync::oneshot::channel();
+        self.edge.deliver_peer(
+            SessionId(session),
+            MessageId(request.receipt_id),
+            frame,
+            receipt_tx,
+        );
         let owners = self.owners.clone();
         let owner = NodeId(request.receipt_to);
         tokio::spawn(async move {

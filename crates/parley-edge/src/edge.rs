@@ -468,8 +468,8 @@ impl EdgeSink for Edge {
         session: SessionId,
         message_id: MessageId,
         frame: Arc<SharedFrame>,
-    ) -> oneshot::Receiver<()> {
-        let (receipt_tx, receipt_rx) = oneshot::channel();
+        receipt_tx: oneshot::Sender<()>,
+    ) {
         let span = crate::telemetry::delivering(&frame, 1);
         let _entered = span.enter();
         if let Some(handle) = self.session(session) {
@@ -482,7 +482,6 @@ impl EdgeSink for Edge {
             }
             self.enqueue(session, &handle, Outbound::Shared(frame));
         }
-        receipt_rx
     }
 
     fn end_session(&self, session: SessionId, reason: Reason) {

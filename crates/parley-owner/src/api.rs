@@ -321,14 +321,15 @@ pub trait EdgeSink: Send + Sync + 'static {
     /// Sends one event to several sessions of this edge (one call per edge per fan-out).
     fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>);
     /// Sends a frame that the client acknowledges with a receipt for `receipt_id` (a peer message
-    /// or an invitation). The receiver completes on the receipt and is dropped if the session ends
+    /// or an invitation). `receipt` is completed on the receipt and dropped if the session ends
     /// first.
     fn deliver_peer(
         &self,
         session: SessionId,
         receipt_id: MessageId,
         frame: Arc<SharedFrame>,
-    ) -> oneshot::Receiver<()>;
+        receipt: oneshot::Sender<()>,
+    );
     /// Ends a session from the server side (for example REMOTE_LOGIN).
     fn end_session(&self, session: SessionId, reason: Reason);
 }

@@ -87,14 +87,12 @@ const EPOCH_CATCH_UP: Duration = Duration::from_secs(1);
 const RECEIPT_SWEEP_AT: usize = 4096;
 
 impl Receipts {
-    fn wait(&self, receipt_id: u64) -> oneshot::Receiver<()> {
-        let (receipt_tx, receipt_rx) = oneshot::channel();
+    fn wait(&self, receipt_id: u64, receipt_tx: oneshot::Sender<()>) {
         let mut waiting = self.waiting.lock().expect("receipt lock poisoned");
         if waiting.len() >= RECEIPT_SWEEP_AT {
             waiting.retain(|_, sender| !sender.is_closed());
         }
         waiting.insert(receipt_id, receipt_tx);
-        receipt_rx
     }
 
     /// Completes (received) or drops (not received) the wait for `receipt_id`.
@@ -495,8 +493,9 @@ impl EdgeSink for RemoteEdge {
         session: SessionId,
         receipt_id: MessageId,
         frame: Arc<SharedFrame>,
-    ) -> oneshot::Receiver<()> {
-        let receipt_rx = self.receipts.wait(receipt_id.0);
+        receipt: oneshot::Sender<()>,
+    ) {
+        self.receipts.wait(receipt_id.0, receipt);
         self.queue(EdgeCall::Deliver(wire::DeliverRequest {
             sessions: vec![session.0],
             frame: frame.message().encode_to_vec().into(),
@@ -504,7 +503,6 @@ impl EdgeSink for RemoteEdge {
             receipt_to: self.owner.0,
             traceparent: frame.trace().unwrap_or_default().to_owned(),
         }));
-        receipt_rx
     }
 
     fn end_session(&self, session: SessionId, reason: Reason) {

@@ -42,6 +42,7 @@ use crate::ops::Owners;
 use crate::ops::Request;
 use crate::ops::Response;
 use crate::ops::Route;
+use crate::shard;
 use crate::shard::Command;
 use crate::shard::Outlets;
 use crate::shard::PeerRouted;
@@ -117,9 +118,9 @@ impl Edges {
     }
 }
 
-/// When history older than `limits` keep starts: now less the retention.
-pub(crate) fn history_cutoff(limits: &Limits) -> i64 {
-    unix_ms() - limits.history_retention.as_millis() as i64
+/// When history older than `limits` keep starts: `now_ms` less the retention.
+pub(crate) fn history_cutoff(limits: &Limits, now_ms: i64) -> i64 {
+    now_ms - limits.history_retention.as_millis() as i64
 }
 
 pub(crate) fn storage_error(error: StoreError) -> Error {
@@ -173,15 +174,18 @@ impl Owner {
                     config.clone(),
                     generator,
                     apps.clone(),
-                    edges.clone(),
-                    store.clone(),
-                    Outlets {
-                        events: events.clone(),
-                        regions: regions.clone(),
-                    },
-                    command_tx.downgrade(),
+                    regions.spans_regions(),
+                    shard::now(),
                 );
-                tokio::spawn(shard.run(command_rx));
+                let outlets = Outlets {
+                    edges: edges.clone(),
+                    store: store.clone(),
+                    events: events.clone(),
+                    regions: regions.clone(),
+                };
+                let tick_every = config.member_count_interval.min(Duration::from_millis(100));
+                let self_tx = command_tx.downgrade();
+                tokio::spawn(shard::run(shard, outlets, self_tx, command_rx, tick_every));
                 command_tx
             })
             .collect::<Vec<_>>();
@@ -307,7 +311,7 @@ async fn maintain(owner: std::sync::Weak<Owner>) {
             tracing::warn!(%error, "channel attribute expiry failed");
         }
         for app in owner.apps.all() {
-            let cutoff = history_cutoff(&app.limits);
+            let cutoff = history_cutoff(&app.limits, unix_ms());
             match owner.store.purge(&app.app_id, cutoff).await {
                 Ok(0) => {}
                 Ok(purged) => {

@@ -2,42 +2,26 @@
 //! commands wait), and channel writes compare-and-set, since another owner may write during a
 //! hand-over.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::attributes::AttributeOp;
-use parley_core::attributes::MAX_CHANNEL_TOTAL_BYTES;
-use parley_core::attributes::MAX_USER_TOTAL_BYTES;
-use parley_core::ids::UserId;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::Store;
 use parley_store::StoreResult;
-use parley_store::StoredChannelAttributes;
-use parley_store::StoredUserAttributes;
 
 use super::Key;
 use super::Respond;
-use super::Resumed;
 use super::Shard;
+use super::effects::StoreWork;
+use super::fan_out;
 use crate::api::ChannelKey;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::ops;
 use crate::owner::storage_error;
-use parley_core::time::unix_ms;
-
-/// Compare-and-set attempts of one attribute write before it gives up.
-const CAS_ATTEMPTS: usize = 8;
-
-fn kept_changing() -> Error {
-    Error::new(
-        ErrorCode::Unavailable,
-        "the channel attributes kept changing, retry",
-    )
-}
 
 impl Shard {
     /// The user's owner is the only writer of its attributes, so read-apply-write is enough.
@@ -58,31 +42,11 @@ impl Shard {
             )));
             return;
         }
-        let store = self.store.clone();
-        self.wait(Some(Key::User(user.clone())), async move {
-            let updated = async {
-                let stored = store
-                    .user_attributes(&user.app, &user.uid)
-                    .await
-                    .map_err(storage_error)?;
-                let current: BTreeMap<String, String> = stored.attributes.into_iter().collect();
-                let next = op.apply(
-                    &current,
-                    MAX_USER_TOTAL_BYTES,
-                    String::as_str,
-                    str::to_owned,
-                )?;
-                let attributes = StoredUserAttributes {
-                    attributes: next.into_iter().collect(),
-                };
-                store
-                    .set_user_attributes(&user.app, &user.uid, attributes)
-                    .await
-                    .map_err(storage_error)
-            };
-            reply.send(updated.await);
-            Resumed::Done
-        });
+        let key = Key::User(user.clone());
+        self.wait(
+            Some(key),
+            StoreWork::UpdateUserAttributes { user, op, reply },
+        );
     }
 
     pub(super) fn update_channel_attributes(
@@ -99,16 +63,19 @@ impl Shard {
         let ttl = self.limits(&key.app).channel_attributes_ttl.as_millis() as i64;
         // Attributes of a channel without members expire.
         let ttl = (!self.channels.contains_key(&key)).then_some(ttl);
-        let store = self.store.clone();
-        self.wait(Some(Key::Channel(key.clone())), async move {
-            let set = write_channel_attributes(&*store, &key, &by, &op, ttl).await;
-            Resumed::ChannelAttributesSet {
+        let now_ms = self.now.unix_ms;
+        self.wait(
+            Some(Key::Channel(key.clone())),
+            StoreWork::UpdateChannelAttributes {
                 channel: key,
+                by,
+                op,
+                ttl_ms: ttl,
                 notify_members,
-                set,
+                now_ms,
                 reply,
-            }
-        });
+            },
+        );
     }
 
     /// Tells the other regions and (if asked) the members of the channel's new attributes.
@@ -129,7 +96,7 @@ impl Shard {
         if let Some(entry) = self.channels.get(key)
             && !entry.remote_regions.is_empty()
         {
-            self.regions.publish(RegionRecord::Attributes {
+            self.publish(RegionRecord::Attributes {
                 channel: key.clone(),
                 attributes: attributes.clone(),
                 notify_members,
@@ -152,23 +119,18 @@ impl Shard {
         let expires_at_ms = if self.channels.contains_key(&key) {
             0
         } else {
-            unix_ms() + ttl.as_millis() as i64
+            self.now.unix_ms + ttl.as_millis() as i64
         };
-        let store = self.store.clone();
-        self.wait(Some(Key::Channel(key.clone())), async move {
-            let record = StoredChannelAttributes {
-                attributes: attributes.clone(),
-                expires_at_ms,
-            };
-            let stored = store.put(&key.app, &key.channel, record).await;
-            Resumed::RegionAttributesSet {
+        self.wait(
+            Some(Key::Channel(key.clone())),
+            StoreWork::PutRegionAttributes {
                 channel: key,
                 attributes,
                 notify_members,
-                stored,
+                expires_at_ms,
                 reply,
-            }
-        });
+            },
+        );
     }
 
     pub(super) fn region_attributes_set(
@@ -193,19 +155,7 @@ impl Shard {
         read: ops::UserAttributes,
         reply: Respond<ops::UserAttributes>,
     ) {
-        let store = self.store.clone();
-        self.wait(None, async move {
-            let (user, keys) = (read.user, read.keys);
-            let stored = store.user_attributes(&user.app, &user.uid).await;
-            reply.send(stored.map_err(storage_error).map(|stored| {
-                stored
-                    .attributes
-                    .into_iter()
-                    .filter(|(key, _)| keys.is_empty() || keys.contains(key))
-                    .collect()
-            }));
-            Resumed::Done
-        });
+        self.wait(None, StoreWork::UserAttributes { read, reply });
     }
 
     /// The channel's stored attributes, all or those named.
@@ -214,20 +164,7 @@ impl Shard {
         read: ops::ChannelAttributes,
         reply: Respond<ops::ChannelAttributes>,
     ) {
-        let store = self.store.clone();
-        self.wait(None, async move {
-            let (channel, keys) = (read.channel, read.keys);
-            let stored = store.get(&channel.app, &channel.channel).await;
-            reply.send(stored.map_err(storage_error).map(|record| {
-                record
-                    .unwrap_or_default()
-                    .attributes
-                    .into_iter()
-                    .filter(|attribute| keys.is_empty() || keys.contains(&attribute.key))
-                    .collect()
-            }));
-            Resumed::Done
-        });
+        self.wait(None, StoreWork::ChannelAttributes { read, reply });
     }
 
     fn tell_attributes(
@@ -241,93 +178,7 @@ impl Shard {
                 channel_id: key.channel.to_string(),
                 attributes,
             }));
-            self.fan_out(&entry.membership, None, frame);
+            fan_out(&mut self.effects, &entry.membership, None, Arc::new(frame));
         }
     }
-}
-
-/// Read, apply, compare-and-set: another writer in between (another owner during a hand-over)
-/// makes the write start over, so the limits hold across writers. `ttl_ms`: the channel has no
-/// members, so its attributes expire. Returns the new set.
-async fn write_channel_attributes(
-    store: &dyn Store,
-    key: &ChannelKey,
-    by: &UserId,
-    op: &AttributeOp,
-    ttl_ms: Option<i64>,
-) -> Result<Vec<v1::ChannelAttribute>, Error> {
-    for _ in 0..CAS_ATTEMPTS {
-        let current_record = store
-            .get(&key.app, &key.channel)
-            .await
-            .map_err(storage_error)?;
-        let current: BTreeMap<String, v1::ChannelAttribute> = current_record
-            .iter()
-            .flat_map(|record| record.attributes.iter().cloned())
-            .map(|attribute| (attribute.key.clone(), attribute))
-            .collect();
-        let now_ms = unix_ms();
-        let next = op.apply(
-            &current,
-            MAX_CHANNEL_TOTAL_BYTES,
-            |attribute| attribute.value.as_str(),
-            |value| v1::ChannelAttribute {
-                key: String::new(),
-                value: value.to_owned(),
-                last_update_user_id: by.to_string(),
-                last_update_ts: now_ms,
-            },
-        )?;
-        let attributes: Vec<v1::ChannelAttribute> = next
-            .into_iter()
-            .map(|(key, mut attribute)| {
-                attribute.key = key;
-                attribute
-            })
-            .collect();
-        let record = StoredChannelAttributes {
-            attributes: attributes.clone(),
-            expires_at_ms: ttl_ms.map_or(0, |ttl| now_ms + ttl),
-        };
-        let swapped = store
-            .replace(&key.app, &key.channel, current_record, record)
-            .await
-            .map_err(storage_error)?;
-        if swapped {
-            return Ok(attributes);
-        }
-    }
-    Err(kept_changing())
-}
-
-/// Sets when a channel's stored attributes expire (0: never), if it has any.
-pub(super) async fn set_attribute_expiry(
-    store: &dyn Store,
-    key: &ChannelKey,
-    expires_at_ms: i64,
-) -> Result<(), Error> {
-    for _ in 0..CAS_ATTEMPTS {
-        let current = store
-            .get(&key.app, &key.channel)
-            .await
-            .map_err(storage_error)?;
-        let Some(record) = current.clone() else {
-            return Ok(());
-        };
-        if record.expires_at_ms == expires_at_ms {
-            return Ok(());
-        }
-        let updated = StoredChannelAttributes {
-            expires_at_ms,
-            ..record
-        };
-        if store
-            .replace(&key.app, &key.channel, current, updated)
-            .await
-            .map_err(storage_error)?
-        {
-            return Ok(());
-        }
-    }
-    Err(kept_changing())
 }

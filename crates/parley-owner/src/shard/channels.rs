@@ -14,19 +14,19 @@ use parley_core::limits::MAX_MEMBERS_LISTED;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::Conversation;
 use parley_store::HistoryQuery;
 use parley_store::Order;
-use parley_store::Scope;
-use parley_store::Store;
+use parley_store::StoreResult;
+use parley_store::StoredChannelAttributes;
 
 use super::Key;
 use super::Respond;
-use super::Resumed;
 use super::Shard;
-use super::attributes::set_attribute_expiry;
+use super::effects::Effect;
+use super::effects::StoreWork;
+use super::fan_out;
 use super::muted;
-use super::now;
+use super::send_shared;
 use super::state::ChannelEntry;
 use super::state::HANDOFF_GRACE;
 use super::unavailable;
@@ -39,65 +39,38 @@ use crate::api::RegionRecord;
 use crate::api::Resume;
 use crate::ops;
 use crate::ops::ChannelSend;
-use crate::owner::storage_error;
-use parley_core::time::unix_ms;
 
 /// Sequence numbers reserved in the store at a time, so a restart never reuses one.
-const SEQUENCE_BLOCK: u64 = 1000;
+pub(crate) const SEQUENCE_BLOCK: u64 = 1000;
 
 /// A join on its way, between store operations.
-pub(in crate::shard) struct Joining {
-    pub(super) key: ChannelKey,
-    pub(super) uid: UserId,
-    pub(super) session: SessionRef,
-    pub(super) resume: Resume,
-    pub(super) reply: Respond<ops::Join>,
+pub(crate) struct Joining {
+    pub(crate) key: ChannelKey,
+    pub(crate) uid: UserId,
+    pub(crate) session: SessionRef,
+    pub(crate) resume: Resume,
+    pub(crate) reply: Respond<ops::Join>,
 }
 
 /// What taking a channel up reads from the store.
-pub(in crate::shard) struct Loaded {
-    high_water: u64,
-    reserved_seq: u64,
-    mutes: HashMap<UserId, i64>,
+pub(crate) struct Loaded {
+    /// The highest sequence number a member may have seen.
+    pub(crate) high_water: u64,
+    /// The end of the block of numbers now reserved.
+    pub(crate) reserved_seq: u64,
+    /// Muted members and when their mutes end.
+    pub(crate) mutes: HashMap<UserId, i64>,
 }
 
 /// A channel message with its sequence number, waiting for the store.
-pub(in crate::shard) struct Numbered {
-    send: ChannelSend,
-    seq: u64,
+pub(crate) struct Numbered {
+    pub(crate) send: ChannelSend,
+    pub(crate) seq: u64,
     /// The sequence number reserved in the store with it, when it needed a new block.
-    reserve: Option<u64>,
-    message_id: MessageId,
-    server_received_ts: i64,
+    pub(crate) reserve: Option<u64>,
+    pub(crate) message_id: MessageId,
+    pub(crate) server_received_ts: i64,
     reply: Respond<ChannelSend>,
-}
-
-/// Reads where the channel's numbering stands and reserves the next block (so sending needs
-/// the store only once per block), stops its attributes expiring (it has a member again), and
-/// reads its mutes.
-async fn load(store: &dyn Store, key: &ChannelKey) -> Result<Loaded, Error> {
-    let high_water = store
-        .high_water(&key.app, &key.channel)
-        .await
-        .map_err(storage_error)?;
-    let reserved_seq = high_water + SEQUENCE_BLOCK;
-    store
-        .set_high_water(&key.app, &key.channel, reserved_seq)
-        .await
-        .map_err(storage_error)?;
-    set_attribute_expiry(store, key, 0).await?;
-    let mutes = store
-        .restrictions(&key.app, &Scope::Channel(key.channel.clone()), unix_ms())
-        .await
-        .map_err(storage_error)?
-        .into_iter()
-        .filter_map(|mute| Some((UserId::parse(&mute.uid).ok()?, mute.until_ms)))
-        .collect();
-    Ok(Loaded {
-        high_water,
-        reserved_seq,
-        mutes,
-    })
 }
 
 impl Shard {
@@ -108,11 +81,16 @@ impl Shard {
             self.join_live(join, false);
             return;
         }
-        let store = self.store.clone();
-        self.wait(Some(Key::Channel(join.key.clone())), async move {
-            let loaded = load(&*store, &join.key).await;
-            Resumed::ChannelLoaded { join, loaded }
-        });
+        let key = Key::Channel(join.key.clone());
+        let now_ms = self.now.unix_ms;
+        self.wait(
+            Some(key),
+            StoreWork::LoadChannel {
+                join,
+                block: SEQUENCE_BLOCK,
+                now_ms,
+            },
+        );
     }
 
     pub(super) fn channel_loaded(&mut self, join: Joining, loaded: Result<Loaded, Error>) {
@@ -152,11 +130,12 @@ impl Shard {
         };
         if taken_up {
             // Other regions learn the channel has members here, and say if they have.
-            entry.members_told = Some(entry.local_members());
-            self.regions.publish(RegionRecord::Interest {
+            let members = entry.local_members();
+            entry.members_told = Some(members);
+            self.publish(RegionRecord::Interest {
                 channel: join.key.clone(),
                 interest: Interest {
-                    members: entry.local_members(),
+                    members,
                     fresh: true,
                 },
             });
@@ -187,24 +166,17 @@ impl Shard {
             order: Order::Descending,
             after: None,
         };
-        let store = self.store.clone();
-        self.wait(Some(Key::Channel(join.key.clone())), async move {
-            let conversation = Conversation::Channel(join.key.channel.clone());
-            let missed = match store.query(&join.key.app, &conversation, query).await {
-                Ok(stored) => frames_between(&join.key, stored, after, oldest_kept),
-                Err(error) => {
-                    tracing::warn!(%error, "reading history to replay failed");
-                    Vec::new()
-                }
-            };
-            Resumed::Replayed {
+        self.wait(
+            Some(Key::Channel(join.key.clone())),
+            StoreWork::Replay {
                 join,
                 is_new_member,
                 after,
                 announce,
-                missed,
-            }
-        });
+                oldest_kept,
+                query,
+            },
+        );
     }
 
     /// Sends a re-joining session what it missed after `after`: `missed` (from history), then
@@ -219,16 +191,13 @@ impl Shard {
         announce: bool,
         missed: Vec<Arc<SharedFrame>>,
     ) {
-        if let (Some(edge), Some(entry)) = (
-            self.edges.get(join.session.edge),
-            self.channels.get(&join.key),
-        ) {
-            let session = [join.session.session];
+        if let Some(entry) = self.channels.get(&join.key) {
+            let session = [join.session];
             for frame in missed {
-                edge.deliver(&session, frame);
+                send_shared(&mut self.effects, session, frame);
             }
             for (_, frame) in entry.recent.iter().filter(|(seq, _)| *seq > after) {
-                edge.deliver(&session, frame.clone());
+                send_shared(&mut self.effects, session, frame.clone());
             }
             if announce {
                 let last_seq = entry.last_seq;
@@ -241,7 +210,7 @@ impl Shard {
                         to_seq: last_seq,
                         complete: from_seq > last_seq || oldest_kept <= from_seq,
                     }));
-                edge.deliver(&session, Arc::new(recovered));
+                send_shared(&mut self.effects, session, Arc::new(recovered));
             }
         }
         self.joined(join, is_new_member);
@@ -263,7 +232,12 @@ impl Shard {
                     channel_id: join.key.channel.to_string(),
                     member_id: join.uid.to_string(),
                 }));
-                self.fan_out(&entry.membership, Some(join.session), frame);
+                fan_out(
+                    &mut self.effects,
+                    &entry.membership,
+                    Some(join.session),
+                    Arc::new(frame),
+                );
             }
             self.emit(
                 &join.key.app,
@@ -287,7 +261,7 @@ impl Shard {
         let departure = match reason {
             LeaveReason::Left => Departure::Now,
             LeaveReason::ConnectionLost => Departure::Linger {
-                until: now() + self.config.member_grace,
+                until: self.now.instant + self.config.member_grace,
             },
         };
         let entry = self
@@ -319,7 +293,11 @@ impl Shard {
                 // the keys moved lately: its members may be on their way (edges re-register
                 // them), so the bridge is asked to try again.
                 let Some(entry) = self.channels.get_mut(&send.channel) else {
-                    reply.send(if self.keys_moved_at.elapsed() < HANDOFF_GRACE {
+                    let since_moved = self
+                        .now
+                        .instant
+                        .saturating_duration_since(self.keys_moved_at);
+                    reply.send(if since_moved < HANDOFF_GRACE {
                         Err(unavailable(
                             "the channel's members may still be coming over",
                         ))
@@ -361,7 +339,7 @@ impl Shard {
         if send.origin.is_none()
             && let Some(until) = entry.mutes.get(&send.from).copied()
         {
-            if until > unix_ms() {
+            if until > self.now.unix_ms {
                 reply.send(Err(muted(until)));
                 return;
             }
@@ -372,7 +350,7 @@ impl Shard {
         let (message_id, server_received_ts) = match &send.origin {
             Some(origin) => (origin.message_id, origin.server_received_ts),
             None => {
-                let now = unix_ms();
+                let now = self.now.unix_ms;
                 (self.message_ids.next(now as u64), now)
             }
         };
@@ -392,12 +370,11 @@ impl Shard {
             .limits(&message.send.channel.app)
             .history_retention
             .as_millis() as i64;
-        let store = self.store.clone();
         self.wait(
             Some(Key::Channel(message.send.channel.clone())),
-            async move {
-                let stored = store_numbered(&*store, &message, retention_ms).await;
-                Resumed::ChannelStored { message, stored }
+            StoreWork::StoreNumbered {
+                message,
+                retention_ms,
             },
         );
     }
@@ -450,9 +427,9 @@ impl Shard {
             entry.recent.pop_front();
         }
         let entry = &self.channels[&send.channel];
-        self.fan_out_shared(&entry.membership, send.session, frame);
+        fan_out(&mut self.effects, &entry.membership, send.session, frame);
         if let Some(message) = crossing {
-            self.regions.publish(RegionRecord::Message {
+            self.publish(RegionRecord::Message {
                 channel: send.channel,
                 from: send.from,
                 message,
@@ -468,44 +445,19 @@ impl Shard {
     /// A backend's message to a channel without members: kept in history when asked, with
     /// sequence number 0 (sequence numbers count what members were sent).
     fn send_to_empty_channel(&mut self, send: ChannelSend, reply: Respond<ChannelSend>) {
-        let server_received_ts = unix_ms();
+        let server_received_ts = self.now.unix_ms;
         let message_id = self.message_ids.next(server_received_ts as u64);
         let retention_ms = self.limits(&send.channel.app).history_retention.as_millis() as i64;
-        let store = self.store.clone();
-        self.wait(Some(Key::Channel(send.channel.clone())), async move {
-            let (app, channel) = (&send.channel.app, &send.channel.channel);
-            let scope = Scope::Channel(channel.clone());
-            let sent = async {
-                let mute = store
-                    .restriction(app, &scope, &send.from, server_received_ts)
-                    .await
-                    .map_err(storage_error)?;
-                if let Some(mute) = mute {
-                    return Err(muted(mute.until_ms));
-                }
-                if send.enable_history {
-                    let stored = v1::HistoryMessage {
-                        message_id: message_id.0,
-                        from: send.from.to_string(),
-                        message: Some(send.message.clone()),
-                        server_received_ts,
-                        seq: 0,
-                    };
-                    let conversation = Conversation::Channel(channel.clone());
-                    store
-                        .append(app, &conversation, stored, retention_ms)
-                        .await
-                        .map_err(storage_error)?;
-                }
-                Ok(ChannelSent {
-                    message_id,
-                    server_received_ts,
-                    seq: 0,
-                })
-            };
-            reply.send(sent.await);
-            Resumed::Done
-        });
+        self.wait(
+            Some(Key::Channel(send.channel.clone())),
+            StoreWork::SendToEmptyChannel {
+                send,
+                message_id,
+                server_received_ts,
+                retention_ms,
+                reply,
+            },
+        );
     }
 
     pub(super) fn members(
@@ -560,12 +512,12 @@ impl Shard {
                     channel_id: key.channel.to_string(),
                     member_id: uid.to_string(),
                 }));
-                self.fan_out(&entry.membership, None, frame);
+                fan_out(&mut self.effects, &entry.membership, None, Arc::new(frame));
             }
         }
         if entry.membership.is_empty() {
             self.channels.remove(key);
-            self.regions.publish(RegionRecord::Interest {
+            self.publish(RegionRecord::Interest {
                 channel: key.clone(),
                 interest: Interest {
                     members: 0,
@@ -574,14 +526,14 @@ impl Shard {
             });
             self.counts_changed.remove(key);
             self.lingering.remove(key);
-            let expires_at = unix_ms() + limits.channel_attributes_ttl.as_millis() as i64;
-            let (store, key) = (self.store.clone(), key.clone());
-            self.wait(Some(Key::Channel(key.clone())), async move {
-                if let Err(error) = set_attribute_expiry(&*store, &key, expires_at).await {
-                    tracing::warn!(%error, channel = %key.channel, "could not schedule attribute expiry");
-                }
-                Resumed::Done
-            });
+            let expires_at_ms = self.now.unix_ms + limits.channel_attributes_ttl.as_millis() as i64;
+            self.wait(
+                Some(Key::Channel(key.clone())),
+                StoreWork::ExpireAttributes {
+                    channel: key.clone(),
+                    expires_at_ms,
+                },
+            );
         }
     }
 
@@ -613,7 +565,7 @@ impl Shard {
         if interest.fresh {
             let members = entry.local_members();
             entry.members_told = Some(members);
-            self.regions.publish(RegionRecord::Interest {
+            self.publish(RegionRecord::Interest {
                 channel: channel.clone(),
                 interest: Interest {
                     members,
@@ -621,79 +573,55 @@ impl Shard {
                 },
             });
             // In order with the channel's attribute writes, so an older set never crosses last.
-            let (store, regions) = (self.store.clone(), self.regions.clone());
-            self.wait(Some(Key::Channel(channel.clone())), async move {
-                match store.get(&channel.app, &channel.channel).await {
-                    Ok(Some(record)) => regions.publish(RegionRecord::Attributes {
-                        channel,
-                        attributes: record.attributes,
-                        notify_members: false,
-                    }),
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "channel attributes not sent to a new region")
-                    }
-                }
-                Resumed::Done
-            });
+            self.wait(
+                Some(Key::Channel(channel.clone())),
+                StoreWork::AttributesForRegion { channel },
+            );
+        }
+    }
+
+    /// The channel's attributes as they are, for a region that has just taken it up.
+    pub(super) fn attributes_for_region(
+        &mut self,
+        channel: ChannelKey,
+        stored: StoreResult<Option<StoredChannelAttributes>>,
+    ) {
+        match stored {
+            Ok(Some(record)) => self.publish(RegionRecord::Attributes {
+                channel,
+                attributes: record.attributes,
+                notify_members: false,
+            }),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "channel attributes not sent to a new region"),
         }
     }
 
     /// Tells the other regions of every channel with members and every user with sessions here,
     /// as newly taken up.
-    pub(super) fn announce_regions(&self) {
+    pub(super) fn announce_regions(&mut self) {
         for (channel, entry) in &self.channels {
-            self.regions.publish(RegionRecord::Interest {
+            self.effects.push(Effect::Region(RegionRecord::Interest {
                 channel: channel.clone(),
                 interest: Interest {
                     members: entry.local_members(),
                     fresh: true,
                 },
-            });
+            }));
         }
         for (user, entry) in &self.users {
             if !entry.sessions.is_empty() {
-                self.regions.publish(RegionRecord::User {
+                self.effects.push(Effect::Region(RegionRecord::User {
                     user: user.clone(),
                     online: true,
-                });
+                }));
             }
         }
     }
 }
 
-/// Reserves a new block of sequence numbers and keeps the message in history, as it needs.
-async fn store_numbered(
-    store: &dyn Store,
-    message: &Numbered,
-    retention_ms: i64,
-) -> Result<(), Error> {
-    let send = &message.send;
-    if let Some(reserve) = message.reserve {
-        store
-            .set_high_water(&send.channel.app, &send.channel.channel, reserve)
-            .await
-            .map_err(storage_error)?;
-    }
-    if send.enable_history {
-        let stored = v1::HistoryMessage {
-            message_id: message.message_id.0,
-            from: send.from.to_string(),
-            message: Some(send.message.clone()),
-            server_received_ts: message.server_received_ts,
-            seq: message.seq,
-        };
-        let conversation = Conversation::Channel(send.channel.channel.clone());
-        store
-            .append(&send.channel.app, &conversation, stored, retention_ms)
-            .await
-            .map_err(storage_error)?;
-    }
-    Ok(())
-}
-
 /// The stored messages with `after < seq < before`, oldest first, as frames.
-fn frames_between(
+pub(super) fn frames_between(
     key: &ChannelKey,
     stored: Vec<v1::HistoryMessage>,
     after: u64,

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use futures_util::FutureExt;
-
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::ids::MessageId;
@@ -15,15 +13,16 @@ use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
 
-use super::Command;
 use super::Key;
 use super::Respond;
-use super::Resumed;
 use super::Shard;
+use super::effects::Effect;
+use super::effects::OnReceipt;
+use super::effects::StoreWork;
 use super::failure_reason;
 use super::invitation_error;
 use super::not_started;
-use super::now;
+use super::send_shared;
 use super::state::PendingInvitation;
 use super::state::REMOTE_INVITATION_KEPT;
 use crate::api::AppEventKind;
@@ -31,7 +30,6 @@ use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::ops;
 use crate::ops::InvitationSend;
-use parley_core::time::unix_ms;
 
 impl Shard {
     /// An invitation to a callee with sessions here starts at once; otherwise the region
@@ -45,25 +43,18 @@ impl Shard {
             .users
             .get(&callee)
             .is_some_and(|entry| !entry.sessions.is_empty());
-        if here || !self.regions.spans_regions() {
+        if here || !self.spans_regions {
             reply.send(self.send_invitation(send, None));
             return;
         }
-        let store = self.store.clone();
-        self.wait(Some(Key::User(callee.clone())), async move {
-            let region = match store.user_regions(&callee.app, &callee.uid).await {
-                Ok(regions) => regions.into_iter().next(),
-                Err(error) => {
-                    tracing::warn!(%error, "the region directory is unavailable");
-                    None
-                }
-            };
-            Resumed::InvitationLocated {
+        self.wait(
+            Some(Key::User(callee.clone())),
+            StoreWork::LocateCallee {
                 send,
-                region,
+                callee,
                 reply,
-            }
-        });
+            },
+        );
     }
 
     pub(super) fn cancel_invitation(
@@ -98,7 +89,7 @@ impl Shard {
         {
             // The invitation lives in the caller's region: the answer goes there, and how it
             // went comes back as events.
-            self.regions.publish(RegionRecord::InvitationAnswer {
+            self.publish(RegionRecord::InvitationAnswer {
                 callee,
                 invitation_id,
                 accept,
@@ -135,7 +126,7 @@ impl Shard {
             if entry.invitations.contains_key(&restore.invitation_id) {
                 return Ok(restore.invitation_id);
             }
-            let now = now();
+            let now = self.now.instant;
             let sent_at = now.checked_sub(restore.age).unwrap_or(now);
             let callee_online = !entry.sessions.is_empty() || elsewhere.is_some();
             let (machine, notices) = Invitation::restore(
@@ -160,7 +151,7 @@ impl Shard {
             ));
         }
         let callee_online = !entry.sessions.is_empty() || elsewhere.is_some();
-        let invitation_id = self.message_ids.next(unix_ms() as u64).0;
+        let invitation_id = self.message_ids.next(self.now.unix_ms as u64).0;
         if !callee_online {
             self.emit(
                 &callee.app,
@@ -173,8 +164,11 @@ impl Shard {
                 },
             );
         }
-        let (machine, notices) =
-            Invitation::send(now(), callee_online, self.config.invitation_timers);
+        let (machine, notices) = Invitation::send(
+            self.now.instant,
+            callee_online,
+            self.config.invitation_timers,
+        );
         self.start_invitation(callee, invitation_id, machine, &notices, send, elsewhere);
         Ok(invitation_id)
     }
@@ -244,8 +238,8 @@ impl Shard {
             entry.sessions.iter().map(|known| known.session).collect();
         let caller_id = pending.caller.to_string();
         let callee_id = callee.uid.to_string();
-        // Waits for the callee's receipts, run beside the shard.
-        let mut receipts = Vec::new();
+        // Kept apart while the invitation is borrowed from the shard's state.
+        let mut out = Vec::new();
         for notice in notices {
             let (to_caller, to_callee) = match *notice {
                 Notice::DeliverToCallee => {
@@ -257,42 +251,26 @@ impl Shard {
                             channel_id: pending.channel_id.clone(),
                         });
                     if pending.callee_region.is_some() {
-                        self.regions.publish(RegionRecord::CalleeEvent {
+                        out.push(Effect::Region(RegionRecord::CalleeEvent {
                             callee: callee.clone(),
                             event: v1::Event {
                                 kind: Some(received),
                             },
                             receipt: Some(invitation_id),
-                        });
+                        }));
                         continue;
                     }
                     let frame = Arc::new(SharedFrame::event(received));
                     for session in &callee_sessions {
-                        let Some(edge) = self.edges.get(session.edge) else {
-                            continue;
-                        };
-                        let receipt = edge.deliver_peer(
-                            session.session,
-                            MessageId(invitation_id),
-                            frame.clone(),
-                        );
-                        let self_tx = self.self_tx.clone();
-                        let callee = callee.clone();
-                        receipts.push(
-                            async move {
-                                if receipt.await.is_ok()
-                                    && let Some(self_tx) = self_tx.upgrade()
-                                {
-                                    let _ = self_tx
-                                        .send(Command::InvitationReceipt {
-                                            callee,
-                                            invitation_id,
-                                        })
-                                        .await;
-                                }
-                            }
-                            .boxed(),
-                        );
+                        out.push(Effect::DeliverPeer {
+                            session: *session,
+                            receipt_id: MessageId(invitation_id),
+                            frame: frame.clone(),
+                            then: OnReceipt::Invitation {
+                                callee: callee.clone(),
+                                invitation_id,
+                            },
+                        });
                     }
                     continue;
                 }
@@ -370,16 +348,18 @@ impl Shard {
                 }
             };
             if let Some(event) = to_caller {
-                self.send_to([pending.caller_session], SharedFrame::event(event));
+                let frame = Arc::new(SharedFrame::event(event));
+                send_shared(&mut out, [pending.caller_session], frame);
             }
             match (to_callee, &pending.callee_region) {
-                (Some(event), Some(_)) => self.regions.publish(RegionRecord::CalleeEvent {
+                (Some(event), Some(_)) => out.push(Effect::Region(RegionRecord::CalleeEvent {
                     callee: callee.clone(),
                     event: v1::Event { kind: Some(event) },
                     receipt: None,
-                }),
+                })),
                 (Some(event), None) => {
-                    self.send_to(callee_sessions.clone(), SharedFrame::event(event));
+                    let frame = Arc::new(SharedFrame::event(event));
+                    send_shared(&mut out, callee_sessions.iter().copied(), frame);
                 }
                 (None, _) => {}
             }
@@ -390,9 +370,9 @@ impl Shard {
                 .get_mut(callee)
                 .and_then(|entry| entry.invitations.get_mut(&invitation_id))
         {
-            pending.ended_at.get_or_insert_with(now);
+            pending.ended_at.get_or_insert(self.now.instant);
         }
-        self.detached.extend(receipts);
+        self.effects.extend(out);
     }
 
     /// An event of an invitation that lives in `region`, for the callee's sessions here. The
@@ -417,25 +397,16 @@ impl Shard {
             self.send_to(sessions, SharedFrame::event(kind));
             return;
         };
-        let kept_until = now() + REMOTE_INVITATION_KEPT;
+        let kept_until = self.now.instant + REMOTE_INVITATION_KEPT;
         self.remote_invitations
             .insert((callee.clone(), invitation_id), (region, kept_until));
         let frame = Arc::new(SharedFrame::event(kind));
         for session in sessions {
-            let Some(edge) = self.edges.get(session.edge) else {
-                continue;
+            let then = OnReceipt::RegionInvitation {
+                callee: callee.clone(),
+                invitation_id,
             };
-            let acknowledged =
-                edge.deliver_peer(session.session, MessageId(invitation_id), frame.clone());
-            let (regions, callee) = (self.regions.clone(), callee.clone());
-            self.detach(async move {
-                if acknowledged.await.is_ok() {
-                    regions.publish(RegionRecord::InvitationReceipt {
-                        callee,
-                        invitation_id,
-                    });
-                }
-            });
+            self.send_with_receipt(session, MessageId(invitation_id), frame.clone(), then);
         }
     }
 }

@@ -11,10 +11,12 @@
 
 mod attributes;
 mod channels;
+mod effects;
 mod invitations;
 mod moderation;
 mod peers;
 mod reads;
+mod runtime;
 mod sessions;
 mod state;
 #[cfg(test)]
@@ -25,16 +27,11 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use futures_util::FutureExt;
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesUnordered;
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
@@ -53,46 +50,45 @@ use parley_core::ring::Ring;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::PeerOnlineState;
+use parley_proto::v1::connection_state_changed::Reason;
 use parley_store::InboxLimits;
-use parley_store::Store;
 use parley_store::StoreResult;
-use tokio::sync::mpsc;
 use tokio::sync::oneshot;
+
+pub(crate) use self::effects::Now;
+pub(crate) use self::runtime::Outlets;
+pub(crate) use self::runtime::now;
+pub(crate) use self::runtime::run;
 
 use self::channels::Joining;
 use self::channels::Numbered;
+use self::effects::DirectoryWrite;
+use self::effects::Effect;
+use self::effects::OnReceipt;
+use self::effects::StoreWork;
 use self::peers::PeerSending;
 use self::state::ChannelEntry;
 use self::state::Crossed;
 use self::state::UserEntry;
 use crate::api::ChannelKey;
-use crate::api::EventSink;
 use crate::api::PeerOutcome;
 use crate::api::PeerSend;
-use crate::api::RegionLink;
+use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::ops;
 use crate::ops::Operation;
 use crate::ops::Request;
 use crate::ops::Response;
 use crate::ops::Route;
-use crate::owner::Edges;
 use crate::owner::OwnerConfig;
-use parley_core::time::unix_ms;
 
 type Reply<T> = oneshot::Sender<T>;
 
-/// Store operations a shard may have under way before it stops taking commands (they then wait
-/// in its mailbox).
-const MAX_WAITING: usize = 4096;
 /// Commands that may queue behind one key waiting on the store; more are refused with
 /// UNAVAILABLE (the store is too slow for them).
 const MAX_QUEUED_PER_KEY: usize = 1024;
 /// Commands that may queue behind all of a shard's busy keys together; more are refused too.
 const MAX_QUEUED: usize = 16 * 1024;
-/// Session directory writes that may wait for the store; more are dropped (a node that takes a
-/// user over then misses a session until its edge registers it again).
-const WRITE_BEHIND: usize = 4096;
 
 pub(crate) enum Command {
     /// An owner operation (`ops.rs`) for a key of this shard.
@@ -147,7 +143,7 @@ pub(crate) enum PeerRouted {
 
 /// What a command is about: the shard keeps the commands for one key in order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum Key {
     User(UserKey),
     Channel(ChannelKey),
 }
@@ -217,7 +213,7 @@ fn answer(reply: Reply<Result<Response, Error>>, answer: Result<Response, Error>
 }
 
 /// Where a handler answers an operation `O`.
-struct Respond<O>(Reply<Result<Response, Error>>, PhantomData<fn() -> O>);
+pub(crate) struct Respond<O>(Reply<Result<Response, Error>>, PhantomData<fn() -> O>);
 
 impl<O: Operation> Respond<O> {
     fn new(reply: Reply<Result<Response, Error>>) -> Self {
@@ -225,17 +221,13 @@ impl<O: Operation> Respond<O> {
     }
 
     /// A caller that went away no longer wants its answer, so a failed send is ignored.
-    fn send(self, answer: Result<O::Output, Error>) {
+    pub(crate) fn send(self, answer: Result<O::Output, Error>) {
         let _ = self.0.send(answer.map(O::response));
     }
 }
 
-/// A store operation under way: the key it holds up (if any) and what the shard does with
-/// its answer.
-type Waiting = BoxFuture<'static, (Option<Key>, Resumed)>;
-
 /// An answer from the store, with what the operation that waited for it needs to go on.
-enum Resumed {
+pub(crate) enum Resumed {
     BanChecked {
         open: ops::OpenSession,
         ban: StoreResult<Option<parley_store::Restriction>>,
@@ -268,7 +260,8 @@ enum Resumed {
         is_new_member: bool,
         after: u64,
         announce: bool,
-        missed: Vec<Arc<SharedFrame>>,
+        oldest_kept: u64,
+        stored: StoreResult<Vec<v1::HistoryMessage>>,
     },
     ChannelStored {
         message: Numbered,
@@ -286,6 +279,10 @@ enum Resumed {
         notify_members: bool,
         stored: StoreResult<()>,
         reply: Respond<ops::RegionAttributes>,
+    },
+    AttributesForRegion {
+        channel: ChannelKey,
+        stored: StoreResult<Option<parley_store::StoredChannelAttributes>>,
     },
     InvitationLocated {
         send: ops::InvitationSend,
@@ -327,24 +324,14 @@ enum Queued {
     Forget,
 }
 
-/// Where a shard tells the world outside the cluster what happened.
-#[derive(Clone)]
-pub(crate) struct Outlets {
-    pub(crate) events: Arc<dyn EventSink>,
-    pub(crate) regions: Arc<dyn RegionLink>,
-}
-
 pub(crate) struct Shard {
     config: OwnerConfig,
     message_ids: MessageIdGenerator,
     apps: Arc<AppDirectory>,
-    edges: Arc<Edges>,
-    store: Arc<dyn Store>,
-    events: Arc<dyn EventSink>,
-    regions: Arc<dyn RegionLink>,
-    /// For receipts that arrive after the shard has moved on; weak so the shard still ends when
-    /// the owner goes.
-    self_tx: mpsc::WeakSender<Command>,
+    /// Whether there are other regions (without, the region directory is never asked).
+    spans_regions: bool,
+    /// The time of the input being handled.
+    now: Now,
     users: HashMap<UserKey, UserEntry>,
     channels: HashMap<ChannelKey, ChannelEntry>,
     /// Channels with lingering sessions, checked on every tick.
@@ -368,14 +355,8 @@ pub(crate) struct Shard {
     busy: HashMap<Key, Busy>,
     /// Commands queued behind busy keys, all keys together.
     queued: usize,
-    /// Store operations started since the runtime last looked, for it to run.
-    started: Vec<Waiting>,
-    /// Work that answers nobody here (waiting for a client's receipt, say), for the runtime to
-    /// run on its own.
-    detached: Vec<BoxFuture<'static, ()>>,
-    /// Session directory writes, done in order by one task beside the shard.
-    write_behind: mpsc::Sender<BoxFuture<'static, ()>>,
-    write_behind_rx: Option<mpsc::Receiver<BoxFuture<'static, ()>>>,
+    /// What the shard decided since its runtime last looked, for the runtime to carry out.
+    effects: Vec<Effect>,
 }
 
 impl Shard {
@@ -383,21 +364,15 @@ impl Shard {
         config: OwnerConfig,
         generator: u16,
         apps: Arc<AppDirectory>,
-        edges: Arc<Edges>,
-        store: Arc<dyn Store>,
-        outlets: Outlets,
-        self_tx: mpsc::WeakSender<Command>,
+        spans_regions: bool,
+        now: Now,
     ) -> Self {
-        let (write_behind, write_behind_rx) = mpsc::channel(WRITE_BEHIND);
         Shard {
             config,
             message_ids: MessageIdGenerator::new(generator),
             apps,
-            edges,
-            store,
-            events: outlets.events,
-            regions: outlets.regions,
-            self_tx,
+            spans_regions,
+            now,
             users: HashMap::new(),
             channels: HashMap::new(),
             lingering: HashSet::new(),
@@ -405,54 +380,22 @@ impl Shard {
             timed_users: HashSet::new(),
             remote_peers: HashMap::new(),
             crossed_peers: Crossed::default(),
-            keys_moved_at: now(),
+            keys_moved_at: now.instant,
             remote_invitations: HashMap::new(),
             busy: HashMap::new(),
             queued: 0,
-            started: Vec::new(),
-            detached: Vec::new(),
-            write_behind,
-            write_behind_rx: Some(write_behind_rx),
+            effects: Vec::new(),
         }
     }
 
-    /// The runtime: feeds the shard its commands, its store answers and its ticks, and runs
-    /// the store operations it starts, side by side.
-    pub(crate) async fn run(mut self, mut command_rx: mpsc::Receiver<Command>) {
-        let tick_every = self
-            .config
-            .member_count_interval
-            .min(Duration::from_millis(100));
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        if let Some(mut writes) = self.write_behind_rx.take() {
-            tokio::spawn(async move {
-                while let Some(write) = writes.recv().await {
-                    write.await;
-                }
-            });
-        }
-        let mut waiting = FuturesUnordered::new();
-        loop {
-            waiting.extend(self.started.drain(..));
-            for work in self.detached.drain(..) {
-                tokio::spawn(work);
-            }
-            tokio::select! {
-                Some((key, resumed)) = waiting.next(), if !waiting.is_empty() => {
-                    self.resume(key, resumed);
-                }
-                command = command_rx.recv(), if waiting.len() < MAX_WAITING => match command {
-                    Some(command) => self.accept(command),
-                    None => break,
-                },
-                _ = tick.tick() => self.on_tick(now()),
-            }
-        }
+    /// What the shard decided since this was last called.
+    pub(crate) fn take_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.effects.drain(..)
     }
 
     /// Takes a command: carries it out, or queues it behind its key's store operations.
-    fn accept(&mut self, command: Command) {
+    pub(crate) fn accept(&mut self, now: Now, command: Command) {
+        self.now = now;
         if !self.busy.is_empty()
             && let Some(key) = command.key()
             && let Some(busy) = self.busy.get_mut(&key)
@@ -471,38 +414,49 @@ impl Shard {
         self.handle(command);
     }
 
-    /// Starts a store operation beside the shard; `key`, if any, takes no other command until it
-    /// ends. What `work` returns comes back through [`Shard::resume`].
-    fn wait(&mut self, key: Option<Key>, work: impl Future<Output = Resumed> + Send + 'static) {
+    /// Asks the runtime for store work; `key`, if any, takes no other command until it ends.
+    /// The answer comes back through [`Shard::resume`].
+    fn wait(&mut self, key: Option<Key>, work: StoreWork) {
         if let Some(key) = &key {
             self.busy.entry(key.clone()).or_default().waits += 1;
         }
-        self.started.push(async move { (key, work.await) }.boxed());
-    }
-
-    /// Runs `work`, which answers nobody here, beside the shard.
-    fn detach(&mut self, work: impl Future<Output = ()> + Send + 'static) {
-        self.detached.push(work.boxed());
+        self.effects.push(Effect::Store {
+            key,
+            work: Box::new(work),
+        });
     }
 
     /// Queues a session directory write (never waited for; in order with the others).
-    fn write_behind(
-        &self,
-        what: &'static str,
-        write: impl Future<Output = StoreResult<()>> + Send + 'static,
+    fn write_behind(&mut self, write: DirectoryWrite) {
+        self.effects.push(Effect::Directory(write));
+    }
+
+    fn publish(&mut self, record: RegionRecord) {
+        self.effects.push(Effect::Region(record));
+    }
+
+    fn end_session(&mut self, session: SessionRef, reason: Reason) {
+        self.effects.push(Effect::EndSession { session, reason });
+    }
+
+    fn send_with_receipt(
+        &mut self,
+        session: SessionRef,
+        receipt_id: MessageId,
+        frame: Arc<SharedFrame>,
+        then: OnReceipt,
     ) {
-        let write = async move {
-            if let Err(error) = write.await {
-                tracing::warn!(%error, what, "a store write failed");
-            }
-        };
-        if self.write_behind.try_send(write.boxed()).is_err() {
-            tracing::warn!(what, "store writes are backed up; one dropped");
-        }
+        self.effects.push(Effect::DeliverPeer {
+            session,
+            receipt_id,
+            frame,
+            then,
+        });
     }
 
     /// Goes on with an operation whose store answer came, then frees its key.
-    fn resume(&mut self, key: Option<Key>, resumed: Resumed) {
+    pub(crate) fn resume(&mut self, now: Now, key: Option<Key>, resumed: Resumed) {
+        self.now = now;
         if let Some(key) = &key
             && let Some(busy) = self.busy.get_mut(key)
         {
@@ -525,8 +479,18 @@ impl Shard {
                 is_new_member,
                 after,
                 announce,
-                missed,
-            } => self.replayed(join, is_new_member, after, announce, missed),
+                oldest_kept,
+                stored,
+            } => {
+                let missed = match stored {
+                    Ok(stored) => channels::frames_between(&join.key, stored, after, oldest_kept),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading history to replay failed");
+                        Vec::new()
+                    }
+                };
+                self.replayed(join, is_new_member, after, announce, missed);
+            }
             Resumed::ChannelStored { message, stored } => self.channel_stored(message, stored),
             Resumed::ChannelAttributesSet {
                 channel,
@@ -541,6 +505,9 @@ impl Shard {
                 stored,
                 reply,
             } => self.region_attributes_set(&channel, attributes, notify_members, stored, reply),
+            Resumed::AttributesForRegion { channel, stored } => {
+                self.attributes_for_region(channel, stored);
+            }
             Resumed::InvitationLocated {
                 send,
                 region,
@@ -608,7 +575,7 @@ impl Shard {
             }
             Command::Forget { ring, me } => {
                 self.forget_unowned(&ring, me);
-                self.keys_moved_at = now();
+                self.keys_moved_at = self.now.instant;
             }
             Command::EdgeGone { node, reply } => {
                 self.edge_gone(node);
@@ -780,50 +747,20 @@ impl Shard {
     }
 
     fn emit(&mut self, app: &AppId, kind: crate::api::AppEventKind) {
-        let ts_ms = unix_ms();
-        self.events.emit(crate::api::AppEvent {
+        let ts_ms = self.now.unix_ms;
+        let event = crate::api::AppEvent {
             app: app.clone(),
             id: self.message_ids.next(ts_ms as u64),
             ts_ms,
             kind,
-        });
+        };
+        self.effects.push(Effect::Event(event));
     }
 
     // ---- delivery --------------------------------------------------------------------------
 
-    /// Sends `frame` to the channel's live sessions, one call per edge.
-    fn fan_out(&self, membership: &Membership, except: Option<SessionRef>, frame: SharedFrame) {
-        self.fan_out_shared(membership, except, Arc::new(frame));
-    }
-
-    fn fan_out_shared(
-        &self,
-        membership: &Membership,
-        except: Option<SessionRef>,
-        frame: Arc<SharedFrame>,
-    ) {
-        self.send_shared(membership.active_sessions(except), frame);
-    }
-
-    fn send_to(&self, sessions: impl IntoIterator<Item = SessionRef>, frame: SharedFrame) {
-        self.send_shared(sessions, Arc::new(frame));
-    }
-
-    /// Delivers to any sessions, grouped into one call per edge.
-    fn send_shared(&self, sessions: impl IntoIterator<Item = SessionRef>, frame: Arc<SharedFrame>) {
-        let mut by_edge: BTreeMap<NodeId, Vec<SessionId>> = BTreeMap::new();
-        for session in sessions {
-            by_edge
-                .entry(session.edge)
-                .or_default()
-                .push(session.session);
-        }
-        for (node, sessions) in by_edge {
-            match self.edges.get(node) {
-                Some(edge) => edge.deliver(&sessions, frame.clone()),
-                None => tracing::warn!(edge = node.0, "no route to edge, dropping delivery"),
-            }
-        }
+    fn send_to(&mut self, sessions: impl IntoIterator<Item = SessionRef>, frame: SharedFrame) {
+        send_shared(&mut self.effects, sessions, Arc::new(frame));
     }
 
     fn limits(&self, app: &parley_core::ids::AppId) -> Limits {
@@ -831,6 +768,38 @@ impl Shard {
             .get(app.as_str())
             .map(|app| app.limits.clone())
             .unwrap_or_default()
+    }
+}
+
+/// Sends `frame` to the channel's live sessions, one delivery per edge.
+fn fan_out(
+    effects: &mut Vec<Effect>,
+    membership: &Membership,
+    except: Option<SessionRef>,
+    frame: Arc<SharedFrame>,
+) {
+    send_shared(effects, membership.active_sessions(except), frame);
+}
+
+/// Delivers to any sessions, grouped into one delivery per edge.
+fn send_shared(
+    effects: &mut Vec<Effect>,
+    sessions: impl IntoIterator<Item = SessionRef>,
+    frame: Arc<SharedFrame>,
+) {
+    let mut by_edge: BTreeMap<NodeId, Vec<SessionId>> = BTreeMap::new();
+    for session in sessions {
+        by_edge
+            .entry(session.edge)
+            .or_default()
+            .push(session.session);
+    }
+    for (edge, sessions) in by_edge {
+        effects.push(Effect::Deliver {
+            edge,
+            sessions,
+            frame: frame.clone(),
+        });
     }
 }
 
@@ -867,11 +836,6 @@ fn failure_reason(failure: Failure) -> v1::InvitationFailureReason {
         Failure::PeerNoResponse => v1::InvitationFailureReason::PeerNoResponse,
         Failure::InvitationExpire => v1::InvitationFailureReason::InvitationExpire,
     }
-}
-
-/// The instant used for timers: tokio's clock, so tests can pause time.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 fn unavailable(why: &str) -> Error {

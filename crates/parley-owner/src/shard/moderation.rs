@@ -1,32 +1,33 @@
 //! What the app's backend does to its users: bans, mutes, kicks.
 
+use std::sync::Arc;
+
 use parley_core::Error;
+use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
 use parley_store::Restriction;
-use parley_store::Scope;
 use parley_store::StoreResult;
 
 use super::Key;
 use super::Respond;
-use super::Resumed;
 use super::Shard;
+use super::effects::StoreWork;
+use super::fan_out;
 use crate::api::ChannelKey;
 use crate::api::Moderation;
 use crate::api::UserKey;
 use crate::ops;
 use crate::owner::storage_error;
-use parley_core::time::unix_ms;
 
 impl Shard {
     /// Carries out `action` once the store has it (the key's other commands wait); replies
     /// whether it changed anything.
     pub(super) fn moderate(&mut self, action: Moderation, reply: Respond<ops::Moderate>) {
-        let now_ms = unix_ms();
-        let store = self.store.clone();
+        let now_ms = self.now.unix_ms;
         match action {
             Moderation::Ban {
                 user,
@@ -39,23 +40,19 @@ impl Shard {
                     until_ms,
                     reason,
                 };
-                self.wait(Some(Key::User(user.clone())), async move {
-                    let stored = store.restrict(&user.app, &Scope::Login, ban).await;
-                    Resumed::Banned {
-                        user,
-                        stored,
-                        reply,
-                    }
-                });
+                let key = Key::User(user.clone());
+                self.wait(Some(key), StoreWork::Ban { user, ban, reply });
             }
             Moderation::Unban { user } => {
-                self.wait(Some(Key::User(user.clone())), async move {
-                    let lifted = store
-                        .lift(&user.app, &Scope::Login, &user.uid, now_ms)
-                        .await;
-                    reply.send(lifted.map_err(storage_error));
-                    Resumed::Done
-                });
+                let key = Key::User(user.clone());
+                self.wait(
+                    Some(key),
+                    StoreWork::Unban {
+                        user,
+                        now_ms,
+                        reply,
+                    },
+                );
             }
             Moderation::Mute {
                 channel,
@@ -67,32 +64,30 @@ impl Shard {
                     uid: uid.to_string(),
                     since_ms: now_ms,
                     until_ms,
-                    reason: reason.clone(),
+                    reason,
                 };
-                self.wait(Some(Key::Channel(channel.clone())), async move {
-                    let scope = Scope::Channel(channel.channel.clone());
-                    let stored = store.restrict(&channel.app, &scope, mute).await;
-                    Resumed::MuteChanged {
+                let key = Key::Channel(channel.clone());
+                self.wait(
+                    Some(key),
+                    StoreWork::Mute {
                         channel,
                         uid,
-                        mute: Some((until_ms, reason)),
-                        changed: stored.map(|()| true).map_err(storage_error),
+                        mute,
                         reply,
-                    }
-                });
+                    },
+                );
             }
             Moderation::Unmute { channel, uid } => {
-                self.wait(Some(Key::Channel(channel.clone())), async move {
-                    let scope = Scope::Channel(channel.channel.clone());
-                    let lifted = store.lift(&channel.app, &scope, &uid, now_ms).await;
-                    Resumed::MuteChanged {
+                let key = Key::Channel(channel.clone());
+                self.wait(
+                    Some(key),
+                    StoreWork::Unmute {
                         channel,
                         uid,
-                        mute: None,
-                        changed: lifted.map_err(storage_error),
+                        now_ms,
                         reply,
-                    }
-                });
+                    },
+                );
             }
             Moderation::Kick {
                 channel,
@@ -117,10 +112,10 @@ impl Shard {
         }
         if let Some(entry) = self.users.get_mut(user) {
             entry.logout_reason = Some("banned");
-            for known in &entry.sessions {
-                if let Some(edge) = self.edges.get(known.session.edge) {
-                    edge.end_session(known.session.session, Reason::BannedByServer);
-                }
+            let sessions: Vec<SessionRef> =
+                entry.sessions.iter().map(|known| known.session).collect();
+            for session in sessions {
+                self.end_session(session, Reason::BannedByServer);
             }
         }
         reply.send(Ok(true));
@@ -180,6 +175,6 @@ impl Shard {
             reason: mute.map(|(_, reason)| reason).unwrap_or_default(),
         }));
         let entry = &self.channels[channel];
-        self.fan_out(&entry.membership, None, frame);
+        fan_out(&mut self.effects, &entry.membership, None, Arc::new(frame));
     }
 }

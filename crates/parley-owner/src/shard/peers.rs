@@ -8,7 +8,6 @@ use parley_core::ids::SessionRef;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::Conversation;
 use parley_store::InboxLimits;
 use parley_store::StoreResult;
 use tokio::sync::oneshot;
@@ -17,25 +16,24 @@ use super::Key;
 use super::PeerRouted;
 use super::REGION_PEER_MARGIN;
 use super::Reply;
-use super::Resumed;
 use super::Shard;
-use super::now;
+use super::effects::OnReceipt;
+use super::effects::StoreWork;
 use crate::api::AppEventKind;
 use crate::api::PeerSend;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::owner::storage_error;
-use parley_core::time::unix_ms;
 
 /// A peer message on its way, between store operations.
-pub(in crate::shard) struct PeerSending {
-    send: PeerSend,
-    receiver: UserKey,
-    limits: InboxLimits,
-    message_id: MessageId,
-    server_received_ts: i64,
+pub(crate) struct PeerSending {
+    pub(crate) send: PeerSend,
+    pub(crate) receiver: UserKey,
+    pub(crate) limits: InboxLimits,
+    pub(crate) message_id: MessageId,
+    pub(crate) server_received_ts: i64,
     /// The message as history and the inbox keep it.
-    stored: v1::HistoryMessage,
+    pub(crate) stored: v1::HistoryMessage,
     reply: Reply<Result<PeerRouted, Error>>,
 }
 
@@ -64,7 +62,7 @@ impl Shard {
                 (origin.message_id, origin.server_received_ts)
             }
             None => {
-                let now = unix_ms();
+                let now = self.now.unix_ms;
                 (self.message_ids.next(now as u64), now)
             }
         };
@@ -96,20 +94,10 @@ impl Shard {
             .limits(&peer.receiver.app)
             .history_retention
             .as_millis() as i64;
-        let store = self.store.clone();
-        self.wait(Some(peer.receiver_key()), async move {
-            let conversation =
-                Conversation::peers(peer.send.from.uid.clone(), peer.receiver.uid.clone());
-            let stored = store
-                .append(
-                    &peer.receiver.app,
-                    &conversation,
-                    peer.stored.clone(),
-                    retention_ms,
-                )
-                .await;
-            Resumed::PeerStored { peer, stored }
-        });
+        self.wait(
+            Some(peer.receiver_key()),
+            StoreWork::AppendPeer { peer, retention_ms },
+        );
     }
 
     pub(super) fn peer_stored(&mut self, peer: PeerSending, stored: StoreResult<()>) {
@@ -126,20 +114,9 @@ impl Shard {
     fn route_peer(&mut self, peer: PeerSending) {
         if self.sessions_of(&peer.receiver).is_empty()
             && peer.send.origin.is_none()
-            && self.regions.spans_regions()
+            && self.spans_regions
         {
-            let store = self.store.clone();
-            self.wait(Some(peer.receiver_key()), async move {
-                let (app, uid) = (&peer.receiver.app, &peer.receiver.uid);
-                let region = match store.user_regions(app, uid).await {
-                    Ok(regions) => regions.into_iter().next(),
-                    Err(error) => {
-                        tracing::warn!(%error, "the region directory is unavailable");
-                        None
-                    }
-                };
-                Resumed::PeerLocated { peer, region }
-            });
+            self.wait(Some(peer.receiver_key()), StoreWork::LocatePeer { peer });
             return;
         }
         self.deliver_peer(peer);
@@ -151,11 +128,11 @@ impl Shard {
             return;
         }
         let (outcome_tx, outcome_rx) = oneshot::channel();
-        let until = now() + self.config.peer_receipt_timeout + REGION_PEER_MARGIN;
+        let until = self.now.instant + self.config.peer_receipt_timeout + REGION_PEER_MARGIN;
         self.remote_peers
             .insert(peer.message_id.0, (outcome_tx, until));
         let send = peer.send;
-        self.regions.publish(RegionRecord::Peer {
+        self.publish(RegionRecord::Peer {
             from: send.from,
             to: peer.receiver.uid,
             message: send.message,
@@ -177,19 +154,7 @@ impl Shard {
     fn deliver_peer(&mut self, peer: PeerSending) {
         let sessions = self.sessions_of(&peer.receiver);
         if sessions.is_empty() && peer.send.enable_offline {
-            let store = self.store.clone();
-            self.wait(Some(peer.receiver_key()), async move {
-                let stored = store
-                    .push(
-                        &peer.receiver.app,
-                        &peer.receiver.uid,
-                        peer.stored.clone(),
-                        peer.limits,
-                        peer.server_received_ts,
-                    )
-                    .await;
-                Resumed::PeerCached { peer, stored }
-            });
+            self.wait(Some(peer.receiver_key()), StoreWork::CachePeer { peer });
             return;
         }
         let frame = Arc::new(
@@ -202,13 +167,13 @@ impl Shard {
             }))
             .with_trace(peer.send.trace),
         );
-        let receipts = sessions
-            .iter()
-            .filter_map(|session| {
-                let edge = self.edges.get(session.edge)?;
-                Some(edge.deliver_peer(session.session, peer.message_id, frame.clone()))
-            })
-            .collect();
+        let mut receipts = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let (receipt_tx, receipt_rx) = oneshot::channel();
+            receipts.push(receipt_rx);
+            let then = OnReceipt::Caller(receipt_tx);
+            self.send_with_receipt(session, peer.message_id, frame.clone(), then);
+        }
         let _ = peer.reply.send(Ok(PeerRouted::Delivered {
             message_id: peer.message_id,
             server_received_ts: peer.server_received_ts,

@@ -2,47 +2,30 @@
 //! the event logs. Nothing of the shard's own state, so nothing waits behind them.
 
 use super::Respond;
-use super::Resumed;
 use super::Shard;
+use super::effects::StoreWork;
 use crate::ops;
 use crate::owner::history_cutoff;
-use crate::owner::storage_error;
-use parley_core::time::unix_ms;
 
 impl Shard {
     pub(super) fn query_history(
         &mut self,
-        read: ops::QueryHistory,
+        mut read: ops::QueryHistory,
         reply: Respond<ops::QueryHistory>,
     ) {
-        let ops::QueryHistory {
-            app,
-            conversation,
-            mut query,
-        } = read;
-        query.start_ms = query.start_ms.max(history_cutoff(&self.limits(&app)));
-        let store = self.store.clone();
-        self.wait(None, async move {
-            let found = store.query(&app, &conversation, query).await;
-            reply.send(found.map_err(storage_error));
-            Resumed::Done
-        });
+        let cutoff = history_cutoff(&self.limits(&read.app), self.now.unix_ms);
+        read.query.start_ms = read.query.start_ms.max(cutoff);
+        self.wait(None, StoreWork::QueryHistory { read, reply });
     }
 
     pub(super) fn count_history(
         &mut self,
-        read: ops::CountHistory,
+        mut read: ops::CountHistory,
         reply: Respond<ops::CountHistory>,
     ) {
-        let start_ms = read.start_ms.max(history_cutoff(&self.limits(&read.app)));
-        let store = self.store.clone();
-        self.wait(None, async move {
-            let counted = store
-                .count(&read.app, &read.conversation, start_ms, read.end_ms)
-                .await;
-            reply.send(counted.map_err(storage_error));
-            Resumed::Done
-        });
+        let cutoff = history_cutoff(&self.limits(&read.app), self.now.unix_ms);
+        read.start_ms = read.start_ms.max(cutoff);
+        self.wait(None, StoreWork::CountHistory { read, reply });
     }
 
     pub(super) fn restrictions(
@@ -50,22 +33,18 @@ impl Shard {
         read: ops::Restrictions,
         reply: Respond<ops::Restrictions>,
     ) {
-        let store = self.store.clone();
-        self.wait(None, async move {
-            let found = store.restrictions(&read.app, &read.scope, unix_ms()).await;
-            reply.send(found.map_err(storage_error));
-            Resumed::Done
-        });
+        let now_ms = self.now.unix_ms;
+        self.wait(
+            None,
+            StoreWork::Restrictions {
+                read,
+                now_ms,
+                reply,
+            },
+        );
     }
 
     pub(super) fn events(&mut self, read: ops::Events, reply: Respond<ops::Events>) {
-        let store = self.store.clone();
-        self.wait(None, async move {
-            let found = store
-                .events(&read.app, read.stream, read.after, read.limit)
-                .await;
-            reply.send(found.map_err(storage_error));
-            Resumed::Done
-        });
+        self.wait(None, StoreWork::Events { read, reply });
     }
 }

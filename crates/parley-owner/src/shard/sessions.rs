@@ -14,16 +14,15 @@ use parley_proto::v1::PeerOnlineState;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
 use parley_store::Restriction;
-use parley_store::Scope;
 use parley_store::StoreResult;
-use parley_store::StoredUserAttributes;
 
 use super::Key;
 use super::Queued;
 use super::Respond;
-use super::Resumed;
 use super::Shard;
-use super::now;
+use super::effects::DirectoryWrite;
+use super::effects::OnReceipt;
+use super::effects::StoreWork;
 use super::state::UserEntry;
 use super::state::UserSession;
 use crate::api::AppEventKind;
@@ -33,7 +32,6 @@ use crate::api::UserKey;
 use crate::ops;
 use crate::ops::OpenSession;
 use crate::owner::storage_error;
-use parley_core::time::unix_ms;
 
 impl Shard {
     /// A login: checks for a ban (the user's commands wait for the answer), then records the
@@ -44,13 +42,16 @@ impl Shard {
             reply.send(Ok(()));
             return;
         }
-        let store = self.store.clone();
         let key = Key::User(open.user.clone());
-        self.wait(Some(key), async move {
-            let (app, uid) = (&open.user.app, &open.user.uid);
-            let ban = store.restriction(app, &Scope::Login, uid, unix_ms()).await;
-            Resumed::BanChecked { open, ban, reply }
-        });
+        let now_ms = self.now.unix_ms;
+        self.wait(
+            Some(key),
+            StoreWork::CheckBan {
+                open,
+                now_ms,
+                reply,
+            },
+        );
     }
 
     /// A banned user's login fails with BANNED. When storage cannot say, the login goes on
@@ -81,13 +82,12 @@ impl Shard {
         let entry = self.users.entry(open.user.clone()).or_default();
         let mut replaced = Vec::new();
         if open.multi_login == MultiLogin::Replace {
-            for old in entry.sessions.drain(..) {
-                if let Some(edge) = self.edges.get(old.session.edge) {
-                    edge.end_session(old.session.session, Reason::RemoteLogin);
-                }
-                replaced.push(old.session);
-            }
+            replaced.extend(entry.sessions.drain(..).map(|old| old.session));
         }
+        for old in &replaced {
+            self.end_session(*old, Reason::RemoteLogin);
+        }
+        let entry = self.users.entry(open.user.clone()).or_default();
         entry.sessions.push(UserSession {
             session: open.session,
             reachable: true,
@@ -97,16 +97,14 @@ impl Shard {
         // The directory is for a node that takes the user over later; a failed write only costs
         // that node a re-registration, so it does not fail the login.
         for old in replaced {
-            let (store, user) = (self.store.clone(), open.user.clone());
-            self.write_behind("session directory", async move {
-                store.unregister_session(&user.app, &user.uid, old).await
+            self.write_behind(DirectoryWrite::Unregister {
+                user: open.user.clone(),
+                session: old,
             });
         }
-        let (store, user) = (self.store.clone(), open.user);
-        self.write_behind("session directory", async move {
-            store
-                .register_session(&user.app, &user.uid, open.session)
-                .await
+        self.write_behind(DirectoryWrite::Register {
+            user: open.user,
+            session: open.session,
         });
         reply.send(Ok(()));
     }
@@ -126,19 +124,18 @@ impl Shard {
         reply: Respond<ops::SessionReady>,
     ) {
         let max_age_ms = self.limits(&user.app).offline_max_age.as_millis() as i64;
-        let store = self.store.clone();
         let key = Key::User(user.clone());
-        self.wait(Some(key), async move {
-            let inbox = store
-                .list(&user.app, &user.uid, max_age_ms, unix_ms())
-                .await;
-            Resumed::InboxListed {
+        let now_ms = self.now.unix_ms;
+        self.wait(
+            Some(key),
+            StoreWork::ListInbox {
                 user,
                 session,
-                inbox,
+                max_age_ms,
+                now_ms,
                 reply,
-            }
-        });
+            },
+        );
     }
 
     pub(super) fn inbox_listed(
@@ -155,31 +152,24 @@ impl Shard {
                 return;
             }
         };
-        if let Some(edge) = self.edges.get(session.edge) {
-            for stored in inbox {
-                let frame = Arc::new(SharedFrame::event(EventKind::MessageFromPeer(
-                    v1::MessageFromPeer {
-                        peer_id: stored.from.clone(),
-                        message: stored.message.clone(),
-                        message_id: stored.message_id,
-                        server_received_ts: stored.server_received_ts,
-                        is_offline_message: true,
-                    },
-                )));
-                let receipt =
-                    edge.deliver_peer(session.session, MessageId(stored.message_id), frame);
-                let store = self.store.clone();
-                let user = user.clone();
-                self.detach(async move {
-                    if receipt.await.is_ok()
-                        && let Err(error) = store.remove(&user.app, &user.uid, &stored).await
-                    {
-                        tracing::warn!(%error, "removing a delivered offline message failed");
-                    }
-                });
-            }
+        for stored in inbox {
+            let frame = Arc::new(SharedFrame::event(EventKind::MessageFromPeer(
+                v1::MessageFromPeer {
+                    peer_id: stored.from.clone(),
+                    message: stored.message.clone(),
+                    message_id: stored.message_id,
+                    server_received_ts: stored.server_received_ts,
+                    is_offline_message: true,
+                },
+            )));
+            let receipt_id = MessageId(stored.message_id);
+            let then = OnReceipt::LeaveInbox {
+                user: user.clone(),
+                stored,
+            };
+            self.send_with_receipt(session, receipt_id, frame, then);
         }
-        let now = now();
+        let now = self.now.instant;
         let waiting: Vec<u64> = self
             .users
             .get(&user)
@@ -209,7 +199,7 @@ impl Shard {
         if entry.sessions.len() < before && entry.sessions.is_empty() {
             match reason {
                 LeaveReason::ConnectionLost => {
-                    entry.lost_until = Some(now() + offline_after);
+                    entry.lost_until = Some(self.now.instant + offline_after);
                     self.timed_users.insert(user.clone());
                     entry.logout_reason.get_or_insert("connection_lost");
                 }
@@ -220,11 +210,9 @@ impl Shard {
             }
         }
         self.announce_presence(user);
-        let (store, known) = (self.store.clone(), user.clone());
-        self.write_behind("session directory", async move {
-            store
-                .unregister_session(&known.app, &known.uid, session)
-                .await
+        self.write_behind(DirectoryWrite::Unregister {
+            user: user.clone(),
+            session,
         });
         if logged_out {
             // Logged out: OFFLINE at once, and attributes go (Agora's behaviour).
@@ -235,16 +223,10 @@ impl Shard {
     /// Clears the user's attributes; the user's commands wait until they are gone, so a new
     /// session's attributes are never cleared after being set.
     pub(super) fn clear_user_attributes(&mut self, user: &UserKey) {
-        let (store, user) = (self.store.clone(), user.clone());
-        self.wait(Some(Key::User(user.clone())), async move {
-            let cleared = store
-                .set_user_attributes(&user.app, &user.uid, StoredUserAttributes::default())
-                .await;
-            if let Err(error) = cleared {
-                tracing::warn!(%error, uid = %user.uid, "clearing user attributes failed");
-            }
-            Resumed::Done
-        });
+        self.wait(
+            Some(Key::User(user.clone())),
+            StoreWork::ClearUserAttributes { user: user.clone() },
+        );
     }
 
     pub(super) fn set_reachable(&mut self, user: &UserKey, session: SessionRef, reachable: bool) {
@@ -352,7 +334,7 @@ impl Shard {
             self.send_to(subscribers, frame);
             if let Some(kind) = kind {
                 // The other regions learn where the user is, for peer messages.
-                self.regions.publish(RegionRecord::User {
+                self.publish(RegionRecord::User {
                     user: user.clone(),
                     online: matches!(kind, AppEventKind::Login { .. }),
                 });

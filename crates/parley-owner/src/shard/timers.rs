@@ -1,7 +1,7 @@
 //! What happens with time: lingering members leave, member counts go out, lost users go
 //! offline, invitations time out; and what a ring change drops.
 
-use std::time::Instant;
+use std::sync::Arc;
 
 use parley_core::ids::NodeId;
 use parley_core::ring::Ring;
@@ -12,6 +12,8 @@ use parley_proto::v1::event::Kind as EventKind;
 use super::Key;
 use super::Queued;
 use super::Shard;
+use super::effects::Now;
+use super::fan_out;
 use crate::api::ChannelKey;
 use crate::api::Interest;
 use crate::api::RegionRecord;
@@ -75,7 +77,9 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_tick(&mut self, now: Instant) {
+    pub(crate) fn on_tick(&mut self, clock: Now) {
+        self.now = clock;
+        let now = clock.instant;
         self.remote_peers.retain(|_, (_, until)| *until > now);
         self.remote_invitations.retain(|_, (_, until)| *until > now);
         let lingering: Vec<ChannelKey> = self.lingering.iter().cloned().collect();
@@ -116,7 +120,7 @@ impl Shard {
             let members = entry.local_members();
             if !entry.remote_regions.is_empty() && entry.members_told != Some(members) {
                 entry.members_told = Some(members);
-                self.regions.publish(RegionRecord::Interest {
+                self.publish(RegionRecord::Interest {
                     channel: key.clone(),
                     interest: Interest {
                         members,
@@ -124,12 +128,12 @@ impl Shard {
                     },
                 });
             }
+            let entry = &self.channels[&key];
             let frame = SharedFrame::event(EventKind::MemberCountUpdated(v1::MemberCountUpdated {
                 channel_id: key.channel.to_string(),
                 member_count: entry.all_members(),
             }));
-            let entry = &self.channels[&key];
-            self.fan_out(&entry.membership, None, frame);
+            fan_out(&mut self.effects, &entry.membership, None, Arc::new(frame));
         }
 
         let timed: Vec<UserKey> = self.timed_users.iter().cloned().collect();

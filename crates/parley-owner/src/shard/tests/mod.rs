@@ -10,18 +10,15 @@ mod sessions;
 mod waiting;
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
-use futures_util::future::join_all;
 use parley_core::ErrorCode;
 use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
 use parley_core::app::MultiLogin;
 use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
-use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
 use parley_core::ids::SessionId;
 use parley_core::ids::SessionRef;
@@ -34,20 +31,20 @@ use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
 use parley_store::EmbeddedStore;
 use parley_store::InboxLimits;
-use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::Command;
+use super::Key;
 use super::MAX_QUEUED_PER_KEY;
-use super::Outlets;
 use super::PeerRouted;
 use super::Shard;
-use super::Waiting;
+use super::effects::Effect;
+use super::effects::Now;
+use super::effects::OnReceipt;
+use super::effects::StoreWork;
+use super::runtime::perform;
 use crate::api::ChannelKey;
-use crate::api::EdgeSink;
 use crate::api::LeaveReason;
-use crate::api::NoEvents;
-use crate::api::NoRegions;
 use crate::api::PeerSend;
 use crate::api::Resume;
 use crate::api::UserKey;
@@ -55,18 +52,17 @@ use crate::ops;
 use crate::ops::ChannelSend;
 use crate::ops::OpenSession;
 use crate::ops::Operation;
-use crate::owner::Edges;
 use crate::owner::OwnerConfig;
 
 const APP: &str = "0123456789abcdef0123456789abcdef";
 const EDGE: NodeId = NodeId(7);
 
-/// An edge that records what it is sent; receipts stay pending.
+/// What reached the edge, from the shard's effects; receipts are never sent.
 #[derive(Default)]
 struct Edge {
-    events: Mutex<Vec<(SessionId, EventKind)>>,
-    receipts: Mutex<Vec<oneshot::Sender<()>>>,
-    ended: Mutex<Vec<(SessionId, Reason)>>,
+    events: Vec<(SessionId, EventKind)>,
+    receipts: Vec<OnReceipt>,
+    ended: Vec<(SessionId, Reason)>,
 }
 
 impl Edge {
@@ -77,8 +73,6 @@ impl Edge {
 
     fn to(&self, session: SessionRef) -> Vec<EventKind> {
         self.events
-            .lock()
-            .unwrap()
             .iter()
             .filter(|(to, _)| *to == session.session)
             .map(|(_, event)| event.clone())
@@ -93,64 +87,76 @@ fn event_of(frame: &SharedFrame) -> EventKind {
     }
 }
 
-impl EdgeSink for Edge {
-    fn deliver(&self, sessions: &[SessionId], frame: Arc<SharedFrame>) {
-        let event = event_of(&frame);
-        let mut events = self.events.lock().unwrap();
-        events.extend(sessions.iter().map(|session| (*session, event.clone())));
-    }
-
-    fn deliver_peer(
-        &self,
-        session: SessionId,
-        _receipt_id: MessageId,
-        frame: Arc<SharedFrame>,
-    ) -> oneshot::Receiver<()> {
-        self.events
-            .lock()
-            .unwrap()
-            .push((session, event_of(&frame)));
-        let (receipt_tx, receipt_rx) = oneshot::channel();
-        self.receipts.lock().unwrap().push(receipt_tx);
-        receipt_rx
-    }
-
-    fn end_session(&self, session: SessionId, reason: Reason) {
-        self.ended.lock().unwrap().push((session, reason));
-    }
-}
-
+/// A shard driven by hand: its effects are read after every input, and its store work runs
+/// (on an embedded store) only when a test lets it.
 struct Harness {
     shard: Shard,
-    edge: Arc<Edge>,
+    store: EmbeddedStore,
+    now: Now,
+    edge: Edge,
+    /// Store work asked for and not yet run.
+    pending: Vec<(Option<Key>, StoreWork)>,
 }
 
 impl Harness {
     fn new(name: &str) -> Harness {
         let dir = std::env::temp_dir().join(format!("parley-shard-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Arc::new(EmbeddedStore::open(&dir).unwrap());
+        let store = EmbeddedStore::open(&dir).unwrap();
         let app = AppConfig::new(AppId::parse(APP).unwrap(), None);
-        let edges = Arc::new(Edges::default());
-        let edge = Arc::new(Edge::default());
-        edges.register(EDGE, edge.clone());
-        let (self_tx, _) = mpsc::channel(1);
-        let shard = Shard::new(
-            OwnerConfig::default(),
-            1,
-            Arc::new(AppDirectory::new([app])),
-            edges,
+        let now = Now {
+            instant: Instant::now(),
+            unix_ms: parley_core::time::unix_ms(),
+        };
+        let apps = Arc::new(AppDirectory::new([app]));
+        let shard = Shard::new(OwnerConfig::default(), 1, apps, false, now);
+        Harness {
+            shard,
             store,
-            Outlets {
-                events: Arc::new(NoEvents),
-                regions: Arc::new(NoRegions),
-            },
-            self_tx.downgrade(),
-        );
-        Harness { shard, edge }
+            now,
+            edge: Edge::default(),
+            pending: Vec::new(),
+        }
     }
 
-    /// Runs the store operations started so far, and those they start, to their end.
+    /// Reads what the shard decided.
+    fn pump(&mut self) {
+        for effect in self.shard.take_effects() {
+            match effect {
+                Effect::Deliver {
+                    edge,
+                    sessions,
+                    frame,
+                } => {
+                    assert_eq!(edge, EDGE);
+                    let event = event_of(&frame);
+                    let events = sessions.into_iter().map(|session| (session, event.clone()));
+                    self.edge.events.extend(events);
+                }
+                Effect::DeliverPeer {
+                    session,
+                    frame,
+                    then,
+                    ..
+                } => {
+                    self.edge.events.push((session.session, event_of(&frame)));
+                    self.edge.receipts.push(then);
+                }
+                Effect::EndSession { session, reason } => {
+                    self.edge.ended.push((session.session, reason));
+                }
+                Effect::Store { key, work } => self.pending.push((key, *work)),
+                Effect::Event(_) | Effect::Region(_) | Effect::Directory(_) => {}
+            }
+        }
+    }
+
+    fn accept(&mut self, command: Command) {
+        self.shard.accept(self.now, command);
+        self.pump();
+    }
+
+    /// Runs the store work asked for so far, and what it leads to, to its end.
     async fn settle(&mut self) {
         loop {
             let started = self.hold();
@@ -161,22 +167,28 @@ impl Harness {
         }
     }
 
-    /// Takes the store operations started so far, without running them.
-    fn hold(&mut self) -> Vec<Waiting> {
-        self.shard.started.drain(..).collect()
+    /// Takes the store work asked for so far, without running it.
+    fn hold(&mut self) -> Vec<(Option<Key>, StoreWork)> {
+        self.pump();
+        std::mem::take(&mut self.pending)
     }
 
-    /// Lets held store operations end.
-    async fn finish(&mut self, held: Vec<Waiting>) {
-        for (key, resumed) in join_all(held).await {
-            self.shard.resume(key, resumed);
+    /// Lets held store work end: all of it runs, then the shard hears of each in turn.
+    async fn finish(&mut self, held: Vec<(Option<Key>, StoreWork)>) {
+        let mut answers = Vec::new();
+        for (key, work) in held {
+            answers.push((key, perform(&self.store, work).await));
         }
+        for (key, resumed) in answers {
+            self.shard.resume(self.now, key, resumed);
+        }
+        self.pump();
     }
 
     /// Hands the shard an operation, as the owner does.
     fn ask<O: Operation>(&mut self, operation: O) -> Answer<O> {
         let (reply, answer) = oneshot::channel();
-        self.shard.accept(Command::Call {
+        self.accept(Command::Call {
             request: operation.into_request(),
             reply,
         });
@@ -223,7 +235,7 @@ impl Harness {
 
     fn send_peer(&mut self, from: &str, to: &str, enable_history: bool) -> PeerAnswer {
         let (reply, answer) = oneshot::channel();
-        self.shard.accept(Command::SendPeer {
+        self.accept(Command::SendPeer {
             send: PeerSend {
                 from: user_key(from),
                 to: UserId::parse(to).unwrap(),
@@ -333,7 +345,12 @@ fn presence_told(h: &Harness, watcher: SessionRef, uid: &str) -> Vec<PeerOnlineS
 
 /// Runs the shard's timers as they stand `later` from now.
 fn tick_after(h: &mut Harness, later: Duration) {
-    h.shard.on_tick(Instant::now() + later);
+    let at = Now {
+        instant: h.now.instant + later,
+        unix_ms: h.now.unix_ms + later.as_millis() as i64,
+    };
+    h.shard.on_tick(at);
+    h.pump();
 }
 
 fn invite(h: &mut Harness, caller: &str, caller_session: SessionRef, callee: &str) -> u64 {

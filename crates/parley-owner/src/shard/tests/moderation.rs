@@ -83,10 +83,7 @@ async fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
     });
     h.settle().await;
     assert_eq!(banned.now(), Ok(true));
-    assert_eq!(
-        *h.edge.ended.lock().unwrap(),
-        [(bob.session, Reason::BannedByServer)]
-    );
+    assert_eq!(h.edge.ended, [(bob.session, Reason::BannedByServer)]);
     let mut again = h.ask(OpenSession {
         user: user_key("bob"),
         session: session(3),

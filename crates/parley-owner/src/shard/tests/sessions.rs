@@ -47,10 +47,7 @@ async fn a_second_login_ends_the_first_with_remote_login() {
     let (first, second) = (session(1), session(2));
     h.login("bob", first).await;
     h.login("bob", second).await;
-    assert_eq!(
-        *h.edge.ended.lock().unwrap(),
-        [(first.session, Reason::RemoteLogin)]
-    );
+    assert_eq!(h.edge.ended, [(first.session, Reason::RemoteLogin)]);
     let state = h
         .ask(ops::Presence {
             user: user_key("bob"),

@@ -113,7 +113,7 @@ async fn a_message_cached_while_its_receiver_logs_in_is_in_the_inbox_the_login_r
     let mut h = Harness::new("inbox");
     let bob = session(2);
     let (reply, mut cached) = oneshot::channel();
-    h.shard.accept(Command::SendPeer {
+    h.accept(Command::SendPeer {
         send: PeerSend {
             from: user_key("alice"),
             to: UserId::parse("bob").unwrap(),
@@ -169,7 +169,7 @@ async fn a_ring_change_takes_a_loading_channel_after_the_commands_before_it() {
     // A ring without this node: every key moved away. The join came first and is answered;
     // then the channel's state goes.
     let ring = Arc::new(Ring::new(2, &[NodeId(9)], 8));
-    h.shard.accept(Command::Forget {
+    h.accept(Command::Forget {
         ring,
         me: NodeId(1),
     });
@@ -200,7 +200,7 @@ async fn an_edge_gone_takes_a_login_still_checking_for_a_ban_too() {
     });
     let checking = h.hold();
     let (reply, _gone) = oneshot::channel();
-    h.shard.accept(Command::EdgeGone { node: EDGE, reply });
+    h.accept(Command::EdgeGone { node: EDGE, reply });
     h.finish(checking).await;
     login.now().unwrap();
     let state = h
