@@ -10,6 +10,7 @@ pub mod v1 {
 }
 
 /// The cluster's internal gRPC API (proto/parley/cluster/v1/cluster.proto).
+#[cfg(feature = "grpc")]
 pub mod cluster {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic)]
@@ -18,6 +19,7 @@ pub mod cluster {
 }
 
 /// The server API for app backends over gRPC (proto/parley/server/v1/server.proto).
+#[cfg(feature = "grpc")]
 pub mod server {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic)]
@@ -25,6 +27,7 @@ pub mod server {
     }
 }
 
+#[cfg(feature = "grpc")]
 pub mod cluster_auth;
 mod codec;
 
