@@ -18,26 +18,21 @@ use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 pub use parley_proto::v1::ChannelAttribute;
 pub use parley_proto::v1::HistoryMessage;
-use serde::Deserialize;
-use serde::Serialize;
 
 pub use embedded::EmbeddedStore;
+pub use parley_core::storage::Conversation;
+pub use parley_core::storage::EventStream;
+pub use parley_core::storage::HistoryQuery;
+pub use parley_core::storage::InboxLimits;
+pub use parley_core::storage::Order;
+pub use parley_core::storage::Restriction;
+pub use parley_core::storage::Scope;
+pub use parley_core::storage::StoreError;
+pub use parley_core::storage::StoreResult;
+pub use parley_core::storage::StoredChannelAttributes;
+pub use parley_core::storage::StoredEvent;
+pub use parley_core::storage::StoredUserAttributes;
 pub use redis_store::RedisStore;
-
-#[derive(Debug, thiserror::Error)]
-#[error("storage failed: {0}")]
-pub struct StoreError(pub String);
-
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Limits of one user's offline inbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InboxLimits {
-    /// Most messages kept; the oldest are dropped first.
-    pub max_count: usize,
-    /// Messages older than this are dropped.
-    pub max_age_ms: i64,
-}
 
 /// Peer messages stored for a user who was offline, oldest first.
 #[async_trait]
@@ -61,43 +56,6 @@ pub trait InboxStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<HistoryMessage>>;
     /// Removes one delivered message.
     async fn remove(&self, app: &AppId, uid: &UserId, message: &HistoryMessage) -> StoreResult<()>;
-}
-
-/// A conversation whose messages history keeps.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Conversation {
-    /// Between two users, whichever sent.
-    Peer(UserId, UserId),
-    Channel(ChannelId),
-}
-
-impl Conversation {
-    /// The conversation between `a` and `b`, the same whichever is named first.
-    pub fn peers(a: UserId, b: UserId) -> Self {
-        if a <= b {
-            Conversation::Peer(a, b)
-        } else {
-            Conversation::Peer(b, a)
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Order {
-    Ascending,
-    Descending,
-}
-
-/// One page of a history query. Times are ms since the Unix epoch; `start_ms` is inclusive and
-/// `end_ms` exclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryQuery {
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub limit: usize,
-    pub order: Order,
-    /// Continue after this (timestamp, message id), in query order.
-    pub after: Option<(i64, u64)>,
 }
 
 #[async_trait]
@@ -128,17 +86,6 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// append has trimmed lately). Returns how many. Backends that expire keys by themselves do
     /// nothing here.
     async fn purge(&self, app: &AppId, cutoff_ms: i64) -> StoreResult<u64>;
-}
-
-/// A channel's attributes as stored, with the time they may be forgotten (set when the channel
-/// has no members).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredChannelAttributes {
-    #[prost(message, repeated, tag = "1")]
-    pub attributes: Vec<ChannelAttribute>,
-    /// 0 while the channel has members.
-    #[prost(int64, tag = "2")]
-    pub expires_at_ms: i64,
 }
 
 #[async_trait]
@@ -182,13 +129,6 @@ pub trait SequenceStore: Send + Sync + 'static {
         channel: &ChannelId,
         high_water: u64,
     ) -> StoreResult<()>;
-}
-
-/// A user's attributes, so they outlive the owner node that holds the user.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredUserAttributes {
-    #[prost(map = "string, string", tag = "1")]
-    pub attributes: std::collections::HashMap<String, String>,
 }
 
 #[async_trait]
@@ -244,30 +184,6 @@ pub trait Reachable: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// What a restriction keeps a user from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Scope {
-    /// Logging in: a ban.
-    Login,
-    /// Sending to one channel: a mute.
-    Channel(ChannelId),
-}
-
-/// A ban or a mute of one user, in force until a time.
-#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
-pub struct Restriction {
-    #[prost(string, tag = "1")]
-    pub uid: String,
-    /// Since when, in ms since the Unix epoch.
-    #[prost(int64, tag = "2")]
-    pub since_ms: i64,
-    /// Until when (exclusive), in ms since the Unix epoch.
-    #[prost(int64, tag = "3")]
-    pub until_ms: i64,
-    #[prost(string, tag = "4")]
-    pub reason: String,
-}
-
 /// Bans and mutes, so they outlive the owner that set them.
 #[async_trait]
 pub trait RestrictionStore: Send + Sync + 'static {
@@ -301,44 +217,6 @@ pub trait RestrictionStore: Send + Sync + 'static {
         scope: &Scope,
         now_ms: i64,
     ) -> StoreResult<Vec<Restriction>>;
-}
-
-/// The two event logs an app's backend can page through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EventStream {
-    /// Logins and logouts.
-    Users,
-    /// Joins and leaves.
-    Channels,
-}
-
-impl EventStream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStream::Users => "users",
-            EventStream::Channels => "channels",
-        }
-    }
-}
-
-/// One entry of an event log.
-#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// Given by the store on append: grows with every event of the app's stream, and never
-    /// goes back (it starts at the append time in µs), so it is a cursor that stays valid.
-    #[prost(uint64, tag = "1")]
-    pub id: u64,
-    #[prost(int64, tag = "2")]
-    pub ts_ms: i64,
-    /// `login`, `logout`, `join` or `leave`.
-    #[prost(string, tag = "3")]
-    pub kind: String,
-    #[prost(string, tag = "4")]
-    pub uid: String,
-    #[prost(string, tag = "5")]
-    pub channel_id: String,
-    #[prost(string, tag = "6")]
-    pub reason: String,
 }
 
 /// Per-app logs of user and channel events, newest kept within count and age limits.
