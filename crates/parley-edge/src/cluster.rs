@@ -60,7 +60,7 @@ impl edge_server::Edge for EdgeService {
             .sessions
             .first()
             .ok_or_else(|| Status::invalid_argument("a receipt needs a session"))?;
-        let (receipt_tx, receipt) = tokio::sync::oneshot::channel();
+        let (receipt_tx, receipt) = futures_channel::oneshot::channel();
         self.edge.deliver_peer(
             SessionId(session),
             MessageId(request.receipt_id),

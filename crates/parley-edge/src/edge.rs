@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use futures_channel::oneshot;
 use parley_core::app::AppDirectory;
 use parley_core::ids::AppId;
 use parley_core::ids::MessageId;
@@ -22,7 +23,6 @@ use parley_owner::Owners;
 use parley_proto::SharedFrame;
 use parley_proto::v1::connection_state_changed::Reason;
 use tokio::sync::mpsc;
-use tokio::sync::oneshot;
 
 use crate::tally::Held;
 use crate::tally::Tally;
@@ -476,7 +476,7 @@ impl EdgeSink for Edge {
             {
                 let mut receipts = handle.receipts.lock().expect("receipt lock poisoned");
                 if receipts.len() >= RECEIPT_SWEEP_AT {
-                    receipts.retain(|_, waiting| !waiting.is_closed());
+                    receipts.retain(|_, waiting| !waiting.is_canceled());
                 }
                 receipts.insert(message_id, receipt_tx);
             }

@@ -15,6 +15,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::Stream;
 use futures_util::StreamExt;
@@ -35,7 +36,6 @@ use prost::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tokio::sync::oneshot;
 use tonic::Status;
 
 use crate::api::EdgeSink;
@@ -90,7 +90,7 @@ impl Receipts {
     fn wait(&self, receipt_id: u64, receipt_tx: oneshot::Sender<()>) {
         let mut waiting = self.waiting.lock().expect("receipt lock poisoned");
         if waiting.len() >= RECEIPT_SWEEP_AT {
-            waiting.retain(|_, sender| !sender.is_closed());
+            waiting.retain(|_, sender| !sender.is_canceled());
         }
         waiting.insert(receipt_id, receipt_tx);
     }

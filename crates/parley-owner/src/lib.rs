@@ -10,7 +10,7 @@ mod api;
 pub mod cluster;
 pub mod ops;
 mod owner;
-mod shard;
+mod runtime;
 mod wire;
 
 pub use api::AppEvent;
@@ -38,7 +38,7 @@ pub use ops::InvitationSend;
 pub use ops::OpenSession;
 pub use ops::Owners;
 pub use owner::Owner;
-pub use owner::OwnerConfig;
+pub use parley_engine::OwnerConfig;
 pub use wire::from_peer_outcome;
 pub use wire::from_region_interest;
 pub use wire::peer_outcome;

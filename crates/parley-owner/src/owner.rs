@@ -12,23 +12,26 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_channel::oneshot;
 use futures_util::FutureExt;
 use parley_core::Error;
-use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
 use parley_core::ids::AppId;
 use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
-use parley_core::invitation::InvitationTimers;
-use parley_core::limits::Limits;
 use parley_core::ring::Ring;
 use parley_core::time::unix_ms;
+use parley_engine::Command;
+use parley_engine::OwnerConfig;
+use parley_engine::PeerRouted;
+use parley_engine::REGION_PEER_MARGIN;
+use parley_engine::Shard;
+use parley_engine::history_cutoff;
+use parley_engine::storage_error;
 use parley_proto::v1;
 use parley_store::InboxLimits;
 use parley_store::Store;
-use parley_store::StoreError;
 use tokio::sync::mpsc;
-use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::api::EdgeSink;
@@ -42,49 +45,14 @@ use crate::ops::Owners;
 use crate::ops::Request;
 use crate::ops::Response;
 use crate::ops::Route;
-use crate::shard;
-use crate::shard::Command;
-use crate::shard::Outlets;
-use crate::shard::PeerRouted;
-use crate::shard::REGION_PEER_MARGIN;
-use crate::shard::Shard;
+use crate::runtime;
+use crate::runtime::Outlets;
 
 /// Requests a shard may have queued before callers wait. Overflow policy: callers wait (the
 /// client connection that drives them stops being read), nothing is dropped.
 const SHARD_MAILBOX: usize = 4096;
 /// How often expired channel attributes and old history are swept.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Debug)]
-pub struct OwnerConfig {
-    /// This node; also the generator number in message IDs.
-    pub node: NodeId,
-    /// Tasks that split the owned channels and users between them.
-    pub shards: usize,
-    /// How long a member whose connection was lost stays in its channels.
-    pub member_grace: Duration,
-    /// Least time between two MemberCountUpdated events of one channel.
-    pub member_count_interval: Duration,
-    /// How long a peer message waits for the receiving client's receipt.
-    pub peer_receipt_timeout: Duration,
-    /// Recent messages kept per channel for recovery after a reconnect.
-    pub recovery_window: usize,
-    pub invitation_timers: InvitationTimers,
-}
-
-impl Default for OwnerConfig {
-    fn default() -> Self {
-        OwnerConfig {
-            node: NodeId(0),
-            shards: 8,
-            member_grace: Duration::from_secs(20),
-            member_count_interval: Duration::from_secs(1),
-            peer_receipt_timeout: Duration::from_secs(10),
-            recovery_window: 1000,
-            invitation_timers: InvitationTimers::default(),
-        }
-    }
-}
 
 /// Edges this owner delivers to, by node.
 #[derive(Default)]
@@ -116,19 +84,6 @@ impl Edges {
             .get(&node)
             .cloned()
     }
-}
-
-/// When history older than `limits` keep starts: `now_ms` less the retention.
-pub(crate) fn history_cutoff(limits: &Limits, now_ms: i64) -> i64 {
-    now_ms - limits.history_retention.as_millis() as i64
-}
-
-pub(crate) fn storage_error(error: StoreError) -> Error {
-    tracing::warn!(%error, "storage operation failed");
-    Error::new(
-        ErrorCode::Unavailable,
-        "storage is unavailable, retry later",
-    )
 }
 
 /// The owner of every channel and user in `parley dev` (and, in a cluster, of its ring share).
@@ -175,7 +130,7 @@ impl Owner {
                     generator,
                     apps.clone(),
                     regions.spans_regions(),
-                    shard::now(),
+                    runtime::now(),
                 );
                 let outlets = Outlets {
                     edges: edges.clone(),
@@ -185,7 +140,9 @@ impl Owner {
                 };
                 let tick_every = config.member_count_interval.min(Duration::from_millis(100));
                 let self_tx = command_tx.downgrade();
-                tokio::spawn(shard::run(shard, outlets, self_tx, command_rx, tick_every));
+                tokio::spawn(runtime::run(
+                    shard, outlets, self_tx, command_rx, tick_every,
+                ));
                 command_tx
             })
             .collect::<Vec<_>>();

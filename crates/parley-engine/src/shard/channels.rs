@@ -11,13 +11,13 @@ use parley_core::ids::MessageId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
 use parley_core::limits::MAX_MEMBERS_LISTED;
+use parley_core::storage::HistoryQuery;
+use parley_core::storage::Order;
+use parley_core::storage::StoreResult;
+use parley_core::storage::StoredChannelAttributes;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::HistoryQuery;
-use parley_store::Order;
-use parley_store::StoreResult;
-use parley_store::StoredChannelAttributes;
 
 use super::Key;
 use super::Respond;
@@ -41,35 +41,35 @@ use crate::ops;
 use crate::ops::ChannelSend;
 
 /// Sequence numbers reserved in the store at a time, so a restart never reuses one.
-pub(crate) const SEQUENCE_BLOCK: u64 = 1000;
+pub const SEQUENCE_BLOCK: u64 = 1000;
 
 /// A join on its way, between store operations.
-pub(crate) struct Joining {
-    pub(crate) key: ChannelKey,
-    pub(crate) uid: UserId,
-    pub(crate) session: SessionRef,
-    pub(crate) resume: Resume,
-    pub(crate) reply: Respond<ops::Join>,
+pub struct Joining {
+    pub key: ChannelKey,
+    pub uid: UserId,
+    pub session: SessionRef,
+    pub resume: Resume,
+    pub reply: Respond<ops::Join>,
 }
 
 /// What taking a channel up reads from the store.
-pub(crate) struct Loaded {
+pub struct Loaded {
     /// The highest sequence number a member may have seen.
-    pub(crate) high_water: u64,
+    pub high_water: u64,
     /// The end of the block of numbers now reserved.
-    pub(crate) reserved_seq: u64,
+    pub reserved_seq: u64,
     /// Muted members and when their mutes end.
-    pub(crate) mutes: HashMap<UserId, i64>,
+    pub mutes: HashMap<UserId, i64>,
 }
 
 /// A channel message with its sequence number, waiting for the store.
-pub(crate) struct Numbered {
-    pub(crate) send: ChannelSend,
-    pub(crate) seq: u64,
+pub struct Numbered {
+    pub send: ChannelSend,
+    pub seq: u64,
     /// The sequence number reserved in the store with it, when it needed a new block.
-    pub(crate) reserve: Option<u64>,
-    pub(crate) message_id: MessageId,
-    pub(crate) server_received_ts: i64,
+    pub reserve: Option<u64>,
+    pub message_id: MessageId,
+    pub server_received_ts: i64,
     reply: Respond<ChannelSend>,
 }
 

@@ -8,13 +8,13 @@ use parley_core::app::MultiLogin;
 use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
 use parley_core::ids::SessionRef;
+use parley_core::storage::Restriction;
+use parley_core::storage::StoreResult;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::PeerOnlineState;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::Restriction;
-use parley_store::StoreResult;
 
 use super::Key;
 use super::Queued;
@@ -31,7 +31,7 @@ use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::ops;
 use crate::ops::OpenSession;
-use crate::owner::storage_error;
+use crate::storage_error;
 
 impl Shard {
     /// A login: checks for a ban (the user's commands wait for the answer), then records the

@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
+use futures_channel::oneshot;
 use parley_core::Error;
 use parley_core::ids::MessageId;
 use parley_core::ids::SessionRef;
+use parley_core::storage::InboxLimits;
+use parley_core::storage::StoreResult;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::InboxLimits;
-use parley_store::StoreResult;
-use tokio::sync::oneshot;
 
 use super::Key;
 use super::PeerRouted;
@@ -23,17 +23,17 @@ use crate::api::AppEventKind;
 use crate::api::PeerSend;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
-use crate::owner::storage_error;
+use crate::storage_error;
 
 /// A peer message on its way, between store operations.
-pub(crate) struct PeerSending {
-    pub(crate) send: PeerSend,
-    pub(crate) receiver: UserKey,
-    pub(crate) limits: InboxLimits,
-    pub(crate) message_id: MessageId,
-    pub(crate) server_received_ts: i64,
+pub struct PeerSending {
+    pub send: PeerSend,
+    pub receiver: UserKey,
+    pub limits: InboxLimits,
+    pub message_id: MessageId,
+    pub server_received_ts: i64,
     /// The message as history and the inbox keep it.
-    pub(crate) stored: v1::HistoryMessage,
+    pub stored: v1::HistoryMessage,
     reply: Reply<Result<PeerRouted, Error>>,
 }
 

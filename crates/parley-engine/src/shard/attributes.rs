@@ -7,10 +7,10 @@ use std::sync::Arc;
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::attributes::AttributeOp;
+use parley_core::storage::StoreResult;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::StoreResult;
 
 use super::Key;
 use super::Respond;
@@ -21,7 +21,7 @@ use crate::api::ChannelKey;
 use crate::api::RegionRecord;
 use crate::api::UserKey;
 use crate::ops;
-use crate::owner::storage_error;
+use crate::storage_error;
 
 impl Shard {
     /// The user's owner is the only writer of its attributes, so read-apply-write is enough.

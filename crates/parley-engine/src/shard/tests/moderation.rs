@@ -2,13 +2,13 @@
 
 use super::*;
 
-#[tokio::test]
-async fn a_muted_member_cannot_send_until_unmuted() {
-    let mut h = Harness::new("mute");
+#[test]
+fn a_muted_member_cannot_send_until_unmuted() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
     h.join("room", "alice", alice);
     h.join("room", "bob", bob);
-    h.settle().await;
+    h.settle();
     let far = parley_core::time::unix_ms() + 60_000;
     let mut muted = h.ask(ops::Moderate {
         action: crate::api::Moderation::Mute {
@@ -18,7 +18,7 @@ async fn a_muted_member_cannot_send_until_unmuted() {
             reason: "spam".into(),
         },
     });
-    h.settle().await;
+    h.settle();
     assert_eq!(muted.now(), Ok(true));
     assert!(h.edge.saw(alice,
         |event| matches!(event, EventKind::MemberMuted(mute) if mute.member_id == "bob" && mute.muted)
@@ -32,7 +32,7 @@ async fn a_muted_member_cannot_send_until_unmuted() {
             uid: UserId::parse("bob").unwrap(),
         },
     });
-    h.settle().await;
+    h.settle();
     assert_eq!(unmuted.now(), Ok(true));
     assert_eq!(
         h.send("room", "bob", bob, "back", false).now().unwrap().seq,
@@ -40,13 +40,13 @@ async fn a_muted_member_cannot_send_until_unmuted() {
     );
 }
 
-#[tokio::test]
-async fn a_kicked_member_is_told_and_the_others_see_it_leave() {
-    let mut h = Harness::new("kick");
+#[test]
+fn a_kicked_member_is_told_and_the_others_see_it_leave() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
     h.join("room", "alice", alice);
     h.join("room", "bob", bob);
-    h.settle().await;
+    h.settle();
     let kicked = h
         .ask(ops::Moderate {
             action: crate::api::Moderation::Kick {
@@ -69,11 +69,11 @@ async fn a_kicked_member_is_told_and_the_others_see_it_leave() {
     assert_eq!(refused.unwrap_err().code, ErrorCode::NotJoined);
 }
 
-#[tokio::test]
-async fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
-    let mut h = Harness::new("ban");
+#[test]
+fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
+    let mut h = Harness::new();
     let bob = session(2);
-    h.login("bob", bob).await;
+    h.login("bob", bob);
     let mut banned = h.ask(ops::Moderate {
         action: crate::api::Moderation::Ban {
             user: user_key("bob"),
@@ -81,7 +81,7 @@ async fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
             reason: "abuse".into(),
         },
     });
-    h.settle().await;
+    h.settle();
     assert_eq!(banned.now(), Ok(true));
     assert_eq!(h.edge.ended, [(bob.session, Reason::BannedByServer)]);
     let mut again = h.ask(OpenSession {
@@ -89,6 +89,6 @@ async fn a_banned_user_is_logged_out_and_cannot_log_in_again() {
         session: session(3),
         multi_login: MultiLogin::Replace,
     });
-    h.settle().await;
+    h.settle();
     assert_eq!(again.now().unwrap_err().code, ErrorCode::Banned);
 }

@@ -4,18 +4,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_channel::oneshot;
 use parley_core::attributes::AttributeOp;
 use parley_core::ids::MessageId;
 use parley_core::ids::NodeId;
 use parley_core::ids::SessionId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
+use parley_core::storage::HistoryQuery;
+use parley_core::storage::Restriction;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
-use parley_store::HistoryQuery;
-use parley_store::Restriction;
-use tokio::sync::oneshot;
 
 use super::Key;
 use super::Respond;
@@ -30,15 +30,15 @@ use crate::ops;
 
 /// The time a shard decides by, read once per input by its runtime.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Now {
+pub struct Now {
     /// For timers.
-    pub(crate) instant: Instant,
+    pub instant: Instant,
     /// Milliseconds since the Unix epoch, for what clients and the store see.
-    pub(crate) unix_ms: i64,
+    pub unix_ms: i64,
 }
 
 /// One thing the shard wants done outside itself.
-pub(crate) enum Effect {
+pub enum Effect {
     /// One frame to several sessions of one edge.
     Deliver {
         edge: NodeId,
@@ -71,7 +71,7 @@ pub(crate) enum Effect {
 }
 
 /// What a client's receipt of a frame leads to.
-pub(crate) enum OnReceipt {
+pub enum OnReceipt {
     /// The caller that sent the peer message waits for it.
     Caller(oneshot::Sender<()>),
     /// An offline message was delivered: it leaves the inbox.
@@ -86,14 +86,14 @@ pub(crate) enum OnReceipt {
 }
 
 #[derive(Debug)]
-pub(crate) enum DirectoryWrite {
+pub enum DirectoryWrite {
     Register { user: UserKey, session: SessionRef },
     Unregister { user: UserKey, session: SessionRef },
 }
 
 /// Store work, with what the operation that waits for it needs to go on. Reads that only
 /// answer their caller answer it from the runtime.
-pub(crate) enum StoreWork {
+pub enum StoreWork {
     /// A login: is the user banned?
     CheckBan {
         open: ops::OpenSession,

@@ -77,7 +77,7 @@ impl Shard {
         }
     }
 
-    pub(crate) fn on_tick(&mut self, clock: Now) {
+    pub fn on_tick(&mut self, clock: Now) {
         self.now = clock;
         let now = clock.instant;
         self.remote_peers.retain(|_, (_, until)| *until > now);

@@ -2,13 +2,13 @@
 
 use super::*;
 
-#[tokio::test]
-async fn a_member_whose_connection_was_lost_lingers_then_leaves() {
-    let mut h = Harness::new("linger");
+#[test]
+fn a_member_whose_connection_was_lost_lingers_then_leaves() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
     h.join("room", "alice", alice);
     h.join("room", "bob", bob);
-    h.settle().await;
+    h.settle();
     h.ask(ops::Leave {
         channel: channel_key("room"),
         uid: UserId::parse("bob").unwrap(),
@@ -37,13 +37,13 @@ async fn a_member_whose_connection_was_lost_lingers_then_leaves() {
     assert_eq!(members, Ok(vec![UserId::parse("alice").unwrap()]));
 }
 
-#[tokio::test]
-async fn a_client_back_from_a_reconnect_gets_what_it_missed() {
-    let mut h = Harness::new("resume");
+#[test]
+fn a_client_back_from_a_reconnect_gets_what_it_missed() {
+    let mut h = Harness::new();
     let (alice, bob, bob_again) = (session(1), session(2), session(3));
     h.join("room", "alice", alice);
     h.join("room", "bob", bob);
-    h.settle().await;
+    h.settle();
     for text in ["one", "two", "three"] {
         h.send("room", "alice", alice, text, false).now().unwrap();
     }
@@ -53,7 +53,7 @@ async fn a_client_back_from_a_reconnect_gets_what_it_missed() {
         session: bob_again,
         resume: Resume::Client { after: 1 },
     });
-    h.settle().await;
+    h.settle();
     assert_eq!(joined.now(), Ok(3));
     let events = h.edge.to(bob_again);
     assert_eq!(
@@ -67,13 +67,13 @@ async fn a_client_back_from_a_reconnect_gets_what_it_missed() {
     ));
 }
 
-#[tokio::test]
-async fn a_leave_is_told_at_once_and_member_counts_go_out_on_the_tick() {
-    let mut h = Harness::new("leave");
+#[test]
+fn a_leave_is_told_at_once_and_member_counts_go_out_on_the_tick() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
     h.join("room", "alice", alice);
     h.join("room", "bob", bob);
-    h.settle().await;
+    h.settle();
     tick_after(&mut h, Duration::from_secs(5));
     let counts = |h: &Harness| -> Vec<u32> {
         h.edge

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use parley_core::Error;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
+use parley_core::storage::Restriction;
+use parley_core::storage::StoreResult;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::connection_state_changed::Reason;
 use parley_proto::v1::event::Kind as EventKind;
-use parley_store::Restriction;
-use parley_store::StoreResult;
 
 use super::Key;
 use super::Respond;
@@ -21,7 +21,7 @@ use crate::api::ChannelKey;
 use crate::api::Moderation;
 use crate::api::UserKey;
 use crate::ops;
-use crate::owner::storage_error;
+use crate::storage_error;
 
 impl Shard {
     /// Carries out `action` once the store has it (the key's other commands wait); replies

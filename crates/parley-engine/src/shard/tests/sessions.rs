@@ -2,9 +2,9 @@
 
 use super::*;
 
-#[tokio::test]
-async fn presence_goes_online_then_unreachable_then_offline() {
-    let mut h = Harness::new("presence");
+#[test]
+fn presence_goes_online_then_unreachable_then_offline() {
+    let mut h = Harness::new();
     let (watcher, bob) = (session(1), session(2));
     let subscribed = h
         .ask(ops::SubscribePresence {
@@ -14,7 +14,7 @@ async fn presence_goes_online_then_unreachable_then_offline() {
         .now();
     assert_eq!(subscribed, Ok(PeerOnlineState::Offline));
 
-    h.login("bob", bob).await;
+    h.login("bob", bob);
     h.ask(ops::CloseSession {
         user: user_key("bob"),
         session: bob,
@@ -30,7 +30,7 @@ async fn presence_goes_online_then_unreachable_then_offline() {
     assert_eq!(state, Ok(PeerOnlineState::Unreachable));
     // The lost connection did not come back in time.
     tick_after(&mut h, Duration::from_secs(60));
-    h.settle().await;
+    h.settle();
     assert_eq!(
         presence_told(&h, watcher, "bob"),
         [
@@ -41,12 +41,12 @@ async fn presence_goes_online_then_unreachable_then_offline() {
     );
 }
 
-#[tokio::test]
-async fn a_second_login_ends_the_first_with_remote_login() {
-    let mut h = Harness::new("replace");
+#[test]
+fn a_second_login_ends_the_first_with_remote_login() {
+    let mut h = Harness::new();
     let (first, second) = (session(1), session(2));
-    h.login("bob", first).await;
-    h.login("bob", second).await;
+    h.login("bob", first);
+    h.login("bob", second);
     assert_eq!(h.edge.ended, [(first.session, Reason::RemoteLogin)]);
     let state = h
         .ask(ops::Presence {
@@ -56,9 +56,9 @@ async fn a_second_login_ends_the_first_with_remote_login() {
     assert_eq!(state, Ok(PeerOnlineState::Online));
 }
 
-#[tokio::test]
-async fn a_logout_is_offline_at_once_and_a_silent_connection_unreachable() {
-    let mut h = Harness::new("logout");
+#[test]
+fn a_logout_is_offline_at_once_and_a_silent_connection_unreachable() {
+    let mut h = Harness::new();
     let (watcher, bob) = (session(1), session(2));
     h.ask(ops::SubscribePresence {
         user: user_key("bob"),
@@ -66,7 +66,7 @@ async fn a_logout_is_offline_at_once_and_a_silent_connection_unreachable() {
     })
     .now()
     .unwrap();
-    h.login("bob", bob).await;
+    h.login("bob", bob);
     let reachable = |h: &mut Harness, reachable| {
         h.ask(ops::SetReachable {
             user: user_key("bob"),
@@ -85,7 +85,7 @@ async fn a_logout_is_offline_at_once_and_a_silent_connection_unreachable() {
     })
     .now()
     .unwrap();
-    h.settle().await;
+    h.settle();
     assert_eq!(
         presence_told(&h, watcher, "bob"),
         [

@@ -10,13 +10,12 @@
 //! `attributes`, `invitations`, `moderation` and `timers`; `state` holds what is kept per key.
 
 mod attributes;
-mod channels;
-mod effects;
+pub mod channels;
+pub mod effects;
 mod invitations;
 mod moderation;
-mod peers;
+pub mod peers;
 mod reads;
-mod runtime;
 mod sessions;
 mod state;
 #[cfg(test)]
@@ -32,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use futures_channel::oneshot;
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_core::app::AppDirectory;
@@ -47,18 +47,14 @@ use parley_core::invitation::Failure;
 use parley_core::invitation::InvitationError;
 use parley_core::limits::Limits;
 use parley_core::ring::Ring;
+use parley_core::storage::InboxLimits;
+use parley_core::storage::StoreResult;
 use parley_proto::SharedFrame;
 use parley_proto::v1;
 use parley_proto::v1::PeerOnlineState;
 use parley_proto::v1::connection_state_changed::Reason;
-use parley_store::InboxLimits;
-use parley_store::StoreResult;
-use tokio::sync::oneshot;
 
-pub(crate) use self::effects::Now;
-pub(crate) use self::runtime::Outlets;
-pub(crate) use self::runtime::now;
-pub(crate) use self::runtime::run;
+use self::effects::Now;
 
 use self::channels::Joining;
 use self::channels::Numbered;
@@ -70,6 +66,7 @@ use self::peers::PeerSending;
 use self::state::ChannelEntry;
 use self::state::Crossed;
 use self::state::UserEntry;
+use crate::OwnerConfig;
 use crate::api::ChannelKey;
 use crate::api::PeerOutcome;
 use crate::api::PeerSend;
@@ -80,7 +77,6 @@ use crate::ops::Operation;
 use crate::ops::Request;
 use crate::ops::Response;
 use crate::ops::Route;
-use crate::owner::OwnerConfig;
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -90,7 +86,7 @@ const MAX_QUEUED_PER_KEY: usize = 1024;
 /// Commands that may queue behind all of a shard's busy keys together; more are refused too.
 const MAX_QUEUED: usize = 16 * 1024;
 
-pub(crate) enum Command {
+pub enum Command {
     /// An owner operation (`ops.rs`) for a key of this shard.
     Call {
         request: Request,
@@ -116,10 +112,10 @@ pub(crate) enum Command {
 
 /// How much longer than a receipt a peer message in another region may take to be answered
 /// (two trips over Kafka).
-pub(crate) const REGION_PEER_MARGIN: Duration = Duration::from_secs(5);
+pub const REGION_PEER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Where a peer message went.
-pub(crate) enum PeerRouted {
+pub enum PeerRouted {
     /// To the receiver's region; how it ended there comes back.
     Remote {
         message_id: MessageId,
@@ -143,7 +139,7 @@ pub(crate) enum PeerRouted {
 
 /// What a command is about: the shard keeps the commands for one key in order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Key {
+pub enum Key {
     User(UserKey),
     Channel(ChannelKey),
 }
@@ -213,7 +209,7 @@ fn answer(reply: Reply<Result<Response, Error>>, answer: Result<Response, Error>
 }
 
 /// Where a handler answers an operation `O`.
-pub(crate) struct Respond<O>(Reply<Result<Response, Error>>, PhantomData<fn() -> O>);
+pub struct Respond<O>(Reply<Result<Response, Error>>, PhantomData<fn() -> O>);
 
 impl<O: Operation> Respond<O> {
     fn new(reply: Reply<Result<Response, Error>>) -> Self {
@@ -221,16 +217,16 @@ impl<O: Operation> Respond<O> {
     }
 
     /// A caller that went away no longer wants its answer, so a failed send is ignored.
-    pub(crate) fn send(self, answer: Result<O::Output, Error>) {
+    pub fn send(self, answer: Result<O::Output, Error>) {
         let _ = self.0.send(answer.map(O::response));
     }
 }
 
 /// An answer from the store, with what the operation that waited for it needs to go on.
-pub(crate) enum Resumed {
+pub enum Resumed {
     BanChecked {
         open: ops::OpenSession,
-        ban: StoreResult<Option<parley_store::Restriction>>,
+        ban: StoreResult<Option<parley_core::storage::Restriction>>,
         reply: Respond<ops::OpenSession>,
     },
     InboxListed {
@@ -282,7 +278,7 @@ pub(crate) enum Resumed {
     },
     AttributesForRegion {
         channel: ChannelKey,
-        stored: StoreResult<Option<parley_store::StoredChannelAttributes>>,
+        stored: StoreResult<Option<parley_core::storage::StoredChannelAttributes>>,
     },
     InvitationLocated {
         send: ops::InvitationSend,
@@ -324,7 +320,7 @@ enum Queued {
     Forget,
 }
 
-pub(crate) struct Shard {
+pub struct Shard {
     config: OwnerConfig,
     message_ids: MessageIdGenerator,
     apps: Arc<AppDirectory>,
@@ -360,7 +356,7 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(
+    pub fn new(
         config: OwnerConfig,
         generator: u16,
         apps: Arc<AppDirectory>,
@@ -389,12 +385,12 @@ impl Shard {
     }
 
     /// What the shard decided since this was last called.
-    pub(crate) fn take_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+    pub fn take_effects(&mut self) -> std::vec::Drain<'_, Effect> {
         self.effects.drain(..)
     }
 
     /// Takes a command: carries it out, or queues it behind its key's store operations.
-    pub(crate) fn accept(&mut self, now: Now, command: Command) {
+    pub fn accept(&mut self, now: Now, command: Command) {
         self.now = now;
         if !self.busy.is_empty()
             && let Some(key) = command.key()
@@ -455,7 +451,7 @@ impl Shard {
     }
 
     /// Goes on with an operation whose store answer came, then frees its key.
-    pub(crate) fn resume(&mut self, now: Now, key: Option<Key>, resumed: Resumed) {
+    pub fn resume(&mut self, now: Now, key: Option<Key>, resumed: Resumed) {
         self.now = now;
         if let Some(key) = &key
             && let Some(busy) = self.busy.get_mut(key)
@@ -803,7 +799,8 @@ fn send_shared(
     }
 }
 
-fn muted(until_ms: i64) -> Error {
+/// MUTED, naming when the mute ends.
+pub fn muted(until_ms: i64) -> Error {
     Error::new(
         ErrorCode::Muted,
         format!("muted in this channel until {until_ms} ms since the epoch"),

@@ -2,12 +2,12 @@
 
 use super::*;
 
-#[tokio::test]
-async fn an_accepted_invitation_is_told_to_both_sides() {
-    let mut h = Harness::new("invitation");
+#[test]
+fn an_accepted_invitation_is_told_to_both_sides() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
-    h.login("alice", alice).await;
-    h.login("bob", bob).await;
+    h.login("alice", alice);
+    h.login("bob", bob);
     let invitation_id = h
         .ask(crate::ops::InvitationSend {
             caller: user_key("alice"),
@@ -62,11 +62,11 @@ async fn an_accepted_invitation_is_told_to_both_sides() {
     assert_eq!(late.unwrap_err().code, ErrorCode::InvitationAlreadyAccepted);
 }
 
-#[tokio::test]
-async fn an_invitation_to_a_callee_who_never_comes_fails_with_peer_offline() {
-    let mut h = Harness::new("invite-offline");
+#[test]
+fn an_invitation_to_a_callee_who_never_comes_fails_with_peer_offline() {
+    let mut h = Harness::new();
     let alice = session(1);
-    h.login("alice", alice).await;
+    h.login("alice", alice);
     let invitation_id = invite(&mut h, "alice", alice, "bob");
     tick_after(&mut h, Duration::from_secs(120));
     assert!(h.edge.saw(alice, |event| matches!(
@@ -77,18 +77,18 @@ async fn an_invitation_to_a_callee_who_never_comes_fails_with_peer_offline() {
     )));
 }
 
-#[tokio::test]
-async fn an_offline_callee_gets_the_invitation_when_it_logs_in() {
-    let mut h = Harness::new("invite-later");
+#[test]
+fn an_offline_callee_gets_the_invitation_when_it_logs_in() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
-    h.login("alice", alice).await;
+    h.login("alice", alice);
     let invitation_id = invite(&mut h, "alice", alice, "bob");
-    h.login("bob", bob).await;
+    h.login("bob", bob);
     let mut ready = h.ask(ops::SessionReady {
         user: user_key("bob"),
         session: bob,
     });
-    h.settle().await;
+    h.settle();
     ready.now().unwrap();
     assert!(h.edge.saw(bob, |event| matches!(
         event,
@@ -96,12 +96,12 @@ async fn an_offline_callee_gets_the_invitation_when_it_logs_in() {
     )));
 }
 
-#[tokio::test]
-async fn a_refused_invitation_is_told_to_both_sides() {
-    let mut h = Harness::new("invite-refuse");
+#[test]
+fn a_refused_invitation_is_told_to_both_sides() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
-    h.login("alice", alice).await;
-    h.login("bob", bob).await;
+    h.login("alice", alice);
+    h.login("bob", bob);
     let invitation_id = invite(&mut h, "alice", alice, "bob");
     h.ask(ops::AnswerInvitation {
         callee: user_key("bob"),
@@ -121,12 +121,12 @@ async fn a_refused_invitation_is_told_to_both_sides() {
     )));
 }
 
-#[tokio::test]
-async fn a_canceled_invitation_is_told_to_both_sides_and_only_its_caller_may_cancel() {
-    let mut h = Harness::new("invite-cancel");
+#[test]
+fn a_canceled_invitation_is_told_to_both_sides_and_only_its_caller_may_cancel() {
+    let mut h = Harness::new();
     let (alice, bob) = (session(1), session(2));
-    h.login("alice", alice).await;
-    h.login("bob", bob).await;
+    h.login("alice", alice);
+    h.login("bob", bob);
     let invitation_id = invite(&mut h, "alice", alice, "bob");
     let cancel = |caller: &str| ops::CancelInvitation {
         callee: user_key("bob"),

@@ -4,8 +4,8 @@
 use super::Respond;
 use super::Shard;
 use super::effects::StoreWork;
+use crate::history_cutoff;
 use crate::ops;
-use crate::owner::history_cutoff;
 
 impl Shard {
     pub(super) fn query_history(

@@ -1,4 +1,4 @@
-//! The runtime around a shard: feeds it its commands, its store answers and its ticks, and
+//! The runtime around a shard of the engine (`parley_engine::Shard`): feeds it its commands, its store answers and its ticks, and
 //! carries out what it decides ([`Effect`]). The store work runs side by side, so a slow store
 //! delays only the keys that wait on it. The only code here that decides anything is the
 //! composition of store calls a piece of store work is made of.
@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -26,27 +27,27 @@ use parley_store::Store;
 use parley_store::StoredChannelAttributes;
 use parley_store::StoredUserAttributes;
 use tokio::sync::mpsc;
-use tokio::sync::oneshot;
 
-use super::Command;
-use super::Key;
-use super::Resumed;
-use super::Shard;
-use super::channels::Loaded;
-use super::channels::Numbered;
-use super::effects::DirectoryWrite;
-use super::effects::Effect;
-use super::effects::Now;
-use super::effects::OnReceipt;
-use super::effects::StoreWork;
-use super::muted;
+use parley_engine::Command;
+use parley_engine::DirectoryWrite;
+use parley_engine::Effect;
+use parley_engine::Key;
+use parley_engine::Loaded;
+use parley_engine::Now;
+use parley_engine::Numbered;
+use parley_engine::OnReceipt;
+use parley_engine::Resumed;
+use parley_engine::Shard;
+use parley_engine::StoreWork;
+use parley_engine::muted;
+use parley_engine::storage_error;
+
 use crate::api::ChannelKey;
 use crate::api::EventSink;
 use crate::api::RegionLink;
 use crate::api::RegionRecord;
 use crate::ops::ChannelSend;
 use crate::owner::Edges;
-use crate::owner::storage_error;
 
 /// Store work a shard may have under way before it stops taking commands (they then wait in
 /// its mailbox).
