@@ -7,6 +7,7 @@ mod attributes;
 mod channels;
 mod invitations;
 mod moderation;
+mod regions;
 mod sessions;
 mod waiting;
 
@@ -51,10 +52,12 @@ use super::effects::OnReceipt;
 use super::effects::StoreWork;
 use super::muted;
 use crate::OwnerConfig;
+use crate::api::AppEventKind;
 use crate::api::ChannelKey;
 use crate::api::ChannelSent;
 use crate::api::LeaveReason;
 use crate::api::PeerSend;
+use crate::api::RegionRecord;
 use crate::api::Resume;
 use crate::api::UserKey;
 use crate::ops;
@@ -102,24 +105,35 @@ struct Harness {
     stored: Stored,
     now: Now,
     edge: Edge,
+    /// What the shard told the other regions, in order.
+    regions: Vec<RegionRecord>,
+    /// The app events it emitted, in order.
+    events: Vec<AppEventKind>,
     /// Store work asked for and not yet run.
     pending: Vec<(Option<Key>, StoreWork)>,
 }
 
 impl Harness {
     fn new() -> Harness {
+        Harness::spanning(false)
+    }
+
+    /// A shard of a region among others (`spans_regions`), or the only one.
+    fn spanning(spans_regions: bool) -> Harness {
         let app = AppConfig::new(AppId::parse(APP).unwrap(), None);
         let now = Now {
             instant: Instant::now(),
             unix_ms: parley_core::time::unix_ms(),
         };
         let apps = Arc::new(AppDirectory::new([app]));
-        let shard = Shard::new(OwnerConfig::default(), 1, apps, false, now);
+        let shard = Shard::new(OwnerConfig::default(), 1, apps, spans_regions, now);
         Harness {
             shard,
             stored: Stored::default(),
             now,
             edge: Edge::default(),
+            regions: Vec::new(),
+            events: Vec::new(),
             pending: Vec::new(),
         }
     }
@@ -151,7 +165,9 @@ impl Harness {
                     self.edge.ended.push((session.session, reason));
                 }
                 Effect::Store { key, work } => self.pending.push((key, *work)),
-                Effect::Event(_) | Effect::Region(_) | Effect::Directory(_) => {}
+                Effect::Region(record) => self.regions.push(record),
+                Effect::Event(event) => self.events.push(event.kind),
+                Effect::Directory(_) => {}
             }
         }
     }
@@ -387,6 +403,8 @@ struct Stored {
     high_water: HashMap<ChannelKey, u64>,
     user_attributes: HashMap<UserKey, BTreeMap<String, String>>,
     channel_attributes: HashMap<ChannelKey, BTreeMap<String, v1::ChannelAttribute>>,
+    /// The regions users have sessions in, by the other regions' word.
+    user_regions: HashMap<UserKey, String>,
 }
 
 impl Stored {
@@ -642,9 +660,23 @@ impl Stored {
                     .collect()));
                 Resumed::Done
             }
-            StoreWork::LocatePeer { .. }
-            | StoreWork::AttributesForRegion { .. }
-            | StoreWork::LocateCallee { .. }
+            StoreWork::LocatePeer { peer } => Resumed::PeerLocated {
+                region: self.user_regions.get(&peer.receiver).cloned(),
+                peer,
+            },
+            StoreWork::AttributesForRegion { channel } => {
+                let stored = self.channel_attributes.get(&channel).map(|attributes| {
+                    parley_core::storage::StoredChannelAttributes {
+                        attributes: attributes.values().cloned().collect(),
+                        expires_at_ms: 0,
+                    }
+                });
+                Resumed::AttributesForRegion {
+                    channel,
+                    stored: Ok(stored),
+                }
+            }
+            StoreWork::LocateCallee { .. }
             | StoreWork::PutRegionAttributes { .. }
             | StoreWork::QueryHistory { .. }
             | StoreWork::CountHistory { .. }

@@ -39,6 +39,20 @@ fn presence_goes_online_then_unreachable_then_offline() {
             PeerOnlineState::Offline
         ]
     );
+    // The app's backend hears of the login, and of the logout only once the user is offline.
+    let bob_id = UserId::parse("bob").unwrap();
+    assert_eq!(
+        h.events,
+        [
+            AppEventKind::Login {
+                uid: bob_id.clone()
+            },
+            AppEventKind::Logout {
+                uid: bob_id,
+                reason: "connection_lost"
+            },
+        ]
+    );
 }
 
 #[test]
