@@ -12,11 +12,18 @@
 //! 4. a node that meta now has draining, down or removed sends its clients away; one that is up
 //!    again takes them back.
 //!
+//! Whatever the epoch, the node serves the apps [`apps`] makes of its own and meta's.
+//!
 //! See docs/ARCHITECTURE.md, "When the ring changes".
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
+use parley_core::app::AppConfig;
+use parley_core::app::CustomerKey;
+use parley_core::app::MultiLogin;
+use parley_core::app::Webhook;
+use parley_core::ids::AppId;
 use parley_proto::cluster::v1 as wire;
 use parley_proto::cluster::v1::NodeStatus;
 
@@ -118,6 +125,47 @@ fn leaving(topology: &wire::ClusterTopology, me: u64) -> bool {
         .find(|info| info.node == me)
         .map(wire::NodeInfo::status);
     status != Some(NodeStatus::Up)
+}
+
+/// The apps a node serves: its own (`local`, from its flags or config file) and meta's. Where
+/// both have an app, meta's certificate, login policy and webhook win and its customer keys come
+/// on top of the node's own. What meta sends that does not parse is left out, with a warning.
+pub fn apps(local: &[AppConfig], cluster: &wire::ClusterTopology) -> Vec<AppConfig> {
+    let mut apps: BTreeMap<String, AppConfig> = local
+        .iter()
+        .map(|app| (app.app_id.to_string(), app.clone()))
+        .collect();
+    for info in &cluster.apps {
+        let Ok(app_id) = AppId::parse(&info.app_id) else {
+            tracing::warn!(app_id = %info.app_id, "meta sent an invalid app id");
+            continue;
+        };
+        let mut app = apps
+            .remove(&info.app_id)
+            .unwrap_or_else(|| AppConfig::new(app_id, None));
+        app.certificate = (!info.certificate.is_empty()).then(|| info.certificate.clone());
+        app.multi_login = if info.allow_multi_login {
+            MultiLogin::AllowMany
+        } else {
+            MultiLogin::Replace
+        };
+        for raw in &info.customer_keys {
+            match CustomerKey::parse(raw) {
+                Ok(key) => app.customer_keys.push(key),
+                Err(error) => tracing::warn!(%error, app_id = %info.app_id, "meta sent a bad key"),
+            }
+        }
+        if !info.webhook_url.is_empty() {
+            match Webhook::new(&info.webhook_url, &info.webhook_secret) {
+                Ok(webhook) => app.webhook = Some(webhook),
+                Err(error) => {
+                    tracing::warn!(%error, app_id = %info.app_id, "meta sent a bad webhook");
+                }
+            }
+        }
+        apps.insert(info.app_id.clone(), app);
+    }
+    apps.into_values().collect()
 }
 
 #[cfg(test)]
@@ -287,5 +335,72 @@ mod tests {
         not_yet.nodes.remove(2);
         assert_eq!(plan(&Applied::default(), &not_yet, ME).leaving, Some(true));
         assert_eq!(plan(&Applied::default(), &settled(3), ME).leaving, None);
+    }
+
+    const LOCAL: &str = "0123456789abcdef0123456789abcdef";
+    const FROM_META: &str = "fedcba9876543210fedcba9876543210";
+
+    fn app_info(app_id: &str) -> wire::AppInfo {
+        wire::AppInfo {
+            app_id: app_id.to_owned(),
+            certificate: "c".repeat(32),
+            allow_multi_login: true,
+            customer_keys: vec!["meta-key:meta-secret".to_owned(), "no-secret".to_owned()],
+            webhook_url: "http://127.0.0.1:9/parley".to_owned(),
+            webhook_secret: "s".repeat(16),
+        }
+    }
+
+    fn with_apps(apps: Vec<wire::AppInfo>) -> wire::ClusterTopology {
+        wire::ClusterTopology { apps, ..settled(3) }
+    }
+
+    fn local() -> AppConfig {
+        let mut app = AppConfig::new(AppId::parse(LOCAL).unwrap(), None);
+        app.customer_keys = vec![CustomerKey::parse("own-key:own-secret").unwrap()];
+        app
+    }
+
+    #[test]
+    fn a_node_serves_its_own_apps_and_meta_s_with_meta_s_settings_winning() {
+        let served = apps(
+            &[local()],
+            &with_apps(vec![app_info(LOCAL), app_info(FROM_META)]),
+        );
+        let ids: Vec<String> = served.iter().map(|app| app.app_id.to_string()).collect();
+        assert_eq!(ids, [LOCAL, FROM_META]);
+        let both = &served[0];
+        assert_eq!(both.certificate.as_deref(), Some("c".repeat(32).as_str()));
+        assert_eq!(both.multi_login, MultiLogin::AllowMany);
+        let keys: Vec<&str> = both
+            .customer_keys
+            .iter()
+            .map(|key| key.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["own-key", "meta-key"],
+            "meta's keys come on top; a bad one is left out"
+        );
+        assert_eq!(
+            both.webhook.as_ref().map(|webhook| webhook.url.as_str()),
+            Some("http://127.0.0.1:9/parley")
+        );
+    }
+
+    #[test]
+    fn what_meta_sends_that_does_not_parse_is_left_out() {
+        let mut bad_webhook = app_info(FROM_META);
+        bad_webhook.webhook_url = "not a url".to_owned();
+        let served = apps(
+            &[local()],
+            &with_apps(vec![app_info("not-an-app-id"), bad_webhook]),
+        );
+        let ids: Vec<String> = served.iter().map(|app| app.app_id.to_string()).collect();
+        assert_eq!(ids, [LOCAL, FROM_META]);
+        assert!(served[1].webhook.is_none());
+        // Without meta's word, a node's own app stays as configured.
+        assert_eq!(served[0].certificate, None);
+        assert_eq!(served[0].multi_login, MultiLogin::Replace);
     }
 }

@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use parley_core::app::AppConfig;
 use parley_core::app::AppDirectory;
-use parley_core::app::MultiLogin;
-use parley_core::ids::AppId;
 use parley_core::ids::NodeId;
 use parley_core::ring::DEFAULT_VIRTUAL_NODES;
 use parley_core::ring::Ring;
@@ -252,47 +250,6 @@ impl ClusterHandle {
             })
             .build();
     }
-
-    fn serve_apps(&self, cluster: &wire::ClusterTopology) {
-        let mut apps: BTreeMap<String, AppConfig> = self
-            .inner
-            .local_apps
-            .iter()
-            .map(|app| (app.app_id.to_string(), app.clone()))
-            .collect();
-        for info in &cluster.apps {
-            let Ok(app_id) = AppId::parse(&info.app_id) else {
-                tracing::warn!(app_id = %info.app_id, "meta sent an invalid app id");
-                continue;
-            };
-            let certificate = (!info.certificate.is_empty()).then(|| info.certificate.clone());
-            let mut app = apps
-                .remove(&info.app_id)
-                .unwrap_or_else(|| AppConfig::new(app_id.clone(), None));
-            app.certificate = certificate;
-            app.multi_login = if info.allow_multi_login {
-                MultiLogin::AllowMany
-            } else {
-                MultiLogin::Replace
-            };
-            let keys = crate::node::customer_keys(&info.customer_keys);
-            match keys {
-                // Meta's keys come on top of the node's own.
-                Ok(keys) => app.customer_keys.extend(keys),
-                Err(error) => tracing::warn!(%error, app_id = %info.app_id, "meta sent a bad key"),
-            }
-            if !info.webhook_url.is_empty() {
-                match parley_core::app::Webhook::new(&info.webhook_url, &info.webhook_secret) {
-                    Ok(webhook) => app.webhook = Some(webhook),
-                    Err(error) => {
-                        tracing::warn!(%error, app_id = %info.app_id, "meta sent a bad webhook");
-                    }
-                }
-            }
-            apps.insert(info.app_id.clone(), app);
-        }
-        self.inner.apps.replace(apps.into_values());
-    }
 }
 
 /// Carries out what meta's newer topologies mean for this node (`parley_meta::handoff` decides
@@ -316,7 +273,9 @@ impl HandOff {
 
     async fn apply(&mut self, cluster: &wire::ClusterTopology) {
         let inner = &self.handle.inner;
-        self.handle.serve_apps(cluster);
+        inner
+            .apps
+            .replace(handoff::apps(&inner.local_apps, cluster));
         let plan = handoff::plan(&self.applied, cluster, inner.me.0);
         if !plan.newer {
             return;
