@@ -1,4 +1,5 @@
-//! Channels: lingering members, leaves, member counts, recovery after a reconnect.
+//! Channels: who may send, numbering, lingering members, leaves, member counts, large channels,
+//! recovery after a reconnect, the backend's messages to empty channels.
 
 use super::*;
 
@@ -110,4 +111,111 @@ fn a_leave_is_told_at_once_and_member_counts_go_out_on_the_tick() {
     .now()
     .unwrap();
     assert!(h.shard.channels.is_empty());
+}
+
+#[test]
+fn only_members_send_and_numbering_reserves_a_new_block_when_one_runs_out() {
+    let mut h = Harness::new();
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.settle();
+    let refused = h.send("room", "bob", bob, "not in", false).now();
+    assert_eq!(refused.unwrap_err().code, ErrorCode::NotJoined);
+
+    // Taking the channel up reserved numbers 1 to 1000: none of these waits on the store.
+    for seq in 1..=1000 {
+        assert_eq!(
+            h.send("room", "alice", alice, "n", false)
+                .now()
+                .unwrap()
+                .seq,
+            seq
+        );
+    }
+    assert!(h.hold().is_empty());
+    let mut next = h.send("room", "alice", alice, "n", false);
+    let held = h.hold();
+    assert_eq!(held.len(), 1, "the next block is reserved first");
+    assert!(next.is_pending());
+    h.finish(held);
+    assert_eq!(next.now().unwrap().seq, 1001);
+    assert_eq!(h.stored.high_water.get(&channel_key("room")), Some(&2000));
+}
+
+#[test]
+fn a_channel_past_the_member_events_threshold_announces_no_joins_or_leaves() {
+    let mut h = Harness::new();
+    let threshold = parley_core::limits::Limits::default().member_events_threshold;
+    let first = session(1);
+    h.join("big", "m0", first);
+    h.settle();
+    for n in 1..threshold {
+        h.join("big", &format!("m{n}"), session(1 + n as u64));
+    }
+    let joined = |h: &Harness| {
+        h.edge
+            .to(first)
+            .iter()
+            .filter(|event| matches!(event, EventKind::MemberJoined(_)))
+            .count()
+    };
+    assert_eq!(joined(&h), threshold - 1, "at the threshold joins are told");
+    let late = session(10_000);
+    h.join("big", "late", late).now().unwrap();
+    assert_eq!(joined(&h), threshold - 1, "past it they are not");
+    h.ask(ops::Leave {
+        channel: channel_key("big"),
+        uid: UserId::parse("late").unwrap(),
+        session: late,
+        reason: LeaveReason::Left,
+    })
+    .now()
+    .unwrap();
+    assert!(
+        !h.edge
+            .saw(first, |event| matches!(event, EventKind::MemberLeft(_)))
+    );
+    let count = h
+        .ask(ops::MemberCount {
+            channel: channel_key("big"),
+        })
+        .now();
+    assert_eq!(count, Ok(threshold as u32));
+}
+
+#[test]
+fn a_backend_message_to_a_channel_nobody_is_in_is_kept_unless_its_sender_is_muted() {
+    let mut h = Harness::new();
+    let from_backend = |from: &str| ChannelSend {
+        channel: channel_key("empty"),
+        from: UserId::parse(from).unwrap(),
+        session: None,
+        message: text_body("notice"),
+        enable_history: true,
+        origin: None,
+        trace: None,
+    };
+    let mut sent = h.ask(from_backend("bot"));
+    h.settle();
+    assert_eq!(
+        sent.now().unwrap().seq,
+        0,
+        "numbers count what members were sent"
+    );
+    let conversation = Conversation::Channel(ChannelId::parse("empty").unwrap());
+    assert_eq!(h.stored.history[&conversation].len(), 1);
+
+    h.ask(ops::Moderate {
+        action: crate::api::Moderation::Mute {
+            channel: channel_key("empty"),
+            uid: UserId::parse("spammer").unwrap(),
+            until_ms: h.now.unix_ms + 60_000,
+            reason: "spam".into(),
+        },
+    });
+    h.settle();
+    let mut refused = h.ask(from_backend("spammer"));
+    h.settle();
+    assert_eq!(refused.now().unwrap_err().code, ErrorCode::Muted);
+    assert_eq!(h.stored.history[&conversation].len(), 1);
 }

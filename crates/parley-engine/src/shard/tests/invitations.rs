@@ -145,3 +145,53 @@ fn a_canceled_invitation_is_told_to_both_sides_and_only_its_caller_may_cancel() 
         EventKind::RemoteInvitationCanceled(_)
     )));
 }
+
+#[test]
+fn an_unanswered_invitation_expires_and_an_unacknowledged_one_fails_with_no_response() {
+    let mut h = Harness::new();
+    let (alice, bob, carol) = (session(1), session(2), session(3));
+    h.login("alice", alice);
+    h.login("bob", bob);
+    h.login("carol", carol);
+    let acknowledged = invite(&mut h, "alice", alice, "bob");
+    let _unacknowledged = invite(&mut h, "carol", carol, "bob");
+    // Bob's client acknowledges alice's: the runtime hands the receipt back as a command.
+    assert!(matches!(
+        h.edge.receipts.as_slice(),
+        [OnReceipt::Invitation { invitation_id, .. }, OnReceipt::Invitation { .. }]
+            if *invitation_id == acknowledged
+    ));
+    h.accept(Command::InvitationReceipt {
+        callee: user_key("bob"),
+        invitation_id: acknowledged,
+    });
+    assert!(h.edge.saw(alice, |event| matches!(
+        event,
+        EventKind::LocalInvitationReceivedByPeer(received) if received.invitation_id == acknowledged
+    )));
+    tick_after(&mut h, Duration::from_secs(120));
+    let failed = |h: &Harness, caller: SessionRef, reason: v1::InvitationFailureReason| {
+        h.edge.saw(caller, |event| {
+            matches!(
+                event,
+                EventKind::LocalInvitationFailure(failure) if failure.reason == reason as i32
+            )
+        })
+    };
+    assert!(failed(
+        &h,
+        alice,
+        v1::InvitationFailureReason::InvitationExpire
+    ));
+    assert!(failed(
+        &h,
+        carol,
+        v1::InvitationFailureReason::PeerNoResponse
+    ));
+    assert!(h.edge.saw(bob, |event| matches!(
+        event,
+        EventKind::RemoteInvitationFailure(failure)
+            if failure.invitation_id == acknowledged
+                && failure.reason == v1::InvitationFailureReason::InvitationExpire as i32
+    )));
+}

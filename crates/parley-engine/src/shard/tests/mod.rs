@@ -7,6 +7,7 @@ mod attributes;
 mod channels;
 mod invitations;
 mod moderation;
+mod peers;
 mod regions;
 mod sessions;
 mod waiting;
@@ -539,14 +540,28 @@ impl Stored {
                     .mutes
                     .get(&(send.channel.clone(), send.from.clone()))
                     .filter(|mute| mute.until_ms > server_received_ts);
-                reply.send(match mute {
-                    Some(mute) => Err(muted(mute.until_ms)),
-                    None => Ok(ChannelSent {
-                        message_id,
-                        server_received_ts,
-                        seq: 0,
-                    }),
-                });
+                if let Some(mute) = mute {
+                    reply.send(Err(muted(mute.until_ms)));
+                    return Resumed::Done;
+                }
+                if send.enable_history {
+                    let conversation = Conversation::Channel(send.channel.channel.clone());
+                    self.history
+                        .entry(conversation)
+                        .or_default()
+                        .push(v1::HistoryMessage {
+                            message_id: message_id.0,
+                            from: send.from.to_string(),
+                            message: Some(send.message.clone()),
+                            server_received_ts,
+                            seq: 0,
+                        });
+                }
+                reply.send(Ok(ChannelSent {
+                    message_id,
+                    server_received_ts,
+                    seq: 0,
+                }));
                 Resumed::Done
             }
             StoreWork::ExpireAttributes { .. } => Resumed::Done,
