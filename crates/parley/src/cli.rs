@@ -672,25 +672,14 @@ pub struct ClientOptions {
     pub codec: String,
 }
 
-/// Parses `250ms`, `20s`, `5m` or a bare number of seconds.
+/// Parses a duration as humantime reads it (`250ms`, `20s`, `5m`, `1h 30m`, `7d`), or a bare
+/// number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    let (number, unit) = raw
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((raw, "s"), |at| raw.split_at(at));
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {raw:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3600)),
-        "d" => Ok(Duration::from_secs(value * 86_400)),
-        _ => Err(format!(
-            "invalid duration unit in {raw:?}: use ms, s, m, h or d"
-        )),
+    if let Ok(seconds) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
     }
+    humantime::parse_duration(raw).map_err(|error| format!("invalid duration {raw:?}: {error}"))
 }
 
 #[cfg(test)]
@@ -705,8 +694,10 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("2w").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("2 parsecs").is_err());
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 
     #[test]
