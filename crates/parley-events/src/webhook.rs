@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
+use backon::ExponentialBuilder;
+use backon::Retryable;
 use bytes::Bytes;
 use hmac::Hmac;
 use hmac::Mac;
@@ -40,13 +42,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut signature = String::with_capacity(7 + 64);
-    signature.push_str("sha256=");
-    for byte in digest {
-        signature.push_str(&format!("{byte:02x}"));
-    }
-    signature
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The JSON an event is POSTed as, for an attempt made at `timestamp_ms`.
@@ -131,11 +127,10 @@ impl Lane {
         event_tx
     }
 
-    /// POSTs `event` until it is taken (2xx) or the attempts run out. Returns whether it was
-    /// taken (or the app no longer has a webhook).
+    /// POSTs `event` until it is taken (2xx) or the attempts run out, waiting longer after each
+    /// failure. Returns whether it was taken (or the app no longer has a webhook).
     async fn deliver(&self, event: &AppEvent) -> bool {
-        let mut backoff = self.config.first_backoff;
-        for attempt in 1..=self.config.attempts {
+        let attempt = || async {
             // Read each time: the app may have changed or dropped its webhook meanwhile.
             let Some(webhook) = self
                 .apps
@@ -143,19 +138,24 @@ impl Lane {
                 .ok()
                 .and_then(|app| app.webhook.clone())
             else {
-                return true;
+                return Ok(());
             };
             match self.post(&webhook, event).await {
-                Ok(status) if status.is_success() => return true,
-                Ok(status) => tracing::debug!(%status, attempt, "webhook refused an event"),
-                Err(error) => tracing::debug!(%error, attempt, "webhook delivery failed"),
+                Ok(status) if status.is_success() => Ok(()),
+                Ok(status) => Err(format!("refused with {status}")),
+                Err(error) => Err(error),
             }
-            if attempt < self.config.attempts {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(self.config.max_backoff);
-            }
-        }
-        false
+        };
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(self.config.first_backoff)
+            .with_max_delay(self.config.max_backoff)
+            .with_max_times(self.config.attempts.saturating_sub(1) as usize);
+        attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .notify(|error, wait| tracing::debug!(%error, ?wait, "webhook delivery failed"))
+            .await
+            .is_ok()
     }
 
     async fn post(&self, webhook: &Webhook, event: &AppEvent) -> Result<StatusCode, String> {

@@ -28,12 +28,7 @@ const SECRET: &str = "webhook-secret";
 fn assert_signed(delivery: &Delivery) {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(&delivery.body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let expected = hex::encode(mac.finalize().into_bytes());
     assert_eq!(
         delivery.headers.get("x-parley-signature"),
         Some(&format!("sha256={expected}")),
