@@ -1,8 +1,8 @@
 //! Apps (tenants): their certificate and per-app settings.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::RwLock;
 
 use crate::Error;
 use crate::ErrorCode;
@@ -161,24 +161,18 @@ impl AppDirectory {
             .into_iter()
             .map(|app| (app.app_id.clone(), Arc::new(app)))
             .collect();
-        *self.apps.write().expect("app directory lock poisoned") = Arc::new(apps);
+        *self.apps.write() = Arc::new(apps);
     }
 
     /// The apps served now.
     pub fn all(&self) -> Vec<Arc<AppConfig>> {
-        self.apps
-            .read()
-            .expect("app directory lock poisoned")
-            .values()
-            .cloned()
-            .collect()
+        self.apps.read().values().cloned().collect()
     }
 
     pub fn get(&self, raw_app_id: &str) -> Result<Arc<AppConfig>, Error> {
         let app_id = AppId::parse(raw_app_id)?;
         self.apps
             .read()
-            .expect("app directory lock poisoned")
             .get(&app_id)
             .cloned()
             .ok_or_else(|| Error::new(ErrorCode::InvalidAppId, "no app with this id"))

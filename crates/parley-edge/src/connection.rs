@@ -1,9 +1,9 @@
 //! One client connection: a reader task that owns the session and a writer task that coalesces
 //! outgoing frames.
 
+use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use axum::extract::ws::CloseFrame;
 use axum::extract::ws::Message;
@@ -269,7 +269,6 @@ impl Connection {
                     .handle
                     .receipts
                     .lock()
-                    .expect("receipt lock poisoned")
                     .remove(&MessageId(receipt.message_id));
                 if let Some(waiting) = waiting {
                     let _ = waiting.send(());
@@ -449,12 +448,7 @@ impl Connection {
             let Ok(channel) = ChannelId::parse(&channel) else {
                 continue;
             };
-            let resume_after = self
-                .handle
-                .channel_seqs
-                .lock()
-                .expect("channel seq lock poisoned")
-                .get(channel.as_str());
+            let resume_after = self.handle.channel_seqs.lock().get(channel.as_str());
             let joined = owner
                 .ask(ops::Join {
                     channel: crate::requests::channel_key(&session.user, &channel),
@@ -474,7 +468,6 @@ impl Connection {
             .handle
             .outgoing_invitations
             .lock()
-            .expect("invitation lock poisoned")
             .iter()
             .filter(|(_, invitation)| !invitation.over)
             .map(|(id, invitation)| (*id, invitation.clone()))

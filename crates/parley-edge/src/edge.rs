@@ -1,10 +1,10 @@
 //! [`Edge`]: the table of this node's sessions, and the [`EdgeSink`] owners deliver through.
 
+use parking_lot::Mutex;
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -96,15 +96,15 @@ pub(crate) enum Control {
 pub(crate) struct SessionHandle {
     pub outbound_tx: mpsc::Sender<Outbound>,
     pub control_tx: mpsc::Sender<Control>,
-    /// Peer messages awaiting the client's receipt. A std lock: touched only for an insert or a
+    /// Peer messages awaiting the client's receipt. A blocking lock: touched only for an insert or a
     /// remove, never across an await.
     pub receipts: Mutex<HashMap<MessageId, oneshot::Sender<()>>>,
     /// Per joined channel, the last sequence number this session was handed: re-registering
-    /// with a channel's new owner resumes after it, so a hand-off loses nothing. A std lock,
+    /// with a channel's new owner resumes after it, so a hand-off loses nothing. A blocking lock,
     /// never held across an await.
     pub channel_seqs: Mutex<ChannelSeqs>,
     /// Invitations this session sent, for cancel and for rebuilding them with a new owner.
-    /// A std lock, never held across an await.
+    /// A blocking lock, never held across an await.
     pub outgoing_invitations: Mutex<BTreeMap<u64, Outgoing>>,
 }
 
@@ -212,16 +212,10 @@ impl SessionHandle {
             Tracked::Nothing => {}
             Tracked::ChannelSeq(channel, seq) => self.saw(channel, seq),
             Tracked::Kicked(channel) => {
-                self.channel_seqs
-                    .lock()
-                    .expect("channel seq lock poisoned")
-                    .remove(channel);
+                self.channel_seqs.lock().remove(channel);
             }
             Tracked::Invitation { id, ended } => {
-                let mut outgoing = self
-                    .outgoing_invitations
-                    .lock()
-                    .expect("invitation lock poisoned");
+                let mut outgoing = self.outgoing_invitations.lock();
                 if let Some(invitation) = outgoing.get_mut(&id) {
                     invitation.received = true;
                     invitation.over |= ended;
@@ -232,25 +226,17 @@ impl SessionHandle {
 
     /// Whether the session is in `channel` (joined, and not kicked since).
     pub(crate) fn is_joined(&self, channel: &str) -> bool {
-        self.channel_seqs
-            .lock()
-            .expect("channel seq lock poisoned")
-            .contains_key(channel)
+        self.channel_seqs.lock().contains_key(channel)
     }
 
     /// The channels the session is in.
     pub(crate) fn joined(&self) -> Vec<String> {
-        self.channel_seqs
-            .lock()
-            .expect("channel seq lock poisoned")
-            .keys()
-            .map(str::to_owned)
-            .collect()
+        self.channel_seqs.lock().keys().map(str::to_owned).collect()
     }
 
     /// Notes that the session has seen `channel` up to `seq`.
     pub(crate) fn saw(&self, channel: &str, seq: u64) {
-        let mut seqs = self.channel_seqs.lock().expect("channel seq lock poisoned");
+        let mut seqs = self.channel_seqs.lock();
         if let Some(last) = seqs.get_mut(channel) {
             *last = (*last).max(seq);
         }
@@ -267,7 +253,7 @@ pub struct Edge {
     apps: Arc<AppDirectory>,
     owner: Arc<dyn Owners>,
     next_session: AtomicU64,
-    // A std lock: lookups on every delivery, inserts and removes at login and logout; never held
+    // A blocking lock: lookups on every delivery, inserts and removes at login and logout; never held
     // across an await.
     sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
     /// Logged-in sessions per app.
@@ -319,45 +305,26 @@ impl Edge {
     }
 
     pub(crate) fn insert_session(&self, session: SessionId, handle: Arc<SessionHandle>) {
-        self.sessions
-            .write()
-            .expect("session table lock poisoned")
-            .insert(session, handle);
+        self.sessions.write().insert(session, handle);
     }
 
     pub(crate) fn remove_session(&self, session: SessionId) {
-        self.sessions
-            .write()
-            .expect("session table lock poisoned")
-            .remove(&session);
+        self.sessions.write().remove(&session);
     }
 
     fn session(&self, session: SessionId) -> Option<Arc<SessionHandle>> {
-        self.sessions
-            .read()
-            .expect("session table lock poisoned")
-            .get(&session)
-            .cloned()
+        self.sessions.read().get(&session).cloned()
     }
 
     /// Number of logged-in sessions on this edge.
     pub fn session_count(&self) -> usize {
-        self.sessions
-            .read()
-            .expect("session table lock poisoned")
-            .len()
+        self.sessions.read().len()
     }
 
     /// After a ring change: every session registers itself, its channels and its status
     /// subscriptions with the owners again, so owners that took keys over know them.
     pub fn reregister_all(&self) {
-        let handles: Vec<Arc<SessionHandle>> = self
-            .sessions
-            .read()
-            .expect("session table lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let handles: Vec<Arc<SessionHandle>> = self.sessions.read().values().cloned().collect();
         for handle in handles {
             // A full control queue means the session is ending anyway.
             let _ = handle.control_tx.try_send(Control::Reregister);
@@ -368,13 +335,7 @@ impl Edge {
     pub async fn end_all_sessions(&self, reason: Reason, grace: Duration) {
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let handles: Vec<Arc<SessionHandle>> = self
-            .sessions
-            .read()
-            .expect("session table lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let handles: Vec<Arc<SessionHandle>> = self.sessions.read().values().cloned().collect();
         for handle in handles {
             let _ = handle.control_tx.try_send(Control::End(reason));
         }
@@ -393,7 +354,6 @@ impl Edge {
     ) -> bool {
         self.api_buckets
             .lock()
-            .expect("api bucket lock poisoned")
             .entry(app.clone())
             .or_insert_with(|| TokenBucket::new(rate, now))
             .try_take(now)
@@ -418,10 +378,7 @@ impl Edge {
         rate: parley_core::rate::Rate,
     ) -> bool {
         let now = Instant::now();
-        let mut buckets = self
-            .login_buckets
-            .lock()
-            .expect("login bucket lock poisoned");
+        let mut buckets = self.login_buckets.lock();
         if buckets.len() >= LOGIN_BUCKET_SWEEP_AT {
             buckets.retain(|_, bucket| !bucket.is_full(now));
         }
@@ -453,7 +410,7 @@ impl EdgeSink for Edge {
         // One read lock for the whole batch; `enqueue` never blocks.
         let span = crate::telemetry::delivering(&frame, sessions.len());
         let _entered = span.enter();
-        let table = self.sessions.read().expect("session table lock poisoned");
+        let table = self.sessions.read();
         let news = Tracked::of(&frame);
         for session in sessions {
             if let Some(handle) = table.get(session) {
@@ -474,7 +431,7 @@ impl EdgeSink for Edge {
         let _entered = span.enter();
         if let Some(handle) = self.session(session) {
             {
-                let mut receipts = handle.receipts.lock().expect("receipt lock poisoned");
+                let mut receipts = handle.receipts.lock();
                 if receipts.len() >= RECEIPT_SWEEP_AT {
                     receipts.retain(|_, waiting| !waiting.is_canceled());
                 }

@@ -237,7 +237,6 @@ impl Connection {
         handle
             .channel_seqs
             .lock()
-            .expect("channel seq lock poisoned")
             .insert(channel.to_string(), last_seq);
         Ok(ReplyResult::Join(v1::JoinResult { last_seq }))
     }
@@ -253,7 +252,6 @@ impl Connection {
         let was_joined = handle
             .channel_seqs
             .lock()
-            .expect("channel seq lock poisoned")
             .remove(channel.as_str())
             .is_some();
         if !was_joined {
@@ -409,10 +407,7 @@ impl Connection {
                 restore: None,
             })
             .await?;
-        let mut outgoing = handle
-            .outgoing_invitations
-            .lock()
-            .expect("invitation lock poisoned");
+        let mut outgoing = handle.outgoing_invitations.lock();
         outgoing.insert(
             invitation_id,
             Outgoing {
@@ -443,7 +438,6 @@ impl Connection {
         let callee = handle
             .outgoing_invitations
             .lock()
-            .expect("invitation lock poisoned")
             .get(&cancel.invitation_id)
             .map(|outgoing| outgoing.callee.clone())
             .ok_or_else(|| {

@@ -1,12 +1,12 @@
 //! Open things counted by key (connections by client address, sessions by app), each held by a
 //! [`Held`] that gives its place back when dropped, so no path out of a connection can leak one.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::Mutex;
 
-/// A std Mutex: held for one lookup, never across an await.
+/// A blocking lock: held for one lookup, never across an await.
 type Counts<K> = Arc<Mutex<HashMap<K, usize>>>;
 
 pub(crate) struct Tally<K> {
@@ -22,7 +22,7 @@ impl<K: Hash + Eq + Clone> Tally<K> {
 
     /// A place for `key`, unless it already holds `max`.
     pub(crate) fn take(&self, key: K, max: usize) -> Option<Held<K>> {
-        let mut counts = self.counts.lock().expect("tally poisoned");
+        let mut counts = self.counts.lock();
         let open = counts.entry(key.clone()).or_insert(0);
         if *open >= max {
             return None;
@@ -49,7 +49,7 @@ impl<K: Hash + Eq> Held<K> {
 
 impl<K: Hash + Eq> Drop for Held<K> {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("tally poisoned");
+        let mut counts = self.counts.lock();
         if let Some(open) = counts.get_mut(&self.key) {
             *open -= 1;
             if *open == 0 {
@@ -73,6 +73,6 @@ mod tests {
         drop(first);
         let third = tally.take("a", 2).unwrap();
         drop((second, third));
-        assert!(tally.counts.lock().unwrap().is_empty());
+        assert!(tally.counts.lock().is_empty());
     }
 }

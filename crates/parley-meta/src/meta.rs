@@ -1,12 +1,12 @@
 //! A meta node: Raft over the cluster state, the leader's failure detector, and the API that
 //! data nodes heartbeat to and operators command.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -259,12 +259,12 @@ async fn detect_failures(meta: std::sync::Weak<MetaNode>) {
         let leader = meta.is_leader();
         if leader && !leading {
             let now = Instant::now();
-            let mut heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
+            let mut heard = meta.last_heard.lock();
             for node in meta.cluster.borrow().nodes.keys() {
                 heard.insert(*node, now);
             }
         } else if leader {
-            let mut heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
+            let mut heard = meta.last_heard.lock();
             let deaf = forgive_deafness(&mut heard, DETECTION_TICK, slept, Instant::now());
             if deaf > meta.config.node_timeout / 2 {
                 tracing::warn!(
@@ -278,7 +278,7 @@ async fn detect_failures(meta: std::sync::Weak<MetaNode>) {
             continue;
         }
         let silent = {
-            let mut heard = meta.last_heard.lock().expect("heartbeat lock poisoned");
+            let mut heard = meta.last_heard.lock();
             let now = Instant::now();
             // A node this leader has not timed yet (it joined through a log entry applied
             // after the leader took over) gets a full timeout from now.
@@ -338,10 +338,7 @@ impl meta_server::Meta for MetaService {
                 leader_address: meta.leader_address().unwrap_or_default(),
             }));
         }
-        meta.last_heard
-            .lock()
-            .expect("heartbeat lock poisoned")
-            .insert(info.node, Instant::now());
+        meta.last_heard.lock().insert(info.node, Instant::now());
         let command =
             meta.cluster
                 .borrow()

@@ -6,12 +6,12 @@
 // openraft's storage traits fix the error type, large as it is.
 #![allow(clippy::result_large_err)]
 
+use parking_lot::Mutex;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use openraft::BasicNode;
 use openraft::Entry;
@@ -118,7 +118,7 @@ impl MetaStorage {
 
     fn install(&self, machine: Machine) {
         let cluster = machine.cluster.clone();
-        *self.inner.machine.lock().expect("machine lock poisoned") = machine;
+        *self.inner.machine.lock() = machine;
         self.inner.published.send_replace(cluster);
     }
 
@@ -179,12 +179,7 @@ impl RaftLogReader<TypeConfig> for MetaStorage {
 
 impl RaftSnapshotBuilder<TypeConfig> for MetaStorage {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let machine = self
-            .inner
-            .machine
-            .lock()
-            .expect("machine lock poisoned")
-            .clone();
+        let machine = self.inner.machine.lock().clone();
         let data = serde_json::to_vec(&machine).map_err(read_error)?;
         let snapshot_id = match &machine.last_applied {
             Some(last) => format!("{}-{}", last.leader_id, last.index),
@@ -272,7 +267,7 @@ impl RaftStorage<TypeConfig> for MetaStorage {
     async fn last_applied_state(
         &mut self,
     ) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
-        let machine = self.inner.machine.lock().expect("machine lock poisoned");
+        let machine = self.inner.machine.lock();
         Ok((machine.last_applied, machine.membership.clone()))
     }
 
@@ -282,7 +277,7 @@ impl RaftStorage<TypeConfig> for MetaStorage {
     ) -> StorageResult<Vec<Outcome>> {
         let mut outcomes = Vec::with_capacity(entries.len());
         let cluster = {
-            let mut machine = self.inner.machine.lock().expect("machine lock poisoned");
+            let mut machine = self.inner.machine.lock();
             for entry in entries {
                 machine.last_applied = Some(entry.log_id);
                 let outcome = match &entry.payload {

@@ -8,10 +8,10 @@
 //! own ring (waiting briefly for a newer epoch the caller routed by) and answers "not the owner",
 //! naming the owner, when another node has it; the caller retries there once.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,8 +76,8 @@ pub async fn reach_epoch(topology: &SharedTopology, epoch: u64, within: Duration
 /// Receipts this owner node waits for from edges on other nodes, by receipt id.
 #[derive(Default)]
 pub struct Receipts {
-    // A std lock: an insert or a remove per delivery, never held across an await.
-    waiting: std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>,
+    // A blocking lock: an insert or a remove per delivery, never held across an await.
+    waiting: parking_lot::Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>,
 }
 
 /// How long an owner waits to learn a ring epoch a caller already routes by.
@@ -88,7 +88,7 @@ const RECEIPT_SWEEP_AT: usize = 4096;
 
 impl Receipts {
     fn wait(&self, receipt_id: u64, receipt_tx: oneshot::Sender<()>) {
-        let mut waiting = self.waiting.lock().expect("receipt lock poisoned");
+        let mut waiting = self.waiting.lock();
         if waiting.len() >= RECEIPT_SWEEP_AT {
             waiting.retain(|_, sender| !sender.is_canceled());
         }
@@ -97,11 +97,7 @@ impl Receipts {
 
     /// Completes (received) or drops (not received) the wait for `receipt_id`.
     fn settle(&self, receipt_id: u64, received: bool) {
-        let waiting = self
-            .waiting
-            .lock()
-            .expect("receipt lock poisoned")
-            .remove(&receipt_id);
+        let waiting = self.waiting.lock().remove(&receipt_id);
         if let (Some(sender), true) = (waiting, received) {
             let _ = sender.send(());
         }
@@ -267,7 +263,7 @@ enum Hop {
 pub struct RemoteOwners {
     topology: SharedTopology,
     local: Option<(NodeId, Arc<dyn Owners>)>,
-    // A std lock: a lookup or an insert per call, never held across an await.
+    // A blocking lock: a lookup or an insert per call, never held across an await.
     clients: RwLock<BTreeMap<NodeId, OwnerClient<ClusterChannel>>>,
 }
 
@@ -281,12 +277,7 @@ impl RemoteOwners {
     }
 
     fn client(&self, node: NodeId) -> Result<OwnerClient<ClusterChannel>, Error> {
-        if let Some(client) = self
-            .clients
-            .read()
-            .expect("client lock poisoned")
-            .get(&node)
-        {
+        if let Some(client) = self.clients.read().get(&node) {
             return Ok(client.clone());
         }
         let address = self
@@ -297,10 +288,7 @@ impl RemoteOwners {
             .cloned()
             .ok_or_else(|| Error::new(ErrorCode::Unavailable, "no address for an owner node"))?;
         let client = OwnerClient::new(lazy_channel(&address)?);
-        self.clients
-            .write()
-            .expect("client lock poisoned")
-            .insert(node, client.clone());
+        self.clients.write().insert(node, client.clone());
         Ok(client)
     }
 

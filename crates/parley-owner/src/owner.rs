@@ -1,12 +1,12 @@
 //! [`Owner`]: routes each request to the shard task that owns its key; reads of what every
 //! owner shares (history, restrictions, event logs) go to the shards in turn.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::hash::Hash;
 use std::hash::RandomState;
 use std::sync::Arc;
-use std::sync::RwLock;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -57,32 +57,22 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 /// Edges this owner delivers to, by node.
 #[derive(Default)]
 pub(crate) struct Edges {
-    // A std lock: read on every delivery, written only when an edge comes or goes, never held
+    // A blocking lock: read on every delivery, written only when an edge comes or goes, never held
     // across an await.
     sinks: RwLock<HashMap<NodeId, Arc<dyn EdgeSink>>>,
 }
 
 impl Edges {
     pub(crate) fn register(&self, node: NodeId, sink: Arc<dyn EdgeSink>) {
-        self.sinks
-            .write()
-            .expect("edge table lock poisoned")
-            .insert(node, sink);
+        self.sinks.write().insert(node, sink);
     }
 
     pub(crate) fn unregister(&self, node: NodeId) {
-        self.sinks
-            .write()
-            .expect("edge table lock poisoned")
-            .remove(&node);
+        self.sinks.write().remove(&node);
     }
 
     pub(crate) fn get(&self, node: NodeId) -> Option<Arc<dyn EdgeSink>> {
-        self.sinks
-            .read()
-            .expect("edge table lock poisoned")
-            .get(&node)
-            .cloned()
+        self.sinks.read().get(&node).cloned()
     }
 }
 
@@ -171,13 +161,7 @@ impl Owner {
 
     /// The edges deliveries can go to.
     pub fn edge_nodes(&self) -> Vec<NodeId> {
-        self.edges
-            .sinks
-            .read()
-            .expect("edge table lock poisoned")
-            .keys()
-            .copied()
-            .collect()
+        self.edges.sinks.read().keys().copied().collect()
     }
 
     /// Edge `node` left the cluster: its sessions count as lost connections.

@@ -5,11 +5,11 @@
 //! fsync rather than one each. Reads run on tokio's blocking pool against MVCC snapshots and never
 //! wait for the writer.
 
+use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use parley_core::ids::AppId;
@@ -621,10 +621,7 @@ impl SessionDirectory for EmbeddedStore {
         uid: &UserId,
         session: SessionRef,
     ) -> StoreResult<()> {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .expect("session directory lock poisoned");
+        let mut sessions = self.sessions.lock();
         let known = sessions.entry((app.clone(), uid.clone())).or_default();
         if !known.contains(&session) {
             known.push(session);
@@ -638,10 +635,7 @@ impl SessionDirectory for EmbeddedStore {
         uid: &UserId,
         session: SessionRef,
     ) -> StoreResult<()> {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .expect("session directory lock poisoned");
+        let mut sessions = self.sessions.lock();
         let key = (app.clone(), uid.clone());
         if let Some(known) = sessions.get_mut(&key) {
             known.retain(|existing| *existing != session);
@@ -653,10 +647,7 @@ impl SessionDirectory for EmbeddedStore {
     }
 
     async fn sessions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<SessionRef>> {
-        let sessions = self
-            .sessions
-            .lock()
-            .expect("session directory lock poisoned");
+        let sessions = self.sessions.lock();
         Ok(sessions
             .get(&(app.clone(), uid.clone()))
             .cloned()
@@ -673,7 +664,7 @@ impl RegionDirectory for EmbeddedStore {
         region: &str,
         online: bool,
     ) -> StoreResult<()> {
-        let mut regions = self.regions.lock().expect("region table lock poisoned");
+        let mut regions = self.regions.lock();
         let key = (app.clone(), uid.clone());
         if online {
             regions.entry(key).or_default().insert(region.to_owned());
@@ -687,7 +678,7 @@ impl RegionDirectory for EmbeddedStore {
     }
 
     async fn user_regions(&self, app: &AppId, uid: &UserId) -> StoreResult<Vec<String>> {
-        let regions = self.regions.lock().expect("region table lock poisoned");
+        let regions = self.regions.lock();
         Ok(regions
             .get(&(app.clone(), uid.clone()))
             .map(|known| known.iter().cloned().collect())

@@ -11,8 +11,8 @@
 //! - Connections are multiplexed and reconnect by themselves; every call is bounded by
 //!   [`OPERATION_TIMEOUT`], so an unreachable Redis turns into prompt errors, not hung clients.
 
+use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -187,7 +187,7 @@ impl RedisStore {
         trips: Trips,
     ) -> StoreResult<T> {
         let started = Instant::now();
-        let open_until = *self.breaker.lock().expect("breaker lock poisoned");
+        let open_until = *self.breaker.lock();
         if open_until.is_some_and(|until| started < until) {
             parley_telemetry::store_call(started, Some("breaker_open"));
             return Err(failed("not answering (recent calls timed out)"));
@@ -210,13 +210,13 @@ impl RedisStore {
         };
         parley_telemetry::store_call(started, failure);
         if outcome.is_ok() && open_until.is_some() {
-            *self.breaker.lock().expect("breaker lock poisoned") = None;
+            *self.breaker.lock() = None;
         }
         outcome
     }
 
     fn trip(&self) {
-        *self.breaker.lock().expect("breaker lock poisoned") = Some(Instant::now() + BREAKER_OPEN);
+        *self.breaker.lock() = Some(Instant::now() + BREAKER_OPEN);
     }
 
     async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> StoreResult<T> {

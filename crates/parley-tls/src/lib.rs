@@ -16,10 +16,10 @@ mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+use parking_lot::Mutex;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -86,7 +86,7 @@ struct Loaded {
 /// files change.
 pub struct ReloadingCert {
     files: CertFiles,
-    // A std lock: held to compare and swap, never across an await.
+    // A blocking lock: held to compare and swap, never across an await.
     loaded: Mutex<Loaded>,
 }
 
@@ -152,7 +152,7 @@ impl ReloadingCert {
     /// The pair to present now, after reading the files again if they are due a look and
     /// have changed.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        let mut loaded = self.loaded.lock().expect("certificate lock poisoned");
+        let mut loaded = self.loaded.lock();
         if loaded.checked.elapsed() >= RECHECK_EVERY {
             loaded.checked = Instant::now();
             self.reload(&mut loaded);

@@ -1,11 +1,11 @@
 //! `parley client`: JSON lines in, JSON lines out, over the Rust SDK. The contract is
 //! docs/cli.md (kept identical to the product's CLI.md).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
@@ -32,13 +32,13 @@ use crate::cli::ClientOptions;
 /// Writes whole lines to standard output, one writer at a time.
 #[derive(Clone)]
 struct Printer {
-    // A std lock: held only to write and flush one line, never across an await.
+    // A blocking lock: held only to write and flush one line, never across an await.
     stdout: Arc<Mutex<std::io::Stdout>>,
 }
 
 impl Printer {
     fn print(&self, value: &Value) {
-        let mut stdout = self.stdout.lock().expect("stdout lock poisoned");
+        let mut stdout = self.stdout.lock();
         let _ = writeln!(stdout, "{value}");
         let _ = stdout.flush();
     }
@@ -151,7 +151,7 @@ pub async fn run(options: ClientOptions) -> anyhow::Result<ExitCode> {
 /// Requests sent and not yet answered, by tag, with the `id` and `op` their reply must echo.
 #[derive(Clone, Default)]
 struct Requests {
-    // A std lock: held for an insert or a remove, never across an await.
+    // A blocking lock: held for an insert or a remove, never across an await.
     waiting: Arc<Mutex<Waiting>>,
     printed: Arc<tokio::sync::Notify>,
 }
@@ -161,7 +161,7 @@ type Waiting = (u64, HashMap<u64, (Value, String)>);
 
 impl Requests {
     fn start(&self, id: Value, op: String) -> u64 {
-        let mut waiting = self.waiting.lock().expect("request table lock poisoned");
+        let mut waiting = self.waiting.lock();
         waiting.0 += 1;
         let tag = waiting.0;
         waiting.1.insert(tag, (id, op));
@@ -169,11 +169,7 @@ impl Requests {
     }
 
     fn finish(&self, tag: u64) -> Option<(Value, String)> {
-        self.waiting
-            .lock()
-            .expect("request table lock poisoned")
-            .1
-            .remove(&tag)
+        self.waiting.lock().1.remove(&tag)
     }
 
     fn printed(&self) {
@@ -184,13 +180,7 @@ impl Requests {
     async fn all_printed(&self) {
         loop {
             let notified = self.printed.notified();
-            if self
-                .waiting
-                .lock()
-                .expect("request table lock poisoned")
-                .1
-                .is_empty()
-            {
+            if self.waiting.lock().1.is_empty() {
                 return;
             }
             notified.await;
