@@ -17,6 +17,7 @@ pub mod rest;
 mod server_api;
 mod tally;
 mod telemetry;
+mod validate;
 
 pub use axum::Router;
 pub use edge::Edge;

@@ -10,10 +10,7 @@ use parley_core::attributes::AttributeOp;
 use parley_core::ids::ChannelId;
 use parley_core::ids::SessionRef;
 use parley_core::ids::UserId;
-use parley_core::limits::MAX_HISTORY_PAGE;
-use parley_core::limits::MAX_INVITATION_TEXT_BYTES;
 use parley_core::limits::MAX_MEMBER_COUNT_CHANNELS;
-use parley_core::limits::MAX_MESSAGE_BYTES;
 use parley_core::limits::MAX_STATUS_QUERY;
 use parley_core::limits::MAX_STATUS_SUBSCRIPTIONS;
 use parley_core::rate::TokenBucket;
@@ -42,12 +39,11 @@ use crate::connection::reply_frame;
 use crate::edge::Outbound;
 use crate::edge::Outgoing;
 use crate::edge::SessionHandle;
+use crate::validate;
 use parley_core::time::unix_ms;
 
 /// Outgoing invitations a session remembers (for cancel); older ones are forgotten.
 const MAX_OUTGOING_INVITATIONS: usize = 64;
-/// History page size when the request names none.
-pub(crate) const DEFAULT_HISTORY_PAGE: usize = 20;
 
 impl Connection {
     pub(crate) async fn login(&mut self, login: v1::LoginRequest) -> Result<ReplyResult, Error> {
@@ -162,7 +158,7 @@ impl Connection {
             return Err(Error::too_often("message"));
         }
         let to = UserId::parse(&send.peer_id)?;
-        let message = validate_message(send.message)?;
+        let message = validate::message(send.message)?;
         let (span, trace) = crate::telemetry::sent("peer", session.user.app.as_str());
         let dispatch = edge
             .owner()
@@ -288,7 +284,7 @@ impl Connection {
                 "not joined to this channel",
             ));
         }
-        let message = validate_message(send.message)?;
+        let message = validate::message(send.message)?;
         let (span, trace) = crate::telemetry::sent("channel", session.user.app.as_str());
         let sent = edge
             .owner()
@@ -392,7 +388,7 @@ impl Connection {
         if callee == session.user.uid {
             return Err(Error::invalid_argument("cannot invite yourself"));
         }
-        check_invitation_text("content", &send.content)?;
+        validate::invitation_text("content", &send.content)?;
         if !send.channel_id.is_empty() {
             ChannelId::parse(&send.channel_id)?;
         }
@@ -468,7 +464,7 @@ impl Connection {
         let edge = self.edge.clone();
         let session = self.logged_in()?;
         take(&mut session.invitation_bucket, "invitation")?;
-        check_invitation_text("response", &response)?;
+        validate::invitation_text("response", &response)?;
         edge.owner()
             .ask(ops::AnswerInvitation {
                 callee: session.user.clone(),
@@ -569,7 +565,7 @@ impl Connection {
         let edge = self.edge.clone();
         let session = self.logged_in()?;
         take(&mut session.status_bucket, "queryPeersOnlineStatus")?;
-        let peers = parse_peer_ids(&query.peer_ids, MAX_STATUS_QUERY)?;
+        let peers = validate::peer_ids(&query.peer_ids, MAX_STATUS_QUERY)?;
         let states = futures_util::future::try_join_all(peers.iter().map(|uid| {
             edge.owner().ask(ops::Presence {
                 user: UserKey {
@@ -599,7 +595,7 @@ impl Connection {
         let edge = self.edge.clone();
         let session = self.logged_in()?;
         take(&mut session.status_bucket, "subscribePeersOnlineStatus")?;
-        let peers = parse_peer_ids(&subscribe.peer_ids, MAX_STATUS_SUBSCRIPTIONS)?;
+        let peers = validate::peer_ids(&subscribe.peer_ids, MAX_STATUS_SUBSCRIPTIONS)?;
         let new: Vec<UserId> = peers
             .into_iter()
             .filter(|uid| !session.subscriptions.contains(uid))
@@ -635,7 +631,7 @@ impl Connection {
         let edge = self.edge.clone();
         let session = self.logged_in()?;
         take(&mut session.status_bucket, "unsubscribePeersOnlineStatus")?;
-        let peers = parse_peer_ids(&unsubscribe.peer_ids, MAX_STATUS_SUBSCRIPTIONS)?;
+        let peers = validate::peer_ids(&unsubscribe.peer_ids, MAX_STATUS_SUBSCRIPTIONS)?;
         for uid in peers {
             if session.subscriptions.remove(&uid) {
                 edge.owner()
@@ -675,21 +671,8 @@ impl Connection {
             }),
         )?;
         check_time_range(query.start_time, query.end_time)?;
-        let limit = match query.limit {
-            0 => DEFAULT_HISTORY_PAGE,
-            limit if limit as usize <= MAX_HISTORY_PAGE => limit as usize,
-            _ => {
-                return Err(Error::invalid_argument(format!(
-                    "limit must be at most {MAX_HISTORY_PAGE}"
-                )));
-            }
-        };
-
-        let after = if query.cursor.is_empty() {
-            None
-        } else {
-            Some(parse_cursor(&query.cursor)?)
-        };
+        let limit = validate::history_limit(query.limit as usize)?;
+        let after = validate::cursor(&query.cursor)?;
         let messages = edge
             .owner()
             .ask(ops::QueryHistory {
@@ -704,12 +687,7 @@ impl Connection {
                 },
             })
             .await?;
-        let next = match messages.last() {
-            Some(last) if messages.len() == limit => {
-                format!("{}:{}", last.server_received_ts, last.message_id)
-            }
-            _ => String::new(),
-        };
+        let next = validate::next_cursor(&messages, limit);
         Ok(ReplyResult::QueryHistory(v1::QueryHistoryResult {
             messages,
             next,
@@ -761,26 +739,6 @@ fn take(bucket: &mut TokenBucket, what: &str) -> Result<(), Error> {
     }
 }
 
-fn check_invitation_text(what: &str, text: &str) -> Result<(), Error> {
-    if text.len() > MAX_INVITATION_TEXT_BYTES {
-        Err(Error::new(
-            ErrorCode::SizeOverflow,
-            format!("invitation {what} is larger than {MAX_INVITATION_TEXT_BYTES} bytes"),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn parse_peer_ids(raw: &[String], max: usize) -> Result<Vec<UserId>, Error> {
-    if raw.is_empty() || raw.len() > max {
-        return Err(Error::invalid_argument(format!(
-            "between 1 and {max} peer ids are needed"
-        )));
-    }
-    raw.iter().map(|id| UserId::parse(id)).collect()
-}
-
 enum Which {
     Peer(String),
     Channel(String),
@@ -811,86 +769,17 @@ fn conversation(
     }
 }
 
+/// A session's history range must hold something: an empty one is refused, not answered empty.
 fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
-    if start < 0 || end < 0 || (end > 0 && end <= start) {
-        Err(Error::invalid_argument(
-            "the time range is empty or negative",
-        ))
-    } else {
-        Ok(())
+    if validate::time_range_is_empty(start, end)? {
+        return Err(Error::invalid_argument("the time range is empty"));
     }
-}
-
-/// Reads a paging cursor: `timestamp:messageId` of the last message of the previous page.
-pub(crate) fn parse_cursor(cursor: &str) -> Result<(i64, u64), Error> {
-    let invalid = || Error::invalid_argument("cursor is not one this server gave out");
-    let (ts, id) = cursor.split_once(':').ok_or_else(invalid)?;
-    Ok((
-        ts.parse().map_err(|_| invalid())?,
-        id.parse().map_err(|_| invalid())?,
-    ))
-}
-
-pub(crate) fn validate_message(message: Option<v1::MessageBody>) -> Result<v1::MessageBody, Error> {
-    let invalid = |why: &str| Error::new(ErrorCode::InvalidMessage, why);
-    let message = message.ok_or_else(|| invalid("message is missing"))?;
-    let content_len = match &message.content {
-        None => return Err(invalid("message has neither text nor raw content")),
-        Some(v1::message_body::Content::Text(text)) if text.is_empty() => {
-            return Err(invalid("text message is empty"));
-        }
-        Some(v1::message_body::Content::Raw(raw)) if raw.is_empty() => {
-            return Err(invalid("raw message is empty"));
-        }
-        Some(v1::message_body::Content::Text(text)) => text.len(),
-        Some(v1::message_body::Content::Raw(raw)) => raw.len(),
-    };
-    if content_len + message.description.len() > MAX_MESSAGE_BYTES {
-        return Err(invalid(&format!(
-            "message is larger than {MAX_MESSAGE_BYTES} bytes"
-        )));
-    }
-    Ok(message)
+    Ok(())
 }
 
 pub(crate) fn channel_key(user: &UserKey, channel: &ChannelId) -> ChannelKey {
     ChannelKey {
         app: user.app.clone(),
         channel: channel.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(text: &str) -> Option<v1::MessageBody> {
-        Some(v1::MessageBody {
-            content: Some(v1::message_body::Content::Text(text.into())),
-            description: String::new(),
-        })
-    }
-
-    #[test]
-    fn messages_up_to_32_kb_pass_and_larger_ones_do_not() {
-        assert!(validate_message(text(&"x".repeat(MAX_MESSAGE_BYTES))).is_ok());
-        let too_big = validate_message(text(&"x".repeat(MAX_MESSAGE_BYTES + 1))).unwrap_err();
-        assert_eq!(too_big.code, ErrorCode::InvalidMessage);
-        assert_eq!(
-            validate_message(text("")).unwrap_err().code,
-            ErrorCode::InvalidMessage
-        );
-        assert_eq!(
-            validate_message(None).unwrap_err().code,
-            ErrorCode::InvalidMessage
-        );
-        let raw_with_description = Some(v1::MessageBody {
-            content: Some(v1::message_body::Content::Raw(vec![1; 32_000].into())),
-            description: "d".repeat(769),
-        });
-        assert!(
-            validate_message(raw_with_description).is_err(),
-            "description counts"
-        );
     }
 }

@@ -13,7 +13,6 @@ use parley_core::ids::AppId;
 use parley_core::ids::ChannelId;
 use parley_core::ids::MessageId;
 use parley_core::ids::UserId;
-use parley_core::limits::MAX_HISTORY_PAGE;
 use parley_core::time::unix_ms;
 use parley_owner::ChannelKey;
 use parley_owner::ChannelSend;
@@ -34,14 +33,7 @@ use parley_store::StoredEvent;
 use tracing::Instrument;
 
 use crate::edge::Edge;
-
-/// The longest ban or mute: a year.
-pub(crate) const MAX_RESTRICTION_SECONDS: u64 = 365 * 24 * 3600;
-/// The longest reason kept with a ban or mute, in bytes.
-pub(crate) const MAX_REASON_BYTES: usize = 256;
-/// Event log page sizes: the default and the most.
-pub(crate) const DEFAULT_EVENT_PAGE: usize = 100;
-pub(crate) const MAX_EVENT_PAGE: usize = 1000;
+use crate::validate;
 
 /// What kind of failure an error code is; each transport names it its own way (an HTTP status,
 /// a gRPC code).
@@ -223,7 +215,7 @@ pub(crate) async fn send_peer(
     let from = UserId::parse(&send.from)?;
     call.caller.may_act_as(&from)?;
     let to = UserId::parse(&send.to)?;
-    let message = crate::requests::validate_message(send.message)?;
+    let message = validate::message(send.message)?;
     let (span, trace) = crate::telemetry::sent("peer", call.app.app_id.as_str());
     let dispatch = edge
         .owner()
@@ -273,7 +265,7 @@ pub(crate) async fn send_channel(
     let from = UserId::parse(from)?;
     call.caller.may_act_as(&from)?;
     let channel = ChannelId::parse(channel_id)?;
-    let message = crate::requests::validate_message(message)?;
+    let message = validate::message(message)?;
     let (span, trace) = crate::telemetry::sent("channel", call.app.app_id.as_str());
     edge.owner()
         .ask(ChannelSend {
@@ -357,12 +349,7 @@ pub(crate) struct HistoryRange {
 impl HistoryRange {
     /// Whether the range holds nothing at all (it ends where, or before, it starts).
     fn is_empty(&self) -> Result<bool, Error> {
-        if self.start < 0 || self.end < 0 {
-            return Err(Error::invalid_argument(
-                "times are ms since the epoch, not negative",
-            ));
-        }
-        Ok(self.end > 0 && self.end <= self.start)
+        validate::time_range_is_empty(self.start, self.end)
     }
 }
 
@@ -376,20 +363,8 @@ pub(crate) async fn history_page(
     if range.is_empty()? {
         return Ok((Vec::new(), String::new()));
     }
-    let limit = match range.limit {
-        0 => crate::requests::DEFAULT_HISTORY_PAGE,
-        limit if limit <= MAX_HISTORY_PAGE => limit,
-        _ => {
-            return Err(Error::invalid_argument(format!(
-                "limit must be at most {MAX_HISTORY_PAGE}"
-            )));
-        }
-    };
-    let after = range
-        .cursor
-        .filter(|cursor| !cursor.is_empty())
-        .map(|cursor| crate::requests::parse_cursor(&cursor))
-        .transpose()?;
+    let limit = validate::history_limit(range.limit)?;
+    let after = validate::cursor(range.cursor.as_deref().unwrap_or_default())?;
     let messages = edge
         .owner()
         .ask(ops::QueryHistory {
@@ -408,12 +383,7 @@ pub(crate) async fn history_page(
             },
         })
         .await?;
-    let next = match messages.last() {
-        Some(last) if messages.len() == limit => {
-            format!("{}:{}", last.server_received_ts, last.message_id)
-        }
-        _ => String::new(),
-    };
+    let next = validate::next_cursor(&messages, limit);
     Ok((messages, next))
 }
 
@@ -452,12 +422,8 @@ pub(crate) async fn restrict(
 ) -> Result<i64, Error> {
     call.caller.must_be_backend("banning and muting")?;
     let uid = UserId::parse(uid)?;
-    if !(1..=MAX_RESTRICTION_SECONDS).contains(&duration_seconds) {
-        return Err(Error::invalid_argument(format!(
-            "durationSeconds must be 1 to {MAX_RESTRICTION_SECONDS}"
-        )));
-    }
-    check_reason(&reason)?;
+    validate::restriction_seconds(duration_seconds)?;
+    validate::reason(&reason)?;
     let until_ms = unix_ms() + duration_seconds as i64 * 1000;
     let action = match scope {
         Scope::Login => Moderation::Ban {
@@ -518,7 +484,7 @@ pub(crate) async fn kick(
     call.caller.must_be_backend("kicking")?;
     let channel = ChannelId::parse(channel_id)?;
     let uid = UserId::parse(uid)?;
-    check_reason(&reason)?;
+    validate::reason(&reason)?;
     edge.owner()
         .ask(ops::Moderate {
             action: Moderation::Kick {
@@ -528,16 +494,6 @@ pub(crate) async fn kick(
             },
         })
         .await
-}
-
-fn check_reason(reason: &str) -> Result<(), Error> {
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(Error::new(
-            ErrorCode::SizeOverflow,
-            format!("a reason is at most {MAX_REASON_BYTES} bytes"),
-        ));
-    }
-    Ok(())
 }
 
 /// A page of an event log (`users` or `channels`) after `after`, and the cursor to poll with next.
@@ -558,15 +514,11 @@ pub(crate) async fn events(
             ));
         }
     };
-    let limit = match limit {
-        0 => DEFAULT_EVENT_PAGE,
-        limit if limit <= MAX_EVENT_PAGE => limit,
-        _ => {
-            return Err(Error::invalid_argument(format!(
-                "limit must be at most {MAX_EVENT_PAGE}"
-            )));
-        }
-    };
+    let limit = validate::page_limit(
+        limit,
+        validate::DEFAULT_EVENT_PAGE,
+        validate::MAX_EVENT_PAGE,
+    )?;
     let page = edge
         .owner()
         .ask(ops::Events {
