@@ -15,6 +15,7 @@ mod listener;
 mod requests;
 pub mod rest;
 mod server_api;
+mod session;
 mod tally;
 mod telemetry;
 mod validate;

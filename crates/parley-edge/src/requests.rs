@@ -1,5 +1,5 @@
-//! The request handlers of a logged-in (or logging-in) connection: each validates its input,
-//! polices the session's limits, and forwards to the owners.
+//! The request handlers of a session ([`Session::dispatch`] and one method per operation): each
+//! validates its input (`validate.rs`), polices the session's limits, and forwards to the owners.
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
@@ -14,7 +14,6 @@ use parley_core::limits::MAX_MEMBER_COUNT_CHANNELS;
 use parley_core::limits::MAX_STATUS_QUERY;
 use parley_core::limits::MAX_STATUS_SUBSCRIPTIONS;
 use parley_core::rate::TokenBucket;
-use parley_owner::ChannelKey;
 use parley_owner::ChannelSend;
 use parley_owner::InvitationSend;
 use parley_owner::LeaveReason;
@@ -26,28 +25,166 @@ use parley_owner::UserKey;
 use parley_owner::ops;
 use parley_proto::v1;
 use parley_proto::v1::reply::Result as ReplyResult;
+use parley_proto::v1::request::Op;
 use parley_store::Conversation;
 use parley_store::HistoryQuery;
 use parley_store::Order;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::connection::Connection;
-use crate::connection::LoggedIn;
-use crate::connection::instant_of_unix_secs;
-use crate::connection::reply_frame;
 use crate::edge::Outbound;
 use crate::edge::Outgoing;
 use crate::edge::SessionHandle;
+use crate::session::Ending;
+use crate::session::LoggedIn;
+use crate::session::Session;
+use crate::session::channel_key;
+use crate::session::event;
+use crate::session::instant_of_unix_secs;
+use crate::session::reply_frame;
 use crate::validate;
 use parley_core::time::unix_ms;
 
 /// Outgoing invitations a session remembers (for cancel); older ones are forgotten.
 const MAX_OUTGOING_INVITATIONS: usize = 64;
 
-impl Connection {
+impl Session {
+    /// Carries out one request and replies to it; `Some` when the session ends with it (a
+    /// logout).
+    pub(crate) async fn dispatch(&mut self, request: v1::Request) -> Option<Ending> {
+        let id = request.id;
+        let Some(op) = request.op else {
+            self.reply(
+                id,
+                Err(Error::invalid_argument("unknown or missing operation")),
+            );
+            return None;
+        };
+        let result = match op {
+            Op::Login(login) => {
+                let result = self.login(login).await;
+                crate::telemetry::login(&result);
+                let logged_in = result.is_ok();
+                self.reply(id, result);
+                if logged_in {
+                    // After the reply, so the client hears of its login before what waited for it.
+                    self.session_ready().await;
+                }
+                return None;
+            }
+            Op::Ping(_) => Ok(ReplyResult::Pong(v1::PongResult {
+                server_time_ms: unix_ms(),
+            })),
+            _ if self.logged_in.is_none() => Err(Error::new(
+                ErrorCode::NotLoggedIn,
+                "log in before any other request",
+            )),
+            Op::Logout(_) => {
+                if let Some(session) = &mut self.logged_in {
+                    session.admitted = None;
+                }
+                self.reply(id, Ok(ReplyResult::Empty(v1::Empty {})));
+                return Some(Ending::Logout);
+            }
+            Op::RenewToken(renew) => self.renew_token(renew),
+            Op::SendMessageToPeer(send) => match self.send_message_to_peer(id, send).await {
+                // The reply comes when the peer acknowledges.
+                Ok(()) => return None,
+                Err(error) => Err(error),
+            },
+            Op::Join(join) => self.join(join).await,
+            Op::Leave(leave) => self.leave(leave).await,
+            Op::SendMessage(send) => self.send_message(send).await,
+            Op::GetMembers(get) => self.get_members(get).await,
+            Op::GetChannelMemberCount(get) => self.get_channel_member_count(get).await,
+            Op::SendLocalInvitation(send) => self.send_local_invitation(send).await,
+            Op::CancelLocalInvitation(cancel) => self.cancel_local_invitation(cancel).await,
+            Op::AcceptRemoteInvitation(accept) => {
+                self.answer_remote_invitation(accept.invitation_id, true, accept.response)
+                    .await
+            }
+            Op::RefuseRemoteInvitation(refuse) => {
+                self.answer_remote_invitation(refuse.invitation_id, false, refuse.response)
+                    .await
+            }
+            Op::SetLocalUserAttributes(set) => {
+                self.update_user_attributes(AttributeOp::Set(set.attributes.into_iter().collect()))
+                    .await
+            }
+            Op::AddOrUpdateLocalUserAttributes(add) => {
+                self.update_user_attributes(AttributeOp::AddOrUpdate(
+                    add.attributes.into_iter().collect(),
+                ))
+                .await
+            }
+            Op::DeleteLocalUserAttributesByKeys(delete) => {
+                self.update_user_attributes(AttributeOp::DeleteKeys(delete.keys))
+                    .await
+            }
+            Op::ClearLocalUserAttributes(_) => {
+                self.update_user_attributes(AttributeOp::Clear).await
+            }
+            Op::GetUserAttributes(get) => self.get_user_attributes(get).await,
+            Op::SetChannelAttributes(set) => {
+                let op = AttributeOp::Set(set.attributes.into_iter().collect());
+                self.update_channel_attributes(
+                    &set.channel_id,
+                    op,
+                    set.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::AddOrUpdateChannelAttributes(add) => {
+                let op = AttributeOp::AddOrUpdate(add.attributes.into_iter().collect());
+                self.update_channel_attributes(
+                    &add.channel_id,
+                    op,
+                    add.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::DeleteChannelAttributesByKeys(delete) => {
+                self.update_channel_attributes(
+                    &delete.channel_id,
+                    AttributeOp::DeleteKeys(delete.keys),
+                    delete.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::ClearChannelAttributes(clear) => {
+                self.update_channel_attributes(
+                    &clear.channel_id,
+                    AttributeOp::Clear,
+                    clear.enable_notification_to_channel_members,
+                )
+                .await
+            }
+            Op::GetChannelAttributes(get) => self.get_channel_attributes(get).await,
+            Op::QueryPeersOnlineStatus(query) => self.query_peers_online_status(query).await,
+            Op::SubscribePeersOnlineStatus(subscribe) => {
+                match self.subscribe_peers_online_status(subscribe).await {
+                    Ok(initial) => {
+                        self.reply(id, Ok(ReplyResult::Empty(v1::Empty {})));
+                        self.push(Outbound::own(event(
+                            v1::event::Kind::PeersOnlineStatusChanged(initial),
+                        )));
+                        return None;
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Op::UnsubscribePeersOnlineStatus(unsubscribe) => {
+                self.unsubscribe_peers_online_status(unsubscribe).await
+            }
+            Op::QueryHistory(query) => self.query_history(query).await,
+            Op::CountHistory(count) => self.count_history(count).await,
+        };
+        self.reply(id, result);
+        None
+    }
+
     pub(crate) async fn login(&mut self, login: v1::LoginRequest) -> Result<ReplyResult, Error> {
-        if self.session.is_some() {
+        if self.logged_in.is_some() {
             return Err(Error::new(ErrorCode::AlreadyLoggedIn, "already logged in"));
         }
         if self.edge.is_closing() {
@@ -103,7 +240,7 @@ impl Connection {
         let now = Instant::now();
         let limits = app.limits.clone();
         let bucket = |rate| TokenBucket::new(rate, now.into_std());
-        self.session = Some(LoggedIn {
+        self.logged_in = Some(LoggedIn {
             user,
             session,
             subscriptions: BTreeSet::new(),
@@ -775,11 +912,4 @@ fn check_time_range(start: i64, end: i64) -> Result<(), Error> {
         return Err(Error::invalid_argument("the time range is empty"));
     }
     Ok(())
-}
-
-pub(crate) fn channel_key(user: &UserKey, channel: &ChannelId) -> ChannelKey {
-    ChannelKey {
-        app: user.app.clone(),
-        channel: channel.clone(),
-    }
 }
