@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use parley_core::Error;
+use parley_proto::grpc_error;
 use parley_proto::server::v1 as api;
 use parley_proto::server::v1::server_api_server::ServerApi;
 use parley_proto::server::v1::server_api_server::ServerApiServer;
@@ -12,7 +13,6 @@ use parley_store::Scope;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
-use tonic::metadata::MetadataValue;
 
 use crate::edge::Edge;
 use crate::server_api;
@@ -28,9 +28,6 @@ struct GrpcApi {
     edge: Arc<Edge>,
 }
 
-/// Metadata naming the error code of a failed call.
-const ERROR_CODE_KEY: &str = "parley-error-code";
-
 /// A failure as a gRPC status, with the same meaning as the REST API's HTTP status.
 fn status_of(error: Error) -> Status {
     let code = match server_api::failure(error.code) {
@@ -44,12 +41,7 @@ fn status_of(error: Error) -> Status {
         Failure::Unavailable => tonic::Code::Unavailable,
         Failure::Internal => tonic::Code::Internal,
     };
-    let mut status = Status::new(code, error.message);
-    status.metadata_mut().insert(
-        ERROR_CODE_KEY,
-        MetadataValue::from_static(error.code.as_str_name()),
-    );
-    status
+    grpc_error::status(code, error.code, error.message)
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;

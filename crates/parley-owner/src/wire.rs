@@ -4,13 +4,12 @@
 use parley_core::Error;
 use parley_core::ErrorCode;
 use parley_proto::cluster::v1 as wire;
+use parley_proto::grpc_error;
 use tonic::Status;
-use tonic::metadata::MetadataValue;
 
 use crate::api::Interest;
 use crate::api::PeerOutcome;
 
-const ERROR_CODE_KEY: &str = "parley-error-code";
 /// Metadata naming the node that owns a key, on a FAILED_PRECONDITION answer.
 pub(crate) const OWNER_KEY: &str = "parley-owner";
 
@@ -21,21 +20,11 @@ pub(crate) fn status_of(error: Error) -> Status {
         ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
         _ => tonic::Code::InvalidArgument,
     };
-    let mut status = Status::new(code, error.message);
-    status
-        .metadata_mut()
-        .insert(ERROR_CODE_KEY, MetadataValue::from(error.code as i32));
-    status
+    grpc_error::status(code, error.code, error.message)
 }
 
 pub(crate) fn error_of(status: &Status) -> Error {
-    let code = status
-        .metadata()
-        .get(ERROR_CODE_KEY)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i32>().ok())
-        .and_then(|value| ErrorCode::try_from(value).ok());
-    match code {
+    match grpc_error::error_code(status) {
         Some(code) => Error::new(code, status.message()),
         None => {
             tracing::warn!(status = %status, "cluster call failed");

@@ -30,6 +30,8 @@ pub mod server {
 #[cfg(feature = "grpc")]
 pub mod cluster_auth;
 mod codec;
+#[cfg(feature = "grpc")]
+pub mod grpc_error;
 
 pub use codec::Codec;
 pub use codec::DecodeError;

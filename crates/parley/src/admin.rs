@@ -48,11 +48,9 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(status) => {
-            let code = status
-                .metadata()
-                .get("parley-error-code")
-                .and_then(|code| code.to_str().ok())
-                .unwrap_or("UNAVAILABLE");
+            let code = parley_proto::grpc_error::error_code(&status)
+                .unwrap_or(parley_core::ErrorCode::Unavailable)
+                .as_str_name();
             println!("{}", json!({ "code": code, "message": status.message() }));
             Ok(ExitCode::FAILURE)
         }
