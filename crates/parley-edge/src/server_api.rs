@@ -150,9 +150,7 @@ pub(crate) fn authorize<'a>(
         let uid = first(&["x-parley-uid", "x-agora-uid"])
             .ok_or_else(|| unauthorized("a user token needs its uid in x-parley-uid"))?;
         let uid = UserId::parse(uid)?;
-        let now_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
+        let now_secs = parley_core::time::unix_secs();
         app.authenticate(uid.as_str(), token, now_secs)?;
         Caller::User(uid)
     } else {

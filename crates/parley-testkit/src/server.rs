@@ -7,7 +7,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use std::time::SystemTime;
 
 use parley::cluster::ClusterHandle;
 use parley::cluster::NodeSpec;
@@ -459,10 +458,7 @@ impl TestServer {
         let Some(certificate) = &self.certificate else {
             return String::new();
         };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs() as u32;
+        let now = parley_core::time::unix_secs() as u32;
         parley_core::token::build_007(APP_ID, certificate, uid, expire_secs, now, 7)
     }
 

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::Args;
@@ -639,10 +638,7 @@ pub struct TokenOptions {
 
 impl TokenOptions {
     pub fn build(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs() as u32;
+        let now = parley_core::time::unix_secs() as u32;
         parley_core::token::build_007(
             &self.app_id,
             &self.app_certificate,

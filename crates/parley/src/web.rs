@@ -109,9 +109,7 @@ fn token(app: &AppConfig, uid: &str) -> Response {
     }
     let token = match &app.certificate {
         Some(certificate) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs() as u32);
+            let now = parley_core::time::unix_secs() as u32;
             parley_core::token::build_007(
                 app.app_id.as_str(),
                 certificate,
