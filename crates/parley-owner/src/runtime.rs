@@ -110,6 +110,8 @@ pub(crate) async fn run(
         for effect in shard.take_effects() {
             runtime.apply(effect);
         }
+        // Only now: a caller hears of its request after what it caused is queued.
+        shard.release_answers();
         tokio::select! {
             Some((key, resumed)) = runtime.waiting.next(), if !runtime.waiting.is_empty() => {
                 shard.resume(now(), key, resumed);

@@ -202,23 +202,55 @@ impl Command {
     }
 }
 
-/// Answers an operation whose handler needs no store. A caller that went away no longer wants
-/// its answer, so a failed send is ignored.
-fn answer(reply: Reply<Result<Response, Error>>, answer: Result<Response, Error>) {
-    let _ = reply.send(answer);
+/// Answers an operation whose handler needs no store, once the runtime has carried out what
+/// the handler decided ([`Held`]). A caller that went away no longer wants its answer, so a
+/// failed send is ignored.
+fn answer(held: Held, reply: Reply<Result<Response, Error>>, answer: Result<Response, Error>) {
+    hold_reply(&held, reply, answer);
+}
+
+/// Sends `value` on `reply` once the runtime has carried out the effects decided before it.
+fn hold_reply<T: Send + 'static>(held: &Held, reply: Reply<T>, value: T) {
+    held.hold(move || {
+        let _ = reply.send(value);
+    });
+}
+
+/// Answers held back until the runtime has carried out the effects of the input that gave them,
+/// so a caller never hears of its request before the deliveries it caused are queued (a join's
+/// replay before its reply, for one). Shared with the answers that store work gives.
+#[derive(Clone, Default)]
+pub struct Held(Arc<parking_lot::Mutex<Vec<Answer>>>);
+
+/// One held answer: sends it.
+type Answer = Box<dyn FnOnce() + Send>;
+
+impl Held {
+    fn hold(&self, send: impl FnOnce() + Send + 'static) {
+        self.0.lock().push(Box::new(send));
+    }
+
+    /// Sends every answer held so far, in the order they were given.
+    pub fn release(&self) {
+        let held = std::mem::take(&mut *self.0.lock());
+        for send in held {
+            send();
+        }
+    }
 }
 
 /// Where a handler answers an operation `O`.
-pub struct Respond<O>(Reply<Result<Response, Error>>, PhantomData<fn() -> O>);
+pub struct Respond<O>(Reply<Result<Response, Error>>, Held, PhantomData<fn() -> O>);
 
 impl<O: Operation> Respond<O> {
-    fn new(reply: Reply<Result<Response, Error>>) -> Self {
-        Respond(reply, PhantomData)
+    fn new(reply: Reply<Result<Response, Error>>, held: Held) -> Self {
+        Respond(reply, held, PhantomData)
     }
 
-    /// A caller that went away no longer wants its answer, so a failed send is ignored.
+    /// Answers once the runtime has carried out what was decided before (see [`Held`]). A
+    /// caller that went away no longer wants its answer, so a failed send is ignored.
     pub fn send(self, answer: Result<O::Output, Error>) {
-        let _ = self.0.send(answer.map(O::response));
+        hold_reply(&self.1, self.0, answer.map(O::response));
     }
 }
 
@@ -353,6 +385,8 @@ pub struct Shard {
     queued: usize,
     /// What the shard decided since its runtime last looked, for the runtime to carry out.
     effects: Vec<Effect>,
+    /// Answers to send once those effects are carried out.
+    held: Held,
 }
 
 impl Shard {
@@ -381,12 +415,18 @@ impl Shard {
             busy: HashMap::new(),
             queued: 0,
             effects: Vec::new(),
+            held: Held::default(),
         }
     }
 
     /// What the shard decided since this was last called.
     pub fn take_effects(&mut self) -> std::vec::Drain<'_, Effect> {
         self.effects.drain(..)
+    }
+
+    /// Sends the answers held back so far: call it once the effects taken are carried out.
+    pub fn release_answers(&self) {
+        self.held.release();
     }
 
     /// Takes a command: carries it out, or queues it behind its key's store operations.
@@ -575,11 +615,11 @@ impl Shard {
             }
             Command::EdgeGone { node, reply } => {
                 self.edge_gone(node);
-                let _ = reply.send(());
+                hold_reply(&self.held, reply, ());
             }
             Command::AnnounceRegions { reply } => {
                 self.announce_regions();
-                let _ = reply.send(());
+                hold_reply(&self.held, reply, ());
             }
         }
     }
@@ -587,9 +627,11 @@ impl Shard {
     /// Carries out one owner operation: each has its handler here.
     fn call(&mut self, request: Request, reply: Reply<Result<Response, Error>>) {
         match request {
-            Request::OpenSession(open) => self.open_session(open, Respond::new(reply)),
+            Request::OpenSession(open) => {
+                self.open_session(open, Respond::new(reply, self.held.clone()))
+            }
             Request::SessionReady(ops::SessionReady { user, session }) => {
-                self.session_ready(user, session, Respond::new(reply));
+                self.session_ready(user, session, Respond::new(reply, self.held.clone()));
             }
             Request::CloseSession(ops::CloseSession {
                 user,
@@ -597,7 +639,7 @@ impl Shard {
                 reason,
             }) => {
                 self.close_session(&user, session, reason);
-                answer(reply, Ok(Response::CloseSession(())));
+                answer(self.held.clone(), reply, Ok(Response::CloseSession(())));
             }
             Request::SetReachable(ops::SetReachable {
                 user,
@@ -605,7 +647,7 @@ impl Shard {
                 reachable,
             }) => {
                 self.set_reachable(&user, session, reachable);
-                answer(reply, Ok(Response::SetReachable(())));
+                answer(self.held.clone(), reply, Ok(Response::SetReachable(())));
             }
             Request::Join(ops::Join {
                 channel,
@@ -617,7 +659,7 @@ impl Shard {
                 uid,
                 session,
                 resume,
-                reply: Respond::new(reply),
+                reply: Respond::new(reply, self.held.clone()),
             }),
             Request::Leave(ops::Leave {
                 channel,
@@ -625,13 +667,17 @@ impl Shard {
                 session,
                 reason,
             }) => answer(
+                self.held.clone(),
                 reply,
                 self.leave(channel, uid, session, reason)
                     .map(Response::Leave),
             ),
-            Request::ChannelSend(send) => self.send_channel(send, Respond::new(reply)),
+            Request::ChannelSend(send) => {
+                self.send_channel(send, Respond::new(reply, self.held.clone()))
+            }
             Request::Members(ops::Members { channel, asker }) => {
                 answer(
+                    self.held.clone(),
                     reply,
                     self.members(&channel, asker.as_ref())
                         .map(Response::Members),
@@ -642,39 +688,52 @@ impl Shard {
                     .channels
                     .get(&channel)
                     .map_or(0, ChannelEntry::all_members);
-                answer(reply, Ok(Response::MemberCount(count)));
+                answer(self.held.clone(), reply, Ok(Response::MemberCount(count)));
             }
             Request::UpdateUserAttributes(ops::UpdateUserAttributes { user, op }) => {
-                self.update_user_attributes(user, op, Respond::new(reply));
+                self.update_user_attributes(user, op, Respond::new(reply, self.held.clone()));
             }
-            Request::UserAttributes(read) => self.user_attributes(read, Respond::new(reply)),
+            Request::UserAttributes(read) => {
+                self.user_attributes(read, Respond::new(reply, self.held.clone()))
+            }
             Request::UpdateChannelAttributes(update) => {
-                self.update_channel_attributes(update, Respond::new(reply));
+                self.update_channel_attributes(update, Respond::new(reply, self.held.clone()));
             }
             Request::ChannelAttributes(read) => {
-                self.channel_attributes(read, Respond::new(reply));
+                self.channel_attributes(read, Respond::new(reply, self.held.clone()));
             }
             Request::Presence(ops::Presence { user }) => {
                 let state = self
                     .users
                     .get(&user)
                     .map_or(PeerOnlineState::Offline, UserEntry::presence);
-                answer(reply, Ok(Response::Presence(state)));
+                answer(self.held.clone(), reply, Ok(Response::Presence(state)));
             }
             Request::SubscribePresence(ops::SubscribePresence { user, subscriber }) => {
                 let state = self.subscribe(&user, subscriber, true);
-                answer(reply, Ok(Response::SubscribePresence(state)));
+                answer(
+                    self.held.clone(),
+                    reply,
+                    Ok(Response::SubscribePresence(state)),
+                );
             }
             Request::UnsubscribePresence(ops::UnsubscribePresence { user, subscriber }) => {
                 self.subscribe(&user, subscriber, false);
-                answer(reply, Ok(Response::UnsubscribePresence(())));
+                answer(
+                    self.held.clone(),
+                    reply,
+                    Ok(Response::UnsubscribePresence(())),
+                );
             }
-            Request::InvitationSend(send) => self.invite(send, Respond::new(reply)),
+            Request::InvitationSend(send) => {
+                self.invite(send, Respond::new(reply, self.held.clone()))
+            }
             Request::CancelInvitation(ops::CancelInvitation {
                 callee,
                 caller,
                 invitation_id,
             }) => answer(
+                self.held.clone(),
                 reply,
                 self.cancel_invitation(&callee, &caller, invitation_id)
                     .map(Response::CancelInvitation),
@@ -685,30 +744,42 @@ impl Shard {
                 accept,
                 response,
             }) => answer(
+                self.held.clone(),
                 reply,
                 self.answer_invitation(callee, invitation_id, accept, response)
                     .map(Response::AnswerInvitation),
             ),
-            Request::QueryHistory(query) => self.query_history(query, Respond::new(reply)),
-            Request::CountHistory(count) => self.count_history(count, Respond::new(reply)),
-            Request::Moderate(ops::Moderate { action }) => {
-                self.moderate(action, Respond::new(reply));
+            Request::QueryHistory(query) => {
+                self.query_history(query, Respond::new(reply, self.held.clone()))
             }
-            Request::Restrictions(read) => self.restrictions(read, Respond::new(reply)),
-            Request::Events(read) => self.events(read, Respond::new(reply)),
+            Request::CountHistory(count) => {
+                self.count_history(count, Respond::new(reply, self.held.clone()))
+            }
+            Request::Moderate(ops::Moderate { action }) => {
+                self.moderate(action, Respond::new(reply, self.held.clone()));
+            }
+            Request::Restrictions(read) => {
+                self.restrictions(read, Respond::new(reply, self.held.clone()))
+            }
+            Request::Events(read) => self.events(read, Respond::new(reply, self.held.clone())),
             Request::RegionInterest(ops::RegionInterest {
                 channel,
                 region,
                 interest,
             }) => {
                 self.region_interest(channel, region, interest);
-                answer(reply, Ok(Response::RegionInterest(())));
+                answer(self.held.clone(), reply, Ok(Response::RegionInterest(())));
             }
             Request::RegionAttributes(ops::RegionAttributes {
                 channel,
                 attributes,
                 notify_members,
-            }) => self.region_attributes(channel, attributes, notify_members, Respond::new(reply)),
+            }) => self.region_attributes(
+                channel,
+                attributes,
+                notify_members,
+                Respond::new(reply, self.held.clone()),
+            ),
             Request::RegionCalleeEvent(ops::RegionCalleeEvent {
                 callee,
                 region,
@@ -716,7 +787,11 @@ impl Shard {
                 receipt,
             }) => {
                 self.region_callee_event(callee, region, event, receipt);
-                answer(reply, Ok(Response::RegionCalleeEvent(())));
+                answer(
+                    self.held.clone(),
+                    reply,
+                    Ok(Response::RegionCalleeEvent(())),
+                );
             }
             Request::RegionInvitationReceipt(ops::RegionInvitationReceipt {
                 callee,
@@ -725,7 +800,11 @@ impl Shard {
                 let _ = self.invitation_call(&callee, invitation_id, |pending| {
                     Ok(pending.machine.receipt())
                 });
-                answer(reply, Ok(Response::RegionInvitationReceipt(())));
+                answer(
+                    self.held.clone(),
+                    reply,
+                    Ok(Response::RegionInvitationReceipt(())),
+                );
             }
             Request::RegionPeerOutcome(ops::RegionPeerOutcome {
                 user,
@@ -737,7 +816,11 @@ impl Shard {
                 } else {
                     tracing::debug!(uid = %user.uid, "a late or repeated region peer outcome");
                 }
-                answer(reply, Ok(Response::RegionPeerOutcome(())));
+                answer(
+                    self.held.clone(),
+                    reply,
+                    Ok(Response::RegionPeerOutcome(())),
+                );
             }
         }
     }

@@ -19,6 +19,7 @@ use super::Reply;
 use super::Shard;
 use super::effects::OnReceipt;
 use super::effects::StoreWork;
+use super::hold_reply;
 use crate::api::AppEventKind;
 use crate::api::PeerSend;
 use crate::api::RegionRecord;
@@ -56,7 +57,7 @@ impl Shard {
         let (message_id, server_received_ts) = match &send.origin {
             Some(origin) => {
                 if !self.crossed_peers.first_time(origin.message_id) {
-                    let _ = reply.send(Ok(PeerRouted::Repeat));
+                    hold_reply(&self.held, reply, Ok(PeerRouted::Repeat));
                     return;
                 }
                 (origin.message_id, origin.server_received_ts)
@@ -104,7 +105,7 @@ impl Shard {
         match stored {
             Ok(()) => self.route_peer(peer),
             Err(error) => {
-                let _ = peer.reply.send(Err(storage_error(error)));
+                hold_reply(&self.held, peer.reply, Err(storage_error(error)));
             }
         }
     }
@@ -142,11 +143,15 @@ impl Shard {
             server_received_ts: peer.server_received_ts,
             trace: send.trace,
         });
-        let _ = peer.reply.send(Ok(PeerRouted::Remote {
-            message_id: peer.message_id,
-            server_received_ts: peer.server_received_ts,
-            outcome: outcome_rx,
-        }));
+        hold_reply(
+            &self.held,
+            peer.reply,
+            Ok(PeerRouted::Remote {
+                message_id: peer.message_id,
+                server_received_ts: peer.server_received_ts,
+                outcome: outcome_rx,
+            }),
+        );
     }
 
     /// Hands the message to the receiver's sessions, or keeps it in the inbox of a receiver
@@ -174,16 +179,20 @@ impl Shard {
             let then = OnReceipt::Caller(receipt_tx);
             self.send_with_receipt(session, peer.message_id, frame.clone(), then);
         }
-        let _ = peer.reply.send(Ok(PeerRouted::Delivered {
-            message_id: peer.message_id,
-            server_received_ts: peer.server_received_ts,
-            receipts,
-        }));
+        hold_reply(
+            &self.held,
+            peer.reply,
+            Ok(PeerRouted::Delivered {
+                message_id: peer.message_id,
+                server_received_ts: peer.server_received_ts,
+                receipts,
+            }),
+        );
     }
 
     pub(super) fn peer_cached(&mut self, peer: PeerSending, stored: StoreResult<()>) {
         if let Err(error) = stored {
-            let _ = peer.reply.send(Err(storage_error(error)));
+            hold_reply(&self.held, peer.reply, Err(storage_error(error)));
             return;
         }
         self.emit(
@@ -195,10 +204,14 @@ impl Shard {
                 message: peer.send.message,
             },
         );
-        let _ = peer.reply.send(Ok(PeerRouted::Cached {
-            message_id: peer.message_id,
-            server_received_ts: peer.server_received_ts,
-        }));
+        hold_reply(
+            &self.held,
+            peer.reply,
+            Ok(PeerRouted::Cached {
+                message_id: peer.message_id,
+                server_received_ts: peer.server_received_ts,
+            }),
+        );
     }
 
     pub(super) fn sessions_of(&self, user: &UserKey) -> Vec<SessionRef> {

@@ -219,3 +219,42 @@ fn a_backend_message_to_a_channel_nobody_is_in_is_kept_unless_its_sender_is_mute
     assert_eq!(refused.now().unwrap_err().code, ErrorCode::Muted);
     assert_eq!(h.stored.history[&conversation].len(), 1);
 }
+
+#[test]
+fn a_caller_hears_of_its_message_only_once_its_deliveries_are_taken() {
+    let mut h = Harness::new();
+    let (alice, bob) = (session(1), session(2));
+    h.join("room", "alice", alice);
+    h.join("room", "bob", bob);
+    h.settle();
+    let (reply, mut answer) = oneshot::channel();
+    let send = ChannelSend {
+        channel: channel_key("room"),
+        from: UserId::parse("alice").unwrap(),
+        session: Some(alice),
+        message: text_body("in order"),
+        enable_history: false,
+        origin: None,
+        trace: None,
+    };
+    h.shard.accept(
+        h.now,
+        Command::Call {
+            request: send.into_request(),
+            reply,
+        },
+    );
+    assert_eq!(
+        answer.try_recv(),
+        Ok(None),
+        "held until the runtime has the deliveries"
+    );
+    let deliveries = h
+        .shard
+        .take_effects()
+        .filter(|effect| matches!(effect, Effect::Deliver { .. }))
+        .count();
+    assert_eq!(deliveries, 1);
+    h.shard.release_answers();
+    assert!(matches!(answer.try_recv(), Ok(Some(Ok(_)))));
+}

@@ -171,6 +171,7 @@ impl Harness {
                 Effect::Directory(_) => {}
             }
         }
+        self.shard.release_answers();
     }
 
     fn accept(&mut self, command: Command) {
